@@ -1,0 +1,168 @@
+//! The composition root: the one place that opens the store, unlocks the
+//! vault, builds the backends, the key ring and the routers, and runs the
+//! listeners. `main` and the tests both go through [`App`].
+
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, DEFAULT_ORG};
+use crate::audit::AuditEvent;
+use crate::backend::{Guarded, KeyBackend};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::keyring::{Backends, KeyRing, RingError};
+use crate::keys::Kid;
+use crate::scopes::UNIVERSAL;
+use crate::storage::{StorageError, Store};
+use crate::vault::{self, DataKey, VaultBackend, VaultError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("{path} is already initialized")]
+    AlreadyInitialized { path: PathBuf },
+    #[error("{path} is not initialized (run `kmsd init`)")]
+    NotInitialized { path: PathBuf },
+    #[error("bootstrap API key from KMSD_BOOTSTRAP_API_KEY is not a valid rak_ key: {0}")]
+    BootstrapKey(crate::api_keys::ApiKeyFormatError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error("listener: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What `init` created. The bootstrap key is only here when kmsd generated it.
+#[derive(Debug)]
+pub struct InitReport {
+    pub bootstrap_key: Option<ApiKeySecret>,
+    pub kids: Vec<Kid>,
+}
+
+pub struct App {
+    state: AppState,
+}
+
+impl App {
+    pub fn is_initialized(config: &Config) -> bool {
+        config.store_path().exists()
+    }
+
+    /// Creates the data dir (0700), the KEK file if configured, the store with
+    /// the wrapped data key and a bootstrap admin API key, and the first key of
+    /// every keyset. `bootstrap` supplies the admin key instead of generating one.
+    pub async fn init(config: &Config, clock: Arc<dyn Clock>, bootstrap: Option<&str>) -> Result<InitReport, AppError> {
+        let store_path = config.store_path();
+        if store_path.exists() {
+            return Err(AppError::AlreadyInitialized { path: config.data_dir.clone() });
+        }
+        let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
+        create_private_dir(&config.data_dir)?;
+        let store = Store::create(&store_path)?;
+        let (key, generated) = match supplied {
+            Some(k) => (k, false),
+            None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
+        };
+        let record = ApiKeyRecord::new(&key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
+        let kek = config.kek.clone();
+        let now = clock.now();
+        let data_key = store
+            .write(move |w| {
+                let data_key = vault::init(w, &kek)?;
+                w.put_api_key(&record)?;
+                w.audit(AuditEvent::new(now, "system", "vault.init").target("vault"))?;
+                w.audit(
+                    AuditEvent::new(now, "system", "api_key.create")
+                        .target(record.id.as_str())
+                        .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
+                )?;
+                Ok::<_, AppError>(data_key)
+            })
+            .await?;
+        let ring = build_ring(config, store, data_key, clock).await?;
+        let kids = ring.ensure_signers("system").await?;
+        Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
+    }
+
+    /// Opens an initialized data dir. The KEK is checked against the stored
+    /// wrapped data key before the store is opened for writing, so a wrong KEK
+    /// changes nothing on disk.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        let path = config.store_path();
+        if !path.exists() {
+            return Err(AppError::NotInitialized { path: config.data_dir.clone() });
+        }
+        let data_key = vault::unlock(&path, &config.kek)?;
+        let store = Store::open(&path)?;
+        let ring = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
+        let created = ring.ensure_signers("system").await?;
+        for kid in created {
+            tracing::info!(%kid, "created a signing key for a keyset that had none");
+        }
+        let state = AppState {
+            config: Arc::new(config),
+            clock,
+            api_keys: ApiKeys::new(store.clone()),
+            store,
+            ring: Arc::new(ring),
+        };
+        Ok(App { state })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the public and admin routers until `shutdown` resolves, then
+    /// stops accepting and lets in-flight requests finish.
+    pub async fn serve(
+        self,
+        public: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let public =
+            axum::serve(public, http::public_router(self.state.clone())).with_graceful_shutdown(stopped(rx.clone()));
+        let admin = axum::serve(admin, http::admin_router(self.state.clone())).with_graceful_shutdown(stopped(rx));
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let (a, b) = tokio::join!(public.into_future(), admin.into_future());
+        a.and(b).map_err(AppError::Serve)
+    }
+}
+
+async fn build_ring(
+    config: &Config,
+    store: Store,
+    data_key: DataKey,
+    clock: Arc<dyn Clock>,
+) -> Result<KeyRing, AppError> {
+    let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
+    let backends = Backends::default().with(Guarded::new(vault));
+    Ok(KeyRing::open(store, backends, config.keysets.clone(), clock).await?)
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {
+    let err = |source| AppError::DataDir { path: path.to_owned(), source };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}

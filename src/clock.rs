@@ -1,0 +1,112 @@
+//! Time as the program sees it: a [`Timestamp`] (whole UNIX seconds, the
+//! resolution of JWT `iat`/`exp`) and the [`Clock`] capability that yields it.
+//!
+//! Domain logic never reads the system clock; it takes a `now` parameter or an
+//! `Arc<dyn Clock>`, so every state derivation can be tested at fixed instants.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// An instant in whole seconds since the UNIX epoch (UTC).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub const fn from_unix(seconds: i64) -> Self {
+        Self(seconds)
+    }
+
+    pub const fn unix(self) -> i64 {
+        self.0
+    }
+
+    pub fn plus(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(secs(d)))
+    }
+
+    pub fn minus(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(secs(d)))
+    }
+
+    /// Whole seconds from `self` until `later`, zero if `later` is not after `self`.
+    pub fn until(self, later: Timestamp) -> Duration {
+        Duration::from_secs(u64::try_from(later.0.saturating_sub(self.0)).unwrap_or(0))
+    }
+
+    /// ISO-8601 UTC with milliseconds, as the relayauth API writes timestamps
+    /// (`2026-11-29T19:36:42.000Z`).
+    pub fn to_iso(self) -> String {
+        let (y, m, d) = civil_from_days(self.0.div_euclid(86_400));
+        let s = self.0.rem_euclid(86_400);
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", s / 3600, (s / 60) % 60, s % 60)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_iso())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_iso())
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The capability to tell the time.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The operating system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_format_matches_the_relayauth_shape() {
+        assert_eq!(Timestamp::from_unix(0).to_iso(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_unix(1_795_981_002).to_iso(), "2026-11-29T19:36:42.000Z");
+        assert_eq!(Timestamp::from_unix(951_782_400).to_iso(), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn until_is_zero_for_the_past() {
+        let t = Timestamp::from_unix(100);
+        assert_eq!(t.until(Timestamp::from_unix(40)), Duration::ZERO);
+        assert_eq!(t.until(Timestamp::from_unix(160)), Duration::from_secs(60));
+    }
+}

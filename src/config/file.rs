@@ -1,0 +1,97 @@
+//! What the files say: the config file, keyset declarations and policy, as
+//! parsed, before anything is trusted. Every field is optional here so that a
+//! missing value falls back to its default and a wrong one is reported with
+//! the others; unknown fields are collected (not silently dropped) by
+//! [`super::parse_table`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ConfigFile {
+    /// Config format version; only 1 exists.
+    pub version: Option<u32>,
+    pub data_dir: Option<String>,
+    pub issuer: Option<String>,
+    pub public_base_url: Option<String>,
+    pub keys_dir: Option<String>,
+    pub policy_file: Option<String>,
+    pub listen: ListenSection,
+    pub http: HttpSection,
+    pub vault: VaultSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ListenSection {
+    pub public: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpSection {
+    pub body_limit_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct VaultSection {
+    /// `file` (default), `env` or `passphrase`.
+    pub kek: Option<String>,
+    pub kek_file: Option<String>,
+    pub kek_env: Option<String>,
+    pub passphrase_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KeysetFile {
+    pub name: Option<String>,
+    pub algorithm: Option<String>,
+    pub rsa_bits: Option<u32>,
+    pub backend: Option<String>,
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PolicyFile {
+    pub tokens: TokensSection,
+    pub jwks: JwksSection,
+    pub rotation: RotationSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TokensSection {
+    pub access_ttl_default: Option<DurationText>,
+    pub access_ttl_max: Option<DurationText>,
+    pub refresh_ttl_default: Option<DurationText>,
+    pub refresh_ttl_max: Option<DurationText>,
+    pub skew: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JwksSection {
+    pub max_age_cap: Option<DurationText>,
+    pub verifier_cache: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RotationSection {
+    pub publish_lead: Option<DurationText>,
+    pub overlap: Option<DurationText>,
+    pub destroy_delay: Option<DurationText>,
+    pub margin: Option<DurationText>,
+}
+
+/// A duration as written: `"90s"`, `"15m"`, `"2h"`, `"31d"` or plain seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationText {
+    Seconds(u64),
+    Text(String),
+}

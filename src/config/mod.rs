@@ -1,0 +1,438 @@
+//! Configuration: one TOML file plus `KMSD_*` environment overrides, keyset
+//! declarations (`keys/*.toml`) and policy (`policy/*.toml`), with defaults
+//! built into the binary so `kmsd serve` runs with no files at all.
+//!
+//! Two layers: [`file`] is what the files say; [`Config`] is what the program
+//! trusts. [`Config::load`] reports every problem at once, each with its field
+//! path, and never stops at the first.
+//!
+//! Environment overrides: `KMSD_<FIELD>` sets a top-level field and `__`
+//! separates sections, e.g. `KMSD_DATA_DIR=/var/lib/kmsd`,
+//! `KMSD_LISTEN__PUBLIC=0.0.0.0:8787`. Variables that carry secrets or select
+//! the config file are never read as overrides.
+
+mod duration;
+mod file;
+mod policy;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
+
+use crate::keys::{BackendKind, KeySpec, KeysetName};
+use crate::storage::STORE_FILE;
+use crate::vault::KekSource;
+use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
+
+/// Built-in keyset declarations and policy (the files under `keys/` and `policy/`).
+pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
+    ("keys/access.toml", include_str!("../../keys/access.toml")),
+    ("keys/edge.toml", include_str!("../../keys/edge.toml")),
+];
+pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!("../../policy/default.toml"));
+
+/// Environment variables that are not overrides.
+const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY"];
+pub const DEFAULT_KEK_ENV: &str = "KMSD_VAULT_KEK";
+pub const DEFAULT_PASSPHRASE_ENV: &str = "KMSD_VAULT_PASSPHRASE";
+
+/// A keyset as the program trusts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyset {
+    pub name: KeysetName,
+    pub spec: KeySpec,
+    pub backend: BackendKind,
+    pub schedule: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub issuer: String,
+    pub public_base_url: String,
+    pub listen_public: SocketAddr,
+    pub listen_admin: SocketAddr,
+    pub body_limit: usize,
+    pub kek: KekSource,
+    pub keysets: Vec<Keyset>,
+    pub policy: Policy,
+}
+
+impl Config {
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join(STORE_FILE)
+    }
+
+    pub fn keyset(&self, name: &KeysetName) -> Option<&Keyset> {
+        self.keysets.iter().find(|k| &k.name == name)
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration has {} problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {}: {}", p.path, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { path: path.into(), message: message.into() });
+    }
+}
+
+impl Config {
+    /// Loads the config file at `path` (or none: all defaults) with overrides
+    /// from `env`, then every keyset and the policy, and validates everything.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigErrors> {
+        let mut problems = Problems::default();
+        let origin = path.map_or_else(|| "config".to_owned(), |p| p.display().to_string());
+        let mut table = match path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => parse_toml(&text, &origin, &mut problems),
+                Err(e) => {
+                    problems.add(origin.clone(), format!("cannot read config file: {e}"));
+                    toml::Table::new()
+                }
+            },
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env, &mut problems);
+        let raw: ConfigFile = deserialize(table, "", &mut problems).unwrap_or_default();
+        let config = validate(raw, &mut problems);
+        match config {
+            Some(c) if problems.0.is_empty() => Ok(c),
+            _ => Err(ConfigErrors(problems.0)),
+        }
+    }
+}
+
+fn parse_toml(text: &str, origin: &str, problems: &mut Problems) -> toml::Table {
+    text.parse::<toml::Table>().unwrap_or_else(|e| {
+        problems.add(origin, format!("not valid TOML: {}", e.message()));
+        toml::Table::new()
+    })
+}
+
+/// Deserializes `table`, recording unknown fields and type errors under `prefix`.
+fn deserialize<T: DeserializeOwned>(table: toml::Table, prefix: &str, problems: &mut Problems) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result = serde_ignored::deserialize(toml::Value::Table(table), |path| unknown.push(path.to_string()));
+    for field in unknown {
+        problems.add(join(prefix, &field), "unknown field");
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.add(if prefix.is_empty() { "config" } else { prefix }, e.to_string());
+            None
+        }
+    }
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{prefix}: {field}")
+    }
+}
+
+fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut Problems) {
+    let vault = table.get("vault").and_then(|v| v.as_table());
+    let secret_vars: Vec<String> = ["kek_env", "passphrase_env"]
+        .iter()
+        .filter_map(|k| vault.and_then(|t| t.get(*k)).and_then(|v| v.as_str()).map(str::to_owned))
+        .chain([DEFAULT_KEK_ENV.to_owned(), DEFAULT_PASSPHRASE_ENV.to_owned()])
+        .collect();
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("KMSD_") else { continue };
+        if RESERVED_ENV.contains(&name.as_str()) || secret_vars.contains(name) {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            problems.add(name.clone(), "malformed override name");
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        if !set_path(table, &path, parsed) {
+            problems.add(name.clone(), "overrides a value that is not a section");
+        }
+    }
+}
+
+/// Sets `path` (section names, then a field) in `table`, creating sections.
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
+    match path {
+        [] => false,
+        [field] => {
+            table.insert(field.clone(), value);
+            true
+        }
+        [section, rest @ ..] => {
+            match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut()
+            {
+                Some(t) => set_path(t, rest, value),
+                None => false,
+            }
+        }
+    }
+}
+
+fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
+    if let Some(v) = raw.version.filter(|v| *v != 1) {
+        problems.add("version", format!("config format version {v} is not supported (expected 1)"));
+    }
+    let data_dir = PathBuf::from(raw.data_dir.unwrap_or_else(|| "kmsd-data".into()));
+    let addr = |field: &str, value: Option<String>, default: &str, problems: &mut Problems| {
+        let text = value.unwrap_or_else(|| default.into());
+        text.parse::<SocketAddr>()
+            .map_err(|_| problems.add(field, format!("{text:?} is not a socket address (e.g. \"127.0.0.1:8787\")")))
+            .ok()
+    };
+    let listen_public = addr("listen.public", raw.listen.public, "127.0.0.1:8787", problems);
+    let listen_admin = addr("listen.admin", raw.listen.admin, "127.0.0.1:8788", problems);
+    let issuer = raw.issuer.unwrap_or_else(|| "https://relayauth.dev".into());
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        problems.add("issuer", format!("{issuer:?} is not an http(s) URL"));
+    }
+    let public_base_url = raw.public_base_url.unwrap_or_else(|| {
+        format!("http://{}", listen_public.map_or_else(|| "127.0.0.1:8787".into(), |a| a.to_string()))
+    });
+    if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
+        problems.add("public_base_url", format!("{public_base_url:?} is not an http(s) URL"));
+    }
+    let body_limit = raw.http.body_limit_bytes.unwrap_or(64 * 1024);
+    if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
+        problems.add("http.body_limit_bytes", format!("{body_limit} is outside 1024..=16777216"));
+    }
+    let kek = kek_source(&raw.vault, &data_dir, problems);
+    if let Some(kek) = &kek {
+        check_kek(kek, &data_dir, problems);
+    }
+    let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
+    let policy = load_policy(raw.policy_file.as_deref(), problems);
+    Some(Config {
+        data_dir,
+        issuer,
+        public_base_url: public_base_url.trim_end_matches('/').to_owned(),
+        listen_public: listen_public?,
+        listen_admin: listen_admin?,
+        body_limit: usize::try_from(body_limit).ok()?,
+        kek: kek?,
+        keysets,
+        policy: policy?,
+    })
+}
+
+fn kek_source(v: &file::VaultSection, data_dir: &Path, problems: &mut Problems) -> Option<KekSource> {
+    match v.kek.as_deref().unwrap_or("file") {
+        "file" => Some(KekSource::File(v.kek_file.as_ref().map_or_else(|| data_dir.join("vault.kek"), PathBuf::from))),
+        "env" => Some(KekSource::Env(v.kek_env.clone().unwrap_or_else(|| DEFAULT_KEK_ENV.into()))),
+        "passphrase" => {
+            Some(KekSource::Passphrase(v.passphrase_env.clone().unwrap_or_else(|| DEFAULT_PASSPHRASE_ENV.into())))
+        }
+        other => {
+            problems
+                .add("vault.kek", format!("{other:?} is not a KEK source (use \"file\", \"env\" or \"passphrase\")"));
+            None
+        }
+    }
+}
+
+/// The KEK must be usable whenever it will be needed: always for an existing
+/// store; for a new one, a key file may be missing (init creates it).
+fn check_kek(kek: &KekSource, data_dir: &Path, problems: &mut Problems) {
+    let store_exists = data_dir.join(STORE_FILE).exists();
+    let file_missing = matches!(kek, KekSource::File(p) if !p.exists());
+    if file_missing && !store_exists {
+        return;
+    }
+    if let Err(e) = kek.check() {
+        let field = match kek {
+            KekSource::File(_) => "vault.kek_file",
+            KekSource::Env(_) => "vault.kek_env",
+            KekSource::Passphrase(_) => "vault.passphrase_env",
+        };
+        problems.add(field, e.to_string());
+    }
+}
+
+fn load_keysets(dir: Option<&str>, problems: &mut Problems) -> Vec<Keyset> {
+    let files: Vec<(String, String)> = match dir {
+        None => DEFAULT_KEYSETS.iter().map(|(p, t)| ((*p).to_owned(), (*t).to_owned())).collect(),
+        Some(dir) => read_toml_dir(dir, "keys_dir", problems),
+    };
+    let mut out: Vec<Keyset> = Vec::new();
+    for (origin, text) in files {
+        let table = parse_toml(&text, &origin, problems);
+        let Some(raw) = deserialize::<KeysetFile>(table, &origin, problems) else { continue };
+        if let Some(ks) = keyset(raw, &origin, problems) {
+            if out.iter().any(|k| k.name == ks.name) {
+                problems.add(join(&origin, "name"), format!("keyset {} is declared twice", ks.name));
+            } else {
+                out.push(ks);
+            }
+        }
+    }
+    if out.is_empty() && problems.0.is_empty() {
+        problems.add("keys_dir", "declares no keysets");
+    }
+    out
+}
+
+fn read_toml_dir(dir: &str, field: &str, problems: &mut Problems) -> Vec<(String, String)> {
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
+        }
+        Err(e) => {
+            problems.add(field, format!("cannot read directory {dir}: {e}"));
+            return Vec::new();
+        }
+    };
+    entries.sort();
+    entries
+        .into_iter()
+        .filter_map(|p| match std::fs::read_to_string(&p) {
+            Ok(t) => Some((p.display().to_string(), t)),
+            Err(e) => {
+                problems.add(p.display().to_string(), format!("cannot read: {e}"));
+                None
+            }
+        })
+        .collect()
+}
+
+fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keyset> {
+    let name = match raw.name.as_deref().map(KeysetName::parse) {
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            problems.add(join(origin, "name"), e.to_string());
+            None
+        }
+        None => {
+            problems.add(join(origin, "name"), "missing");
+            None
+        }
+    };
+    let spec = match (raw.algorithm.as_deref(), raw.rsa_bits) {
+        (Some("RS256"), bits) => match bits.unwrap_or(3072) {
+            2048 => Some(KeySpec::Rsa2048),
+            3072 => Some(KeySpec::Rsa3072),
+            4096 => Some(KeySpec::Rsa4096),
+            other => {
+                problems
+                    .add(join(origin, "rsa_bits"), format!("RSA-{other} is not supported (use 2048, 3072 or 4096)"));
+                None
+            }
+        },
+        (Some(alg @ ("EdDSA" | "ES256")), bits) => {
+            if bits.is_some() {
+                problems.add(join(origin, "rsa_bits"), format!("only applies to RS256, not {alg}"));
+            }
+            Some(if alg == "EdDSA" { KeySpec::Ed25519 } else { KeySpec::P256 })
+        }
+        (Some(other), _) => {
+            problems.add(
+                join(origin, "algorithm"),
+                format!("{other:?} is not supported (use \"RS256\", \"EdDSA\" or \"ES256\")"),
+            );
+            None
+        }
+        (None, _) => {
+            problems.add(join(origin, "algorithm"), "missing");
+            None
+        }
+    };
+    let backend = match raw.backend.as_deref().unwrap_or("vault") {
+        "vault" => Some(BackendKind::Vault),
+        other => {
+            problems.add(join(origin, "backend"), format!("{other:?} is not an available backend (use \"vault\")"));
+            None
+        }
+    };
+    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule })
+}
+
+fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
+    let (origin, text) = match path {
+        None => (DEFAULT_POLICY.0.to_owned(), DEFAULT_POLICY.1.to_owned()),
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (p.to_owned(), t),
+            Err(e) => {
+                problems.add("policy_file", format!("cannot read {p}: {e}"));
+                return None;
+            }
+        },
+    };
+    let table = parse_toml(&text, &origin, problems);
+    let raw: PolicyFile = deserialize(table, &origin, problems)?;
+    let before = problems.0.len();
+    let mut d = |field: &str, value: Option<DurationText>, default: u64| -> Duration {
+        match value.map(|v| duration::parse(&v)) {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                problems.add(join(&origin, field), e);
+                Duration::from_secs(default)
+            }
+            None => Duration::from_secs(default),
+        }
+    };
+    let (t, j, r) = (raw.tokens, raw.jwks, raw.rotation);
+    let policy = Policy {
+        tokens: TokenPolicy {
+            access_ttl_default: d("tokens.access_ttl_default", t.access_ttl_default, 3600),
+            access_ttl_max: d("tokens.access_ttl_max", t.access_ttl_max, 86_400),
+            refresh_ttl_default: d("tokens.refresh_ttl_default", t.refresh_ttl_default, 86_400),
+            refresh_ttl_max: d("tokens.refresh_ttl_max", t.refresh_ttl_max, 30 * 86_400),
+            skew: d("tokens.skew", t.skew, 60),
+        },
+        jwks: JwksPolicy {
+            max_age_cap: d("jwks.max_age_cap", j.max_age_cap, 300),
+            verifier_cache: d("jwks.verifier_cache", j.verifier_cache, 300),
+        },
+        rotation: RotationPolicy {
+            publish_lead: d("rotation.publish_lead", r.publish_lead, 3600),
+            overlap: d("rotation.overlap", r.overlap, 25 * 3600),
+            destroy_delay: d("rotation.destroy_delay", r.destroy_delay, 31 * 86_400),
+            margin: d("rotation.margin", r.margin, 60),
+        },
+    };
+    for (field, message) in policy.violations() {
+        problems.add(join(&origin, &field), message);
+    }
+    (problems.0.len() == before).then_some(policy)
+}
+
+#[cfg(test)]
+mod tests;

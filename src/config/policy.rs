@@ -1,0 +1,134 @@
+//! Token and rotation policy, and the rotation invariants it must satisfy.
+//! A policy that could strand a token (a key signing before verifiers can have
+//! fetched it, or a token outliving its key's publication) is refused.
+
+use std::time::Duration;
+
+use super::duration::render;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub tokens: TokenPolicy,
+    pub jwks: JwksPolicy,
+    pub rotation: RotationPolicy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenPolicy {
+    pub access_ttl_default: Duration,
+    pub access_ttl_max: Duration,
+    pub refresh_ttl_default: Duration,
+    pub refresh_ttl_max: Duration,
+    pub skew: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksPolicy {
+    /// Upper bound on the JWKS `Cache-Control: max-age`.
+    pub max_age_cap: Duration,
+    /// How long verifiers may keep a JWKS beyond what we tell them.
+    pub verifier_cache: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub publish_lead: Duration,
+    pub overlap: Duration,
+    pub destroy_delay: Duration,
+    pub margin: Duration,
+}
+
+impl Policy {
+    /// Every broken invariant, each naming its numbers.
+    pub fn violations(&self) -> Vec<(String, String)> {
+        let (t, j, r) = (&self.tokens, &self.jwks, &self.rotation);
+        let mut out = Vec::new();
+        let need_lead = j.max_age_cap + j.verifier_cache + r.margin;
+        if r.publish_lead < need_lead {
+            out.push((
+                "rotation.publish_lead".into(),
+                format!(
+                    "publish_lead {} < jwks.max_age_cap {} + jwks.verifier_cache {} + margin {}: a key would sign before every verifier can have fetched it",
+                    render(r.publish_lead), render(j.max_age_cap), render(j.verifier_cache), render(r.margin)
+                ),
+            ));
+        }
+        if r.overlap < t.access_ttl_max + t.skew {
+            out.push((
+                "rotation.overlap".into(),
+                format!(
+                    "overlap {} < access_ttl_max {} + skew {}: a token could outlive its key's publication",
+                    render(r.overlap),
+                    render(t.access_ttl_max),
+                    render(t.skew)
+                ),
+            ));
+        }
+        if r.destroy_delay < t.refresh_ttl_max {
+            out.push((
+                "rotation.destroy_delay".into(),
+                format!(
+                    "destroy_delay {} < refresh_ttl_max {}: a refresh token could outlive its key",
+                    render(r.destroy_delay),
+                    render(t.refresh_ttl_max)
+                ),
+            ));
+        }
+        for (field, default, max) in [
+            ("tokens.access_ttl_default", t.access_ttl_default, t.access_ttl_max),
+            ("tokens.refresh_ttl_default", t.refresh_ttl_default, t.refresh_ttl_max),
+        ] {
+            if default > max {
+                out.push((field.into(), format!("default {} exceeds its maximum {}", render(default), render(max))));
+            }
+        }
+        if j.max_age_cap.is_zero() {
+            out.push(("jwks.max_age_cap".into(), "must be more than 0s".into()));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        Policy {
+            tokens: TokenPolicy {
+                access_ttl_default: h(1),
+                access_ttl_max: h(24),
+                refresh_ttl_default: h(24),
+                refresh_ttl_max: h(720),
+                skew: Duration::from_secs(60),
+            },
+            jwks: JwksPolicy { max_age_cap: Duration::from_secs(300), verifier_cache: Duration::from_secs(300) },
+            rotation: RotationPolicy {
+                publish_lead: h(1),
+                overlap: h(25),
+                destroy_delay: h(744),
+                margin: Duration::from_secs(60),
+            },
+        }
+    }
+
+    #[test]
+    fn the_shipped_numbers_hold_every_invariant() {
+        assert!(policy().violations().is_empty());
+    }
+
+    #[test]
+    fn a_short_overlap_is_refused_naming_the_numbers() {
+        let mut p = policy();
+        p.rotation.overlap = Duration::from_secs(1800);
+        p.rotation.publish_lead = Duration::from_secs(600);
+        let v = p.violations();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert_eq!(
+            v[0].1.split(':').next().unwrap(),
+            "publish_lead 10m < jwks.max_age_cap 5m + jwks.verifier_cache 5m + margin 1m"
+        );
+        assert_eq!(v[1].1.split(':').next().unwrap(), "overlap 30m < access_ttl_max 24h + skew 1m");
+    }
+}

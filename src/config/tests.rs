@@ -1,0 +1,93 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn no_file_means_the_built_in_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Config::load(None, &env(&[("KMSD_DATA_DIR", data.to_str().unwrap())])).unwrap();
+    assert_eq!(c.listen_public, "127.0.0.1:8787".parse().unwrap());
+    assert_eq!(c.listen_admin, "127.0.0.1:8788".parse().unwrap());
+    assert_eq!(c.issuer, "https://relayauth.dev");
+    assert_eq!(c.public_base_url, "http://127.0.0.1:8787");
+    let names: Vec<_> = c.keysets.iter().map(|k| (k.name.as_str().to_owned(), k.spec)).collect();
+    assert_eq!(names, [("access".to_owned(), KeySpec::Rsa3072), ("edge".to_owned(), KeySpec::Ed25519)]);
+    assert_eq!(c.kek, KekSource::File(data.join("vault.kek")));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    write(&keys, "weak.toml", "name = \"weak\"\nalgorithm = \"RS256\"\nrsa_bits = 1024\n");
+    let cfg = write(
+        dir.path(),
+        "kmsd.toml",
+        &format!(
+            "colour = \"blue\"\nkeys_dir = {:?}\n[listen]\npublic = \"not-an-address\"\nbogus = 1\n[vault]\nkek_file = {:?}\n",
+            keys.display().to_string(),
+            dir.path().display().to_string(),
+        ),
+    );
+    // An existing store makes the KEK mandatory.
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data").join(STORE_FILE), b"").unwrap();
+    let err =
+        Config::load(Some(&cfg), &env(&[("KMSD_DATA_DIR", dir.path().join("data").to_str().unwrap())])).unwrap_err();
+    let paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+    let text = err.to_string();
+    for expected in ["colour", "listen.bogus", "listen.public", "vault.kek_file"] {
+        assert!(paths.contains(&expected), "{expected} missing from:\n{text}");
+    }
+    assert!(text.contains("RSA-1024 is not supported"), "{text}");
+    assert!(text.contains("weak.toml: rsa_bits"), "{text}");
+    assert!(text.contains("cannot read KEK file"), "{text}");
+    assert_eq!(err.0.len(), 5, "{text}");
+}
+
+#[test]
+fn environment_overrides_nested_fields_and_skips_secrets() {
+    let c = Config::load(
+        None,
+        &env(&[
+            ("KMSD_LISTEN__PUBLIC", "127.0.0.1:9000"),
+            ("KMSD_HTTP__BODY_LIMIT_BYTES", "2048"),
+            ("KMSD_VAULT_KEK", "c2VjcmV0"),
+            ("KMSD_BOOTSTRAP_API_KEY", "rak_x"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.listen_public.port(), 9000);
+    assert_eq!(c.body_limit, 2048);
+    let err = Config::load(None, &env(&[("KMSD_LISTEN__NOPE", "1")])).unwrap_err();
+    assert_eq!(err.0[0].path, "listen.nope");
+}
+
+#[test]
+fn a_policy_that_breaks_an_invariant_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(dir.path(), "p.toml", "[rotation]\noverlap = \"30m\"\n");
+    let cfg = write(dir.path(), "kmsd.toml", &format!("policy_file = {:?}\n", policy.display().to_string()));
+    let err = Config::load(Some(&cfg), &[]).unwrap_err().to_string();
+    assert!(err.contains("rotation.overlap: overlap 30m < access_ttl_max 24h + skew 1m"), "{err}");
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "kmsd.toml", "data_dir = \n");
+    let err = Config::load(Some(&cfg), &[]).unwrap_err();
+    assert!(err.0[0].path.ends_with("kmsd.toml"));
+    assert!(err.0[0].message.starts_with("not valid TOML"));
+}

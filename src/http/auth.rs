@@ -1,0 +1,78 @@
+//! Who is calling: the one authentication extractor for every route that
+//! needs a caller. `x-api-key: rak_…` is checked here; `Authorization: Bearer`
+//! takes precedence when valid (bearer verification arrives with token
+//! issuance; until kmsd issues tokens, no bearer can be valid). Handlers then
+//! state the scope they need on their first line: `caller.require(SCOPE)?`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::api_keys::ApiKeyAuthError;
+use crate::scopes;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `ak_…` for an API key.
+    pub id: String,
+    pub org_id: String,
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    /// 403 `insufficient_scope` unless one of the caller's scopes covers `scope`.
+    pub fn require(&self, scope: &str) -> Result<(), ApiError> {
+        if scopes::any_covers(&self.scopes, scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call requires scope {scope}"))
+                .with("required", json!([scope]))
+                .with("actual", json!(self.scopes)))
+        }
+    }
+
+    /// Like [`require`](Self::require), satisfied by any one of `alternatives`.
+    pub fn require_any(&self, alternatives: &[&str]) -> Result<(), ApiError> {
+        if alternatives.iter().any(|s| scopes::any_covers(&self.scopes, s)) {
+            return Ok(());
+        }
+        self.require(alternatives.first().copied().unwrap_or(scopes::UNIVERSAL))
+    }
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = match parts.headers.get("authorization") {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
+                Some(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+                _ => return Err(unauthorized("invalid_authorization", "Authorization must be `Bearer <token>`")),
+            },
+        };
+        let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
+        match (bearer, api_key) {
+            (None, None) => {
+                Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key"))
+            }
+            (_, Some(key)) => authenticate_key(state, &key).await,
+            (Some(_), None) => Err(unauthorized("invalid_token", "bearer token is not valid")),
+        }
+    }
+}
+
+async fn authenticate_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
+    match state.api_keys.authenticate(presented, state.clock.now()).await {
+        Ok(rec) => Ok(Caller { id: rec.id.as_str().to_owned(), org_id: rec.org_id, scopes: rec.scopes }),
+        Err(ApiKeyAuthError::Storage(e)) => Err(ApiError::internal(&e)),
+        Err(_) => Err(unauthorized("invalid_api_key", "API key is not valid")),
+    }
+}

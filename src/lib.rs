@@ -1,0 +1,34 @@
+//! kmsd: a key-management daemon that is a platform's JWT signing authority.
+//!
+//! The map (dependencies point inward, toward `keys` and `clock`):
+//! - [`clock`]: injected time ([`clock::Clock`], [`clock::Timestamp`]).
+//! - [`config`]: what the files say vs. what the program trusts; built-in defaults.
+//! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
+//! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
+//! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
+//! - [`storage`]: the redb store; every table and record encoding.
+//! - [`keyring`]: which key signs and which are published, in memory.
+//! - [`jwks`]: the published key set as a ready-to-serve snapshot.
+//! - [`api_keys`]: API key format, stored form, authentication.
+//! - [`scopes`]: scope coverage with relayauth's semantics.
+//! - [`audit`]: the hash-chained audit log.
+//! - [`http`]: the public and admin routers.
+//! - [`app`]: the composition root used by `main` and the tests.
+//!
+//! Request path: `http -> keyring -> backend`.
+//! Background path: `rotation -> keyring -> backend + storage`.
+
+pub mod api_keys;
+pub mod app;
+pub mod audit;
+pub mod backend;
+pub mod clock;
+pub mod config;
+pub mod encoding;
+pub mod http;
+pub mod jwks;
+pub mod keyring;
+pub mod keys;
+pub mod scopes;
+pub mod storage;
+pub mod vault;

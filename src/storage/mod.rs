@@ -1,0 +1,259 @@
+//! The redb store: one file under the data dir. Every table is declared here
+//! and nowhere else; every record is JSON with a format version `v`, checked on
+//! read. A state change and the audit event that records it are written in one
+//! transaction ([`Writer::audit`]). All redb work runs on the blocking pool
+//! ([`Store::read`], [`Store::write`]), never on the async runtime's workers.
+
+mod records;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use records::Record;
+
+use crate::api_keys::ApiKeyRecord;
+use crate::audit::{AuditEntry, AuditEvent};
+use crate::keys::{KeyRecord, Kid};
+
+/// Small named values: schema version, the wrapped vault data key.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// kid -> [`KeyRecord`].
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// API key id -> [`ApiKeyRecord`].
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+/// SHA-256 hex of an API key -> its id.
+const API_KEY_HASHES: TableDefinition<&str, &str> = TableDefinition::new("api_key_hashes");
+/// sequence number -> hash-chained [`AuditEntry`].
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+pub const META_SCHEMA: &str = "schema_version";
+pub const META_DATA_KEY: &str = "vault_data_key";
+const SCHEMA_VERSION: &[u8] = b"1";
+
+/// The store's file name inside the data dir.
+pub const STORE_FILE: &str = "kmsd.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("store {path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("store: {0}")]
+    Redb(#[from] redb::Error),
+    #[error("store is corrupt: table {table}, record {key}: {reason}")]
+    Corrupt { table: &'static str, key: String, reason: String },
+    #[error("store schema version {found:?} is not supported by this kmsd (expects 1)")]
+    Schema { found: String },
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self { Self::Redb(e.into()) }
+        }
+    )*};
+}
+redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Creates a new store file with every table, failing if one exists.
+    pub fn create(path: &Path) -> Result<Self, StorageError> {
+        if path.exists() {
+            return Err(StorageError::Open {
+                path: path.to_owned(),
+                source: redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists",
+                ))),
+            });
+        }
+        let db = Database::create(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StorageError::Redb(e.into()))?;
+        }
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?.insert(META_SCHEMA, SCHEMA_VERSION)?;
+            txn.open_table(KEYS)?;
+            txn.open_table(API_KEYS)?;
+            txn.open_table(API_KEY_HASHES)?;
+            txn.open_table(AUDIT)?;
+        }
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Opens an existing store for reading and writing.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = Database::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        let store = Self { db: Arc::new(db) };
+        let txn = store.db.begin_read()?;
+        check_schema(txn.open_table(META)?.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
+        Ok(store)
+    }
+
+    /// Reads one meta value without opening the store for writing, so that
+    /// checks made before startup (e.g. the KEK) cannot change the file.
+    pub fn peek_meta(path: &Path, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let db = ReadOnlyDatabase::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        let txn = db.begin_read()?;
+        let table = txn.open_table(META)?;
+        check_schema(table.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
+        let value = table.get(key)?.map(|g| g.value().to_vec());
+        Ok(value)
+    }
+
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Reader) -> Result<T, StorageError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&Reader { txn: db.begin_read()? }))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Runs `f` in one durable write transaction: everything it writes commits
+    /// together, or (if it returns an error) nothing does.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || Self::write_blocking(&db, f))
+            .await
+            .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// [`write`](Self::write) for callers already off the runtime (CLI tools).
+    pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
+        Self::write_blocking(&self.db, f)
+    }
+
+    fn write_blocking<T, E: From<StorageError>>(
+        db: &Database,
+        f: impl FnOnce(&mut Writer) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut w = Writer { txn: db.begin_write().map_err(StorageError::from)? };
+        let out = f(&mut w)?;
+        w.txn.commit().map_err(StorageError::from)?;
+        Ok(out)
+    }
+}
+
+fn check_schema(found: Option<Vec<u8>>) -> Result<(), StorageError> {
+    match found {
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        other => Err(StorageError::Schema {
+            found: other.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default(),
+        }),
+    }
+}
+
+pub struct Reader {
+    txn: redb::ReadTransaction,
+}
+
+impl Reader {
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.txn.open_table(META)?.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        let table = self.txn.open_table(KEYS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(KeyRecord::decode("keys", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        let Some(id) = self.txn.open_table(API_KEY_HASHES)?.get(hash)?.map(|g| g.value().to_owned()) else {
+            return Ok(None);
+        };
+        self.api_key(&id)
+    }
+
+    pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
+        let table = self.txn.open_table(API_KEYS)?;
+        let row = table.get(id)?;
+        row.map(|g| ApiKeyRecord::decode("api_keys", id, g.value())).transpose()
+    }
+
+    /// Audit entries with `seq > after`, at most `limit`.
+    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StorageError> {
+        let table = self.txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in table.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = row?;
+            out.push(AuditEntry::decode("audit", &k.value().to_string(), v.value())?);
+        }
+        Ok(out)
+    }
+}
+
+pub struct Writer {
+    txn: redb::WriteTransaction,
+}
+
+impl Writer {
+    pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.txn.open_table(META)?.insert(key, value)?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.txn.open_table(META)?.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    pub fn put_key(&mut self, record: &KeyRecord) -> Result<(), StorageError> {
+        self.txn.open_table(KEYS)?.insert(record.kid.as_str(), record.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn key(&self, kid: &Kid) -> Result<Option<KeyRecord>, StorageError> {
+        let table = self.txn.open_table(KEYS)?;
+        let row = table.get(kid.as_str())?;
+        row.map(|g| KeyRecord::decode("keys", kid.as_str(), g.value())).transpose()
+    }
+
+    pub fn put_api_key(&mut self, record: &ApiKeyRecord) -> Result<(), StorageError> {
+        self.txn.open_table(API_KEYS)?.insert(record.id.as_str(), record.encode().as_slice())?;
+        self.txn.open_table(API_KEY_HASHES)?.insert(record.key_hash.as_str(), record.id.as_str())?;
+        Ok(())
+    }
+
+    /// Appends `event` to the hash-chained audit log, in this transaction.
+    pub fn audit(&mut self, event: AuditEvent) -> Result<AuditEntry, StorageError> {
+        let mut table = self.txn.open_table(AUDIT)?;
+        let prev = match table.last()? {
+            Some((k, v)) => Some(AuditEntry::decode("audit", &k.value().to_string(), v.value())?),
+            None => None,
+        };
+        let entry = AuditEntry::chain(prev.as_ref(), event);
+        table.insert(entry.seq, entry.encode().as_slice())?;
+        Ok(entry)
+    }
+}
