@@ -73,6 +73,10 @@ async fn authenticate_key(state: &AppState, presented: &str) -> Result<Caller, A
     match state.api_keys.authenticate(presented, state.clock.now()).await {
         Ok(rec) => Ok(Caller { id: rec.id.as_str().to_owned(), org_id: rec.org_id, scopes: rec.scopes }),
         Err(ApiKeyAuthError::Storage(e)) => Err(ApiError::internal(&e)),
-        Err(_) => Err(unauthorized("invalid_api_key", "API key is not valid")),
+        Err(e) => {
+            // The reason only: never the presented key, not even its prefix.
+            tracing::debug!(reason = %e, "API key rejected");
+            Err(unauthorized("invalid_api_key", "API key is not valid"))
+        }
     }
 }

@@ -28,7 +28,11 @@ fn acceptable(v: &HeaderValue) -> Option<String> {
 pub async fn layer(req: Request, next: Next) -> Response {
     let id = req.headers().get(HEADER).and_then(acceptable).unwrap_or_else(|| format!("req_{}", random_hex(16)));
     let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(req), span)).await;
+    let started = std::time::Instant::now();
+    let mut resp = REQUEST_ID.scope(id.clone(), tracing::Instrument::instrument(next.run(req), span.clone())).await;
+    span.in_scope(|| {
+        tracing::debug!(status = resp.status().as_u16(), micros = started.elapsed().as_micros() as u64, "served")
+    });
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }

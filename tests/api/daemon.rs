@@ -1,0 +1,159 @@
+//! Runs the real `kmsd` binary: one-shot commands and a served daemon whose
+//! output is captured (for the secrets-in-logs checks) and whose listening
+//! addresses are read from its log.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kmsd");
+
+/// A command for `kmsd` in `cwd`, with no inherited `KMSD_*` variables,
+/// listening on ephemeral loopback ports, plus `env`.
+pub fn command(cwd: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("KMSD_")) {
+        cmd.env_remove(k);
+    }
+    cmd.env("KMSD_LISTEN__PUBLIC", "127.0.0.1:0").env("KMSD_LISTEN__ADMIN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(cwd, env).args(args).stdin(Stdio::null()).output().expect("run kmsd")
+}
+
+pub fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+pub struct Daemon {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    pub public: String,
+    pub admin: String,
+}
+
+impl Daemon {
+    /// `kmsd serve` in `dir`; panics with the daemon's output if it does not
+    /// come up within a minute.
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        match Self::try_start(dir, env) {
+            Ok(d) => d,
+            Err((status, out)) => panic!("kmsd did not start ({status:?}):\n{out}"),
+        }
+    }
+
+    /// Starts `kmsd serve`; on failure returns its exit status and output.
+    pub fn try_start(dir: &Path, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
+        let mut child = command(dir, env)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kmsd");
+        let output = Arc::new(Mutex::new(String::new()));
+        let readers = [
+            pump(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), output.clone()),
+            pump(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), output.clone()),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = output.lock().unwrap().lines().find(|l| l.contains("kmsd listening")).map(str::to_owned);
+            if let Some(line) = ready {
+                let field = |name: &str| {
+                    let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+                    let rest = &line[start..];
+                    format!("http://{}", rest.split_whitespace().next().unwrap())
+                };
+                return Ok(Daemon { public: field("public"), admin: field("admin"), child, output });
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                for r in readers {
+                    let _ = r.join();
+                }
+                return Err((Some(status), output.lock().unwrap().clone()));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err((None, output.lock().unwrap().clone()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the daemon has printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits; returns the exit status and all output.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kmsd did not stop within 30 s of SIGTERM:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        (status, self.output())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pump(stream: Option<Box<dyn Read + Send>>, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Some(stream) = stream else { return };
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    })
+}
+
+/// The bootstrap admin key printed by init, if any.
+pub fn bootstrap_key(output: &str) -> String {
+    let start = output.find("rak_").expect("bootstrap key printed");
+    output[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// A directory of keyset declarations (`name = (algorithm, rsa_bits)`).
+pub fn keys_dir(parent: &Path, sets: &[(&str, &str, Option<u32>)]) -> PathBuf {
+    let dir = parent.join("keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, alg, bits) in sets {
+        let bits = bits.map(|b| format!("rsa_bits = {b}\n")).unwrap_or_default();
+        std::fs::write(dir.join(format!("{name}.toml")), format!("name = \"{name}\"\nalgorithm = \"{alg}\"\n{bits}"))
+            .unwrap();
+    }
+    dir
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    kmsd::encoding::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}

@@ -1,0 +1,12 @@
+//! Black-box tests: the real `kmsd` binary on 127.0.0.1 with a temp data dir,
+//! real redb files, real HTTP, and independent verifiers (PyJWT).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod daemon;
+mod python;
+
+mod backend_contract;
+mod cli;
+mod http_surface;
+mod jwks;
+mod vault;
