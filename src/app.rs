@@ -3,19 +3,22 @@
 //! listeners. `main` and the tests both go through [`App`].
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, DEFAULT_ORG};
+use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_ORG};
 use crate::audit::AuditEvent;
+use crate::auth_limit::AuthLimiter;
 use crate::backend::{Guarded, KeyBackend};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::Kid;
+use crate::metrics::Metrics;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
 use crate::vault::{self, DataKey, VaultBackend, VaultError};
@@ -49,6 +52,7 @@ pub struct InitReport {
 
 pub struct App {
     state: AppState,
+    touch_writer: TouchWriter,
 }
 
 impl App {
@@ -107,14 +111,17 @@ impl App {
         for kid in created {
             tracing::info!(%kid, "created a signing key for a keyset that had none");
         }
+        let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let state = AppState {
+            limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
+            metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             clock,
-            api_keys: ApiKeys::new(store.clone()),
+            api_keys,
             store,
             ring: Arc::new(ring),
         };
-        Ok(App { state })
+        Ok(App { state, touch_writer })
     }
 
     pub fn state(&self) -> &AppState {
@@ -133,15 +140,59 @@ impl App {
         let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let public =
-            axum::serve(public, http::public_router(self.state.clone())).with_graceful_shutdown(stopped(rx.clone()));
-        let admin = axum::serve(admin, http::admin_router(self.state.clone())).with_graceful_shutdown(stopped(rx));
+        let public = axum::serve(
+            public,
+            http::public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(rx.clone()));
+        let admin = axum::serve(
+            admin,
+            http::admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(rx.clone()));
+        let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
+        let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
+        let _ = tokio::join!(touches, reports);
         a.and(b).map_err(AppError::Serve)
+    }
+}
+
+/// Writes the auth-failure counts, one audit event per client per interval,
+/// and a last time at shutdown.
+async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.auth.report_interval);
+    tick.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let reports = state.limiter.drain();
+        if !reports.is_empty() {
+            let now = state.clock.now();
+            let written = state
+                .store
+                .write(move |w| {
+                    for r in reports {
+                        w.audit(AuditEvent::new(now, "system", "auth.failures").target(r.client.to_string()).detail(
+                            serde_json::json!({ "failures": r.failures, "rejectedWhileLimited": r.rejected_while_limited }),
+                        ))?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "could not audit authentication failures");
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

@@ -64,6 +64,39 @@ impl AuditEntry {
     }
 }
 
+/// Why a chain does not verify, naming the first bad entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("audit entry {seq}: {reason}")]
+    Broken { seq: u64, reason: String },
+}
+
+/// Walks a chain in order, stopping at the first entry that does not decode,
+/// is out of sequence, or whose hash does not cover its contents and its
+/// predecessor. `rows` yields `(stored seq, decoded entry)`. Returns how many
+/// entries verified.
+pub fn verify_chain<E: std::fmt::Display>(
+    rows: impl IntoIterator<Item = (u64, Result<AuditEntry, E>)>,
+) -> Result<u64, ChainError> {
+    let mut prev: Option<AuditEntry> = None;
+    let mut count = 0;
+    for (seq, entry) in rows {
+        let entry = entry.map_err(|e| ChainError::Broken { seq, reason: format!("does not decode: {e}") })?;
+        if entry.seq != seq {
+            return Err(ChainError::Broken { seq, reason: format!("is stored as {seq} but says {}", entry.seq) });
+        }
+        if !entry.is_intact_after(prev.as_ref()) {
+            return Err(ChainError::Broken {
+                seq,
+                reason: "hash does not match its contents and predecessor (edited, removed or reordered)".into(),
+            });
+        }
+        count += 1;
+        prev = Some(entry);
+    }
+    Ok(count)
+}
+
 fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
     let body = serde_json::to_string(event).unwrap_or_default();
     sha256_hex(format!("{prev_hash}\n{seq}\n{body}").as_bytes())
@@ -83,5 +116,9 @@ mod tests {
         edited.event.actor = "y".into();
         assert!(!edited.is_intact_after(Some(&a)));
         assert!(!b.is_intact_after(None));
+        let ok: Vec<(u64, Result<AuditEntry, String>)> = vec![(1, Ok(a.clone())), (2, Ok(b.clone()))];
+        assert_eq!(verify_chain(ok), Ok(2));
+        let bad: Vec<(u64, Result<AuditEntry, String>)> = vec![(1, Ok(a)), (2, Ok(edited))];
+        assert!(matches!(verify_chain(bad), Err(ChainError::Broken { seq: 2, .. })));
     }
 }

@@ -110,3 +110,56 @@ mod tests {
         assert_eq!(t.until(Timestamp::from_unix(160)), Duration::from_secs(60));
     }
 }
+
+impl Timestamp {
+    /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (UTC); fractional seconds are dropped.
+    pub fn parse_iso(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let body = text.strip_suffix('Z')?;
+        let (main, frac) = body.split_once('.').unwrap_or((body, "0"));
+        if main.len() != 19 || !frac.bytes().all(|c| c.is_ascii_digit()) || frac.is_empty() {
+            return None;
+        }
+        let seps = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+        if seps.iter().any(|(i, c)| b[*i] != *c) {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| main.get(r)?.parse::<i64>().ok();
+        let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 59 {
+            return None;
+        }
+        let t = Self(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss);
+        // Reject dates such as 02-31 that do not round-trip.
+        (t.to_iso()[..10] == main[..10]).then_some(t)
+    }
+}
+
+/// (year, month, day) to days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod iso_tests {
+    use super::*;
+
+    #[test]
+    fn iso_parsing_round_trips_and_rejects_nonsense() {
+        for s in ["1970-01-01T00:00:00.000Z", "2026-11-29T19:36:42.000Z", "2000-02-29T23:59:59.000Z"] {
+            assert_eq!(Timestamp::parse_iso(s).map(Timestamp::to_iso).as_deref(), Some(s));
+        }
+        assert_eq!(Timestamp::parse_iso("2026-11-29T19:36:42Z"), Timestamp::parse_iso("2026-11-29T19:36:42.999Z"));
+        for bad in ["2026-02-30T00:00:00Z", "2026-11-29 19:36:42Z", "2026-11-29T19:36:42", "x", "2026-13-01T00:00:00Z"]
+        {
+            assert_eq!(Timestamp::parse_iso(bad), None, "{bad}");
+        }
+    }
+}

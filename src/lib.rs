@@ -9,18 +9,23 @@
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
-//! - [`api_keys`]: API key format, stored form, authentication.
+//! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
+//! - [`auth_limit`]: per-client throttling of failed authentication.
+//! - [`metrics`]: process counters for `/metrics`.
 //! - [`scopes`]: scope coverage with relayauth's semantics.
 //! - [`audit`]: the hash-chained audit log.
 //! - [`http`]: the public and admin routers.
 //! - [`app`]: the composition root used by `main` and the tests.
+//! - [`admin_client`]: the CLI's HTTP client for the admin API.
 //!
 //! Request path: `http -> keyring -> backend`.
 //! Background path: `rotation -> keyring -> backend + storage`.
 
+pub mod admin_client;
 pub mod api_keys;
 pub mod app;
 pub mod audit;
+pub mod auth_limit;
 pub mod backend;
 pub mod clock;
 pub mod config;
@@ -29,6 +34,7 @@ pub mod http;
 pub mod jwks;
 pub mod keyring;
 pub mod keys;
+pub mod metrics;
 pub mod scopes;
 pub mod storage;
 pub mod vault;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use kmsd::admin_client::AdminClient;
 use kmsd::app::App;
 use kmsd::clock::SystemClock;
 use kmsd::config::Config;
@@ -33,6 +34,61 @@ enum Command {
     /// Vault maintenance.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Manage API keys through the admin listener (key in KMSD_ADMIN_API_KEY).
+    #[command(subcommand)]
+    ApiKeys(ApiKeysCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeysCommand {
+    /// Create a key; prints it once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A scope to grant (repeat for several). Must be covered by the calling key's scopes.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Expiry, ISO-8601 UTC (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List keys (never the secrets).
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a key by id (idempotent).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin listener URL. Default: http://<listen.admin> from the config.
+    #[arg(long)]
+    admin_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the audit log. Reads the store directly when
+    /// no daemon holds it; otherwise asks the running daemon (KMSD_ADMIN_API_KEY).
+    Verify {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +163,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!("kmsd stopped");
             Ok(())
         }
+        Command::ApiKeys(cmd) => api_keys(cmd, &config).await,
+        Command::Audit(AuditCommand::Verify { admin }) => audit_verify(&config, admin).await,
         Command::Vault(VaultCommand::Rekey { to }) => {
             let new = parse_kek(&to)?;
             kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref())?;
@@ -114,6 +172,60 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn admin_client(config: &Config, admin: &AdminArgs, needs: &str) -> anyhow::Result<AdminClient> {
+    let key = std::env::var("KMSD_ADMIN_API_KEY")
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| anyhow::anyhow!("set KMSD_ADMIN_API_KEY to an API key with {needs}"))?;
+    let url = admin.admin_url.clone().unwrap_or_else(|| format!("http://{}", config.listen_admin));
+    Ok(AdminClient::new(&url, key)?)
+}
+
+async fn audit_verify(config: &Config, admin: AdminArgs) -> anyhow::Result<()> {
+    let local = kmsd::storage::Store::inspect(&config.store_path(), |r| r.audit_rows(0, usize::MAX));
+    let (intact, entries, broken) = match local {
+        Ok(rows) => match kmsd::audit::verify_chain(rows) {
+            Ok(n) => (true, n, None),
+            Err(kmsd::audit::ChainError::Broken { seq, reason }) => (false, 0, Some((seq, reason))),
+        },
+        Err(kmsd::storage::StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
+            let reply = admin_client(config, &admin, "relayauth:admin:read:*")?
+                .call("GET", "/v1/admin/audit/verify", None)
+                .await?;
+            let broken =
+                reply["brokenAt"].as_u64().map(|seq| (seq, reply["reason"].as_str().unwrap_or_default().to_owned()));
+            (reply["intact"] == true, reply["entries"].as_u64().unwrap_or(0), broken)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match (intact, broken) {
+        (true, _) => {
+            println!("audit log intact: {entries} entries verified");
+            Ok(())
+        }
+        (false, Some((seq, reason))) => anyhow::bail!("audit log broken: audit entry {seq}: {reason}"),
+        (false, None) => anyhow::bail!("audit log broken"),
+    }
+}
+
+async fn api_keys(cmd: ApiKeysCommand, config: &Config) -> anyhow::Result<()> {
+    let client = |admin: &AdminArgs| admin_client(config, admin, "relayauth:api-key:manage:*");
+    let reply = match cmd {
+        ApiKeysCommand::Create { name, scopes, expires_at, admin } => {
+            let body = serde_json::json!({ "name": name, "scopes": scopes, "expiresAt": expires_at });
+            client(&admin)?.call("POST", "/v1/api-keys", Some(&body)).await?
+        }
+        ApiKeysCommand::List { limit, cursor, admin } => {
+            let cursor = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            client(&admin)?.call("GET", &format!("/v1/api-keys?limit={limit}{cursor}"), None).await?
+        }
+        ApiKeysCommand::Revoke { id, admin } => {
+            client(&admin)?.call("POST", &format!("/v1/api-keys/{id}/revoke"), None).await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
 }
 
 async fn init(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<()> {

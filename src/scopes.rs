@@ -10,6 +10,11 @@
 //!
 //! An opaque scope (e.g. `specialist:invoke`) is anything with fewer than three
 //! segments; only the identical string or `*:*:*:*` grants it.
+//!
+//! Granting is stricter than matching: [`check_grantable`] refuses paths with
+//! `..`, `//`, `\`, `**` or a `*` other than a final `/*` (some verifiers would
+//! let `/frontend/../secret` through), and [`check_grant`] refuses any scope
+//! the granter does not itself cover (no escalation).
 
 use std::borrow::Cow;
 
@@ -59,9 +64,71 @@ pub fn any_covers<S: AsRef<str>>(granted: &[S], requested: &str) -> bool {
     granted.iter().any(|g| covers(g.as_ref(), requested))
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("scope {scope:?} is not grantable: {reason}")]
+    Invalid { scope: String, reason: &'static str },
+    #[error("scope {scope:?} is not covered by the caller's scopes")]
+    Escalation { scope: String },
+}
+
+/// Whether `scope` is well formed enough to be granted (to a key, identity or token).
+pub fn check_grantable(scope: &str) -> Result<(), GrantError> {
+    let invalid = |reason| Err(GrantError::Invalid { scope: scope.to_owned(), reason });
+    if scope.is_empty() || scope.len() > 256 {
+        return invalid("must be 1 to 256 characters");
+    }
+    let segments = scope.splitn(4, ':').count();
+    if segments < 3 {
+        let mut bytes = scope.bytes();
+        let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b));
+        return if first_ok && rest_ok {
+            Ok(())
+        } else {
+            invalid("opaque scopes are [a-z0-9][a-z0-9_.:-]* with no '*'")
+        };
+    }
+    let Some(p) = parts(scope) else { return invalid("malformed") };
+    let segment_ok = |s: &str| {
+        s == "*"
+            || (!s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+    };
+    if !(segment_ok(p.plane) && segment_ok(&p.resource) && segment_ok(p.action)) {
+        return invalid("plane, resource and action are [a-z0-9_-]+ or '*'");
+    }
+    let path = p.path;
+    if path.contains("..") || path.contains("//") || path.contains('\\') || path.contains("**") {
+        return invalid("path must not contain '..', '//', '\\' or '**'");
+    }
+    let stars = path.matches('*').count();
+    let star_ok = stars == 0 || path == "*" || (stars == 1 && path.ends_with("/*"));
+    if !star_ok {
+        return invalid("'*' in a path is only allowed as the whole path or a final '/*'");
+    }
+    if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return invalid("path must not contain whitespace or control characters");
+    }
+    Ok(())
+}
+
+/// Checks that a granter holding `held` may grant every scope in `requested`.
+pub fn check_grant<S: AsRef<str>, R: AsRef<str>>(held: &[S], requested: &[R]) -> Result<(), GrantError> {
+    for scope in requested {
+        let scope = scope.as_ref();
+        check_grantable(scope)?;
+        if !any_covers(held, scope) {
+            return Err(GrantError::Escalation { scope: scope.to_owned() });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn coverage_table() {
@@ -81,6 +148,72 @@ mod tests {
         ];
         for (g, r, want) in rows {
             assert_eq!(covers(g, r), *want, "{g} covers {r}");
+        }
+    }
+
+    #[test]
+    fn grantability() {
+        for ok in [
+            "relayfile:fs:read:/a/b/*",
+            "relayauth:token:create",
+            "*:*:*:*",
+            "specialist:invoke",
+            "relayfile:fs:read:/x.txt",
+        ] {
+            assert_eq!(check_grantable(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "relayfile:fs:read:/a/../b",
+            "relayfile:fs:read://a",
+            "relayfile:fs:read:/a\\b",
+            "relayfile:fs:read:/a/**",
+            "relayfile:fs:read:/a*",
+            "relayfile:fs:read:/*/b",
+            "Relay:fs:read",
+            "specialist:*",
+            "",
+            "relayfile:fs:read:/a b",
+        ] {
+            assert!(check_grantable(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn escalation_matrix() {
+        let held = ["relayauth:api-key:manage:*", "relayfile:fs:read:/a/*"];
+        for denied in ["*:*:*:*", "relayfile:fs:read:/*", "relayfile:fs:read:/ab/*", "relayfile:fs:read:/a/../b"] {
+            assert!(check_grant(&held, &[denied]).is_err(), "{denied} granted");
+        }
+        assert_eq!(check_grant(&held, &["relayfile:fs:read:/a/b/*"]), Ok(()));
+        assert_eq!(check_grant(&held, &["relayauth:apikey:read"]), Ok(()));
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![Just("*".to_owned()), "[a-z][a-z0-9-]{0,6}"]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![Just("*".to_owned()), "(/[a-z0-9]{1,4}){1,4}", "(/[a-z0-9]{1,4}){1,3}/\\*"]
+    }
+
+    proptest! {
+        #[test]
+        fn a_granted_scope_always_covers_itself(p in segment(), r in segment(), a in segment(), path in path()) {
+            let scope = format!("{p}:{r}:{a}:{path}");
+            prop_assert!(covers(&scope, &scope));
+        }
+
+        #[test]
+        fn a_directory_grant_never_covers_a_path_outside_it(
+            dir in "(/[a-z]{1,3}){1,3}",
+            other in "/[a-z/.]{0,12}",
+        ) {
+            let granted = format!("relayfile:fs:read:{dir}/*");
+            let requested = format!("relayfile:fs:read:{other}");
+            if covers(&granted, &requested) {
+                let prefix = format!("{dir}/");
+                prop_assert!(other.starts_with(&prefix) && other.len() > prefix.len());
+            }
         }
     }
 }

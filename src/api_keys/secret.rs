@@ -1,16 +1,12 @@
-//! API keys: their wire format, their stored form, and authentication.
-//!
-//! Format: `rak_` + 43 base62 characters of secret (256 bits) + a 6-character
+//! The API key itself. Format: `rak_` + 43 base62 characters of secret (256 bits) + a 6-character
 //! base62 CRC32 of everything before it, so secret scanners and kmsd itself can
 //! reject a mistyped or forged key offline, before any store lookup. Only the
 //! lower-case hex SHA-256 of the whole key is stored; the plain key is shown
 //! once, at creation, and its `Debug` is redacted.
 
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::clock::Timestamp;
-use crate::encoding::{random_hex, sha256_hex};
+use crate::encoding::sha256_hex;
 
 const PREFIX: &str = "rak_";
 const SECRET_LEN: usize = 43;
@@ -98,89 +94,6 @@ fn checksum(body: &str) -> String {
     out.iter().map(|&b| b as char).collect()
 }
 
-/// `ak_` + 32 hex.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct ApiKeyId(String);
-
-impl ApiKeyId {
-    pub fn generate() -> Self {
-        Self(format!("ak_{}", random_hex(16)))
-    }
-
-    pub fn parse(s: &str) -> Result<Self, ApiKeyFormatError> {
-        let ok = s.len() == 35
-            && s.starts_with("ak_")
-            && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(ApiKeyFormatError::Format)
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for ApiKeyId {
-    type Error = ApiKeyFormatError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
-    }
-}
-
-impl From<ApiKeyId> for String {
-    fn from(id: ApiKeyId) -> String {
-        id.0
-    }
-}
-
-/// An API key as stored: never the key itself, only its hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKeyRecord {
-    pub id: ApiKeyId,
-    pub org_id: String,
-    pub prefix: String,
-    pub name: String,
-    pub scopes: Vec<String>,
-    pub key_hash: String,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-    pub last_used_at: Option<Timestamp>,
-    pub expires_at: Option<Timestamp>,
-}
-
-impl ApiKeyRecord {
-    pub fn new(secret: &ApiKeySecret, org_id: &str, name: &str, scopes: Vec<String>, now: Timestamp) -> Self {
-        Self {
-            id: ApiKeyId::generate(),
-            org_id: org_id.to_owned(),
-            prefix: secret.prefix().to_owned(),
-            name: name.to_owned(),
-            scopes,
-            key_hash: secret.hash(),
-            created_at: now,
-            revoked_at: None,
-            last_used_at: None,
-            expires_at: None,
-        }
-    }
-
-    /// Whether this record authenticates `secret` at `now`: hash equal
-    /// (compared in constant time), not revoked, not expired.
-    pub fn authenticates(&self, secret: &ApiKeySecret, now: Timestamp) -> bool {
-        let same =
-            aws_lc_rs::constant_time::verify_slices_are_equal(self.key_hash.as_bytes(), secret.hash().as_bytes())
-                .is_ok();
-        same && self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
-    }
-}
-
-/// The organisation every key belongs to until multi-org lands.
-pub const DEFAULT_ORG: &str = "org_default";
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,53 +112,5 @@ mod tests {
         );
         assert_eq!(ApiKeySecret::parse(&text[..52]).unwrap_err(), ApiKeyFormatError::Format);
         assert!(!format!("{key:?}").contains(&text[16..]));
-    }
-
-    #[test]
-    fn authentication_respects_revocation_and_expiry() {
-        let key = ApiKeySecret::generate().unwrap();
-        let now = Timestamp::from_unix(1000);
-        let mut rec = ApiKeyRecord::new(&key, DEFAULT_ORG, "k", vec![], now);
-        assert!(rec.authenticates(&key, now));
-        assert!(!rec.authenticates(&ApiKeySecret::generate().unwrap(), now));
-        rec.expires_at = Some(Timestamp::from_unix(1001));
-        assert!(!rec.authenticates(&key, Timestamp::from_unix(1001)));
-        rec.expires_at = None;
-        rec.revoked_at = Some(now);
-        assert!(!rec.authenticates(&key, now));
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApiKeyAuthError {
-    #[error(transparent)]
-    Format(#[from] ApiKeyFormatError),
-    #[error("API key is unknown, revoked or expired")]
-    NotAccepted,
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-}
-
-/// API key lookups against the store.
-#[derive(Clone, Debug)]
-pub struct ApiKeys {
-    store: crate::storage::Store,
-}
-
-impl ApiKeys {
-    pub fn new(store: crate::storage::Store) -> Self {
-        Self { store }
-    }
-
-    /// Authenticates a presented key. The format and checksum are checked
-    /// before the store is touched.
-    pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyAuthError> {
-        let secret = ApiKeySecret::parse(presented)?;
-        let hash = secret.hash();
-        let record = self.store.read(move |r| r.api_key_by_hash(&hash)).await?;
-        match record {
-            Some(rec) if rec.authenticates(&secret, now) => Ok(rec),
-            _ => Err(ApiKeyAuthError::NotAccepted),
-        }
     }
 }

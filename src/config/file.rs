@@ -19,6 +19,15 @@ pub struct ConfigFile {
     pub listen: ListenSection,
     pub http: HttpSection,
     pub vault: VaultSection,
+    pub auth: AuthSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthSection {
+    pub failure_burst: Option<u32>,
+    pub failure_refill: Option<DurationText>,
+    pub failure_report_interval: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

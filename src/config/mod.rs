@@ -24,6 +24,8 @@ use serde::de::DeserializeOwned;
 
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 
+use crate::auth_limit::LimitPolicy;
+
 use crate::keys::{BackendKind, KeySpec, KeysetName};
 use crate::storage::STORE_FILE;
 use crate::vault::KekSource;
@@ -37,7 +39,7 @@ pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
 pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!("../../policy/default.toml"));
 
 /// Environment variables that are not overrides.
-const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY"];
+const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY", "KMSD_ADMIN_API_KEY"];
 pub const DEFAULT_KEK_ENV: &str = "KMSD_VAULT_KEK";
 pub const DEFAULT_PASSPHRASE_ENV: &str = "KMSD_VAULT_PASSPHRASE";
 
@@ -61,6 +63,14 @@ pub struct Config {
     pub kek: KekSource,
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
+    pub auth: AuthConfig,
+}
+
+/// Throttling of failed authentication and how often it is audited.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub limit: LimitPolicy,
+    pub report_interval: Duration,
 }
 
 impl Config {
@@ -239,6 +249,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if let Some(kek) = &kek {
         check_kek(kek, &data_dir, problems);
     }
+    let auth = auth_config(raw.auth, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     Some(Config {
@@ -251,7 +262,34 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         kek: kek?,
         keysets,
         policy: policy?,
+        auth,
     })
+}
+
+fn auth_config(a: file::AuthSection, problems: &mut Problems) -> AuthConfig {
+    let burst = a.failure_burst.unwrap_or(20);
+    if burst == 0 {
+        problems.add("auth.failure_burst", "must be at least 1");
+    }
+    let refill = duration_or(problems, "auth.failure_refill", a.failure_refill, 3);
+    let report_interval = duration_or(problems, "auth.failure_report_interval", a.failure_report_interval, 60);
+    for (field, d) in [("auth.failure_refill", refill), ("auth.failure_report_interval", report_interval)] {
+        if d.is_zero() {
+            problems.add(field, "must be more than 0s");
+        }
+    }
+    AuthConfig { limit: LimitPolicy { burst, refill_every: refill }, report_interval }
+}
+
+fn duration_or(problems: &mut Problems, field: &str, value: Option<DurationText>, default: u64) -> Duration {
+    match value.map(|v| duration::parse(&v)) {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            problems.add(field, e);
+            Duration::from_secs(default)
+        }
+        None => Duration::from_secs(default),
+    }
 }
 
 fn kek_source(v: &file::VaultSection, data_dir: &Path, problems: &mut Problems) -> Option<KekSource> {
@@ -399,14 +437,7 @@ fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
     let raw: PolicyFile = deserialize(table, &origin, problems)?;
     let before = problems.0.len();
     let mut d = |field: &str, value: Option<DurationText>, default: u64| -> Duration {
-        match value.map(|v| duration::parse(&v)) {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                problems.add(join(&origin, field), e);
-                Duration::from_secs(default)
-            }
-            None => Duration::from_secs(default),
-        }
+        duration_or(problems, &join(&origin, field), value, default)
     };
     let (t, j, r) = (raw.tokens, raw.jwks, raw.rotation);
     let policy = Policy {

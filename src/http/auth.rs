@@ -4,13 +4,16 @@
 //! issuance; until kmsd issues tokens, no bearer can be valid). Handlers then
 //! state the scope they need on their first line: `caller.require(SCOPE)?`.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde_json::json;
 
 use super::{ApiError, AppState};
-use crate::api_keys::ApiKeyAuthError;
+use crate::api_keys::{Actor, ApiKeyAuthError};
+use crate::metrics::Metrics;
 use crate::scopes;
 
 /// An authenticated caller.
@@ -34,6 +37,10 @@ impl Caller {
         }
     }
 
+    pub fn actor(&self) -> Actor {
+        Actor { id: self.id.clone(), org_id: self.org_id.clone(), scopes: self.scopes.clone() }
+    }
+
     /// Like [`require`](Self::require), satisfied by any one of `alternatives`.
     pub fn require_any(&self, alternatives: &[&str]) -> Result<(), ApiError> {
         if alternatives.iter().any(|s| scopes::any_covers(&self.scopes, s)) {
@@ -51,21 +58,47 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = match parts.headers.get("authorization") {
-            None => None,
-            Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
-                Some(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
-                _ => return Err(unauthorized("invalid_authorization", "Authorization must be `Bearer <token>`")),
-            },
-        };
-        let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
-        match (bearer, api_key) {
-            (None, None) => {
-                Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key"))
+        let client =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let result = authenticate(parts, state, client).await;
+        if let Err(e) = &result {
+            if e.status == StatusCode::UNAUTHORIZED {
+                Metrics::inc(&state.metrics.auth_failures);
+                state.limiter.failure(client, state.clock.now());
             }
-            (_, Some(key)) => authenticate_key(state, &key).await,
-            (Some(_), None) => Err(unauthorized("invalid_token", "bearer token is not valid")),
         }
+        result
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result<Caller, ApiError> {
+    let bearer = match parts.headers.get("authorization") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
+            Some(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
+            _ => return Err(unauthorized("invalid_authorization", "Authorization must be `Bearer <token>`")),
+        },
+    };
+    let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
+    match (bearer, api_key) {
+        (None, None) => Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key")),
+        (_, Some(key)) => {
+            let now = state.clock.now();
+            if let Err(retry) = state.limiter.check(client, now) {
+                if !state.api_keys.is_known_good(&key) {
+                    Metrics::inc(&state.metrics.auth_rate_limited);
+                    state.limiter.rejected(client);
+                    return Err(ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "too many failed authentications from this client; retry later",
+                    )
+                    .with("retryAfter", retry.as_secs()));
+                }
+            }
+            authenticate_key(state, &key).await
+        }
+        (Some(_), None) => Err(unauthorized("invalid_token", "bearer token is not valid")),
     }
 }
 

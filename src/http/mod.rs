@@ -3,9 +3,11 @@
 //! their routes. This module never touches storage tables directly.
 
 mod admin;
+mod api_keys;
 mod auth;
 mod error;
 mod health;
+mod json;
 mod request_id;
 mod wellknown;
 
@@ -20,9 +22,11 @@ pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::api_keys::ApiKeys;
+use crate::auth_limit::AuthLimiter;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keyring::KeyRing;
+use crate::metrics::Metrics;
 use crate::storage::Store;
 
 /// Everything a handler may use; cheap to clone.
@@ -33,16 +37,36 @@ pub struct AppState {
     pub store: Store,
     pub ring: Arc<KeyRing>,
     pub api_keys: ApiKeys,
+    pub limiter: Arc<AuthLimiter>,
+    pub metrics: Arc<Metrics>,
 }
 
-/// The public listener: health, JWKS, discovery (tokens and API keys follow).
+/// The public listener: health, JWKS, discovery, API keys.
 pub fn public_router(state: AppState) -> Router {
-    finish(Router::new().merge(health::routes()).merge(wellknown::routes()), state)
+    finish(Router::new().merge(health::routes()).merge(wellknown::routes()).merge(api_keys::routes()), state)
 }
 
 /// The admin listener (loopback by default).
 pub fn admin_router(state: AppState) -> Router {
-    finish(Router::new().merge(health::routes()).merge(admin::routes()), state)
+    finish(Router::new().merge(health::routes()).merge(admin::routes()).merge(api_keys::routes()), state)
+}
+
+/// A numeric query parameter: `default` when absent, 400 `invalid_request`
+/// when not an integer in `range`.
+fn query_number(
+    value: Option<&str>,
+    field: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    match value.map(str::parse::<u64>) {
+        None => Ok(default),
+        Some(Ok(n)) if range.contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("{field} must be an integer from {} to {}", range.start(), range.end()),
+        )),
+    }
 }
 
 fn finish(router: Router<AppState>, state: AppState) -> Router {

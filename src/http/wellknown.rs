@@ -12,12 +12,14 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::config::Policy;
+use crate::metrics::Metrics;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/.well-known/jwks.json", get(jwks)).route("/.well-known/agent-configuration", get(discovery))
 }
 
 async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    Metrics::inc(&state.metrics.jwks_requests);
     let snapshot = state.ring.jwks();
     let max_age = snapshot.max_age(state.clock.now(), state.config.policy.jwks.max_age_cap);
     let cache = format!("public, max-age={}, must-revalidate", max_age.as_secs());
@@ -31,6 +33,7 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let not_modified =
         headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| snapshot.matches(v));
     if not_modified {
+        Metrics::inc(&state.metrics.jwks_not_modified);
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -13,7 +13,7 @@ use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDef
 
 pub use records::Record;
 
-use crate::api_keys::ApiKeyRecord;
+use crate::api_keys::{ApiKeyId, ApiKeyRecord};
 use crate::audit::{AuditEntry, AuditEvent};
 use crate::keys::{KeyRecord, Kid};
 
@@ -109,15 +109,19 @@ impl Store {
         Ok(store)
     }
 
-    /// Reads one meta value without opening the store for writing, so that
-    /// checks made before startup (e.g. the KEK) cannot change the file.
-    pub fn peek_meta(path: &Path, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    /// Reads the store at `path` without opening it for writing, so that
+    /// checks made before startup (the KEK) or beside a running daemon (audit
+    /// verification) cannot change the file.
+    pub fn inspect<T>(path: &Path, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
         let db = ReadOnlyDatabase::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        let txn = db.begin_read()?;
-        let table = txn.open_table(META)?;
-        check_schema(table.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
-        let value = table.get(key)?.map(|g| g.value().to_vec());
-        Ok(value)
+        let reader = Reader { txn: db.begin_read()? };
+        check_schema(reader.meta(META_SCHEMA)?)?;
+        f(&reader)
+    }
+
+    /// One meta value, read as [`inspect`](Self::inspect) reads.
+    pub fn peek_meta(path: &Path, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Self::inspect(path, |r| r.meta(key))
     }
 
     pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
@@ -170,6 +174,9 @@ fn check_schema(found: Option<Vec<u8>>) -> Result<(), StorageError> {
     }
 }
 
+/// Stored audit rows: sequence number and decoded entry (or why it did not decode).
+pub type AuditRows = Vec<(u64, Result<AuditEntry, StorageError>)>;
+
 pub struct Reader {
     txn: redb::ReadTransaction,
 }
@@ -202,13 +209,46 @@ impl Reader {
         row.map(|g| ApiKeyRecord::decode("api_keys", id, g.value())).transpose()
     }
 
+    /// Up to `limit` keys of `org` with ids after `cursor`, in id order.
+    pub fn api_keys_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+        org: &str,
+    ) -> Result<Vec<ApiKeyRecord>, StorageError> {
+        let table = self.txn.open_table(API_KEYS)?;
+        let range = match cursor {
+            Some(c) => table.range::<&str>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?,
+            None => table.range::<&str>(..)?,
+        };
+        let mut out = Vec::new();
+        for row in range {
+            let (k, v) = row?;
+            let rec = ApiKeyRecord::decode("api_keys", k.value(), v.value())?;
+            if rec.org_id == org {
+                out.push(rec);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Audit entries with `seq > after`, at most `limit`.
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StorageError> {
+        self.audit_rows(after, limit)?.into_iter().map(|(_, entry)| entry).collect()
+    }
+
+    /// Like [`audit`](Self::audit), but one decode result per stored row, so a
+    /// verifier can name the row that does not decode.
+    pub fn audit_rows(&self, after: u64, limit: usize) -> Result<AuditRows, StorageError> {
         let table = self.txn.open_table(AUDIT)?;
         let mut out = Vec::new();
         for row in table.range(after.saturating_add(1)..)?.take(limit) {
             let (k, v) = row?;
-            out.push(AuditEntry::decode("audit", &k.value().to_string(), v.value())?);
+            let seq = k.value();
+            out.push((seq, AuditEntry::decode("audit", &seq.to_string(), v.value())));
         }
         Ok(out)
     }
@@ -237,6 +277,12 @@ impl Writer {
         let table = self.txn.open_table(KEYS)?;
         let row = table.get(kid.as_str())?;
         row.map(|g| KeyRecord::decode("keys", kid.as_str(), g.value())).transpose()
+    }
+
+    pub fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StorageError> {
+        let table = self.txn.open_table(API_KEYS)?;
+        let row = table.get(id.as_str())?;
+        row.map(|g| ApiKeyRecord::decode("api_keys", id.as_str(), g.value())).transpose()
     }
 
     pub fn put_api_key(&mut self, record: &ApiKeyRecord) -> Result<(), StorageError> {

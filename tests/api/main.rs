@@ -5,6 +5,7 @@
 mod daemon;
 mod python;
 
+mod api_keys;
 mod backend_contract;
 mod cli;
 mod http_surface;
