@@ -16,11 +16,13 @@ use crate::backend::{Guarded, KeyBackend};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::Kid;
 use crate::metrics::Metrics;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
+use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, VaultBackend, VaultError};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,14 +114,28 @@ impl App {
             tracing::info!(%kid, "created a signing key for a keyset that had none");
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
+        let ring = Arc::new(ring);
+        let identities = Identities::load(store.clone()).await?;
+        let token_keysets = token_keysets(&config);
+        let tokens = TokenService::start(
+            ring.clone(),
+            identities,
+            store.clone(),
+            clock.clone(),
+            config.policy.tokens.clone(),
+            config.issuer.clone(),
+            token_keysets,
+        )
+        .await?;
         let state = AppState {
+            tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
             clock,
             api_keys,
             store,
-            ring: Arc::new(ring),
+            ring,
         };
         Ok(App { state, touch_writer })
     }
@@ -151,13 +167,14 @@ impl App {
         )
         .with_graceful_shutdown(stopped(rx.clone()));
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
-        let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx));
+        let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
+        let gc = tokio::spawn(collect_garbage(self.state.clone(), rx));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
-        let _ = tokio::join!(touches, reports);
+        let _ = tokio::join!(touches, reports, gc);
         a.and(b).map_err(AppError::Serve)
     }
 }
@@ -192,6 +209,41 @@ async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Rec
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// Which declared keysets sign which tokens (a missing one disables that kind).
+fn token_keysets(config: &Config) -> TokenKeysets {
+    let pick = |name: &String| {
+        let found = config.keysets.iter().find(|k| k.name.as_str() == name);
+        if found.is_none() {
+            tracing::warn!(keyset = %name, "token keyset is not declared; that kind of token cannot be issued");
+        }
+        found.map(|k| k.name.clone())
+    };
+    let [rs256, eddsa, refresh] = &config.policy.tokens.keysets;
+    TokenKeysets { rs256: pick(rs256), eddsa: pick(eddsa), refresh: pick(refresh) }
+}
+
+/// Every ten minutes, forgets sessions, token rows and revocations whose tokens
+/// have all expired.
+async fn collect_garbage(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match state.tokens.collect_garbage().await {
+            Ok(c) if c != Default::default() => tracing::info!(
+                sessions = c.sessions,
+                issued = c.issued,
+                revoked = c.revoked,
+                "collected expired token state"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "token garbage collection failed"),
         }
     }
 }

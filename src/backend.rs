@@ -37,12 +37,16 @@ pub enum BackendError {
     Corrupt { backend: &'static str, kid: Kid, reason: String },
     #[error("{backend} does not support {op}")]
     Unsupported { backend: &'static str, op: &'static str },
+    /// kmsd's own rate limit for this backend is exhausted; the backend was
+    /// not called. Retry after `retry_after`.
+    #[error("{backend}: signing rate limit reached; retry in {retry_after:?}")]
+    Throttled { backend: &'static str, retry_after: std::time::Duration },
 }
 
 impl BackendError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(self, Self::Unavailable { .. } | Self::Throttled { .. })
     }
 }
 

@@ -27,8 +27,9 @@ pub struct JwksSnapshot {
 
 impl JwksSnapshot {
     /// Renders the keys of `records` that are published at `now`.
-    pub fn render(records: &[KeyRecord], now: Timestamp) -> Self {
-        let mut published: Vec<&KeyRecord> = records.iter().filter(|r| r.state_at(now).is_published()).collect();
+    pub fn render<R: AsRef<KeyRecord>>(records: &[R], now: Timestamp) -> Self {
+        let mut published: Vec<&KeyRecord> =
+            records.iter().map(AsRef::as_ref).filter(|r| r.state_at(now).is_published()).collect();
         published.sort_by(|a, b| {
             (a.keyset.as_str(), a.schedule.published_at, a.kid.as_str()).cmp(&(
                 b.keyset.as_str(),
@@ -42,8 +43,12 @@ impl JwksSnapshot {
         let mut algorithms: Vec<Algorithm> = published.iter().map(|r| r.algorithm()).collect();
         algorithms.sort();
         algorithms.dedup();
-        let valid_until =
-            records.iter().filter(|r| r.revoked_at.is_none()).flat_map(|r| r.jwks_changes_after(now)).min();
+        let valid_until = records
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|r| r.revoked_at.is_none())
+            .flat_map(|r| r.jwks_changes_after(now))
+            .min();
         Self { etag: format!("\"{}\"", b64url(&digest.as_ref()[..16])), body, algorithms, valid_until }
     }
 

@@ -54,7 +54,7 @@ pub struct KeyRing {
     backends: Backends,
     keysets: Vec<Keyset>,
     clock: Arc<dyn Clock>,
-    records: RwLock<Arc<Vec<KeyRecord>>>,
+    records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
     jwks: RwLock<Arc<JwksSnapshot>>,
 }
 
@@ -98,13 +98,28 @@ impl KeyRing {
             backends,
             keysets,
             clock,
-            records: RwLock::new(Arc::new(records)),
+            records: RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect())),
             jwks: RwLock::new(Arc::new(jwks)),
         })
     }
 
-    pub fn records(&self) -> Arc<Vec<KeyRecord>> {
+    pub fn records(&self) -> Arc<Vec<Arc<KeyRecord>>> {
         self.records.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The key version `kid`, whatever its state.
+    pub fn record(&self, kid: &str) -> Option<Arc<KeyRecord>> {
+        self.records().iter().find(|r| r.kid.as_str() == kid).cloned()
+    }
+
+    /// Signs `message` with `key` through its backend; the signature is checked
+    /// against the recorded public key before it is returned.
+    pub async fn sign(&self, key: &KeyRecord, message: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let backend = self
+            .backends
+            .get(key.backend)
+            .ok_or(BackendError::Unsupported { backend: key.backend.as_str(), op: "sign (backend not configured)" })?;
+        backend.sign(&key.kid, &key.public, message).await
     }
 
     pub fn keysets(&self) -> &[Keyset] {
@@ -116,7 +131,7 @@ impl KeyRing {
     }
 
     /// The key of `keyset` that signs at `now`, if any.
-    pub fn active(&self, keyset: &KeysetName, now: Timestamp) -> Option<KeyRecord> {
+    pub fn active(&self, keyset: &KeysetName, now: Timestamp) -> Option<Arc<KeyRecord>> {
         self.records().iter().find(|r| &r.keyset == keyset && r.state_at(now) == KeyState::Active).cloned()
     }
 
@@ -202,7 +217,7 @@ impl KeyRing {
             .await?;
         if let Ok(mut recs) = self.records.write() {
             let mut next = recs.as_ref().clone();
-            next.push(record);
+            next.push(Arc::new(record));
             *recs = Arc::new(next);
         }
         self.rerender(now);

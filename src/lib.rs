@@ -9,6 +9,8 @@
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
+//! - [`identities`]: who tokens are issued to; suspend, retire, reactivate.
+//! - [`tokens`]: issue, refresh, revoke and verify relayauth tokens.
 //! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
 //! - [`auth_limit`]: per-client throttling of failed authentication.
 //! - [`metrics`]: process counters for `/metrics`.
@@ -31,10 +33,12 @@ pub mod clock;
 pub mod config;
 pub mod encoding;
 pub mod http;
+pub mod identities;
 pub mod jwks;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
 pub mod scopes;
 pub mod storage;
+pub mod tokens;
 pub mod vault;

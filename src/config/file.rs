@@ -79,6 +79,18 @@ pub struct TokensSection {
     pub refresh_ttl_default: Option<DurationText>,
     pub refresh_ttl_max: Option<DurationText>,
     pub skew: Option<DurationText>,
+    pub refresh_reuse_grace: Option<DurationText>,
+    pub keysets: TokenKeysetsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TokenKeysetsSection {
+    #[serde(rename = "RS256")]
+    pub rs256: Option<String>,
+    #[serde(rename = "EdDSA")]
+    pub eddsa: Option<String>,
+    pub refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

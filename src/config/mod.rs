@@ -35,6 +35,7 @@ use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
 pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
     ("keys/access.toml", include_str!("../../keys/access.toml")),
     ("keys/edge.toml", include_str!("../../keys/edge.toml")),
+    ("keys/refresh.toml", include_str!("../../keys/refresh.toml")),
 ];
 pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!("../../policy/default.toml"));
 
@@ -252,6 +253,9 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     let auth = auth_config(raw.auth, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
+    if let Some(p) = &policy {
+        check_token_keysets(p, &keysets, problems);
+    }
     Some(Config {
         data_dir,
         issuer,
@@ -289,6 +293,25 @@ fn duration_or(problems: &mut Problems, field: &str, value: Option<DurationText>
             Duration::from_secs(default)
         }
         None => Duration::from_secs(default),
+    }
+}
+
+/// A keyset named for tokens must sign with the algorithm it is named for. A
+/// keyset that is not declared just leaves that kind of token unavailable.
+fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Problems) {
+    let wanted = [
+        ("RS256", Some(crate::keys::Algorithm::Rs256)),
+        ("EdDSA", Some(crate::keys::Algorithm::EdDsa)),
+        ("refresh", None),
+    ];
+    for ((field, alg), name) in wanted.iter().zip(&policy.tokens.keysets) {
+        let Some(ks) = keysets.iter().find(|k| k.name.as_str() == name) else { continue };
+        if alg.is_some_and(|a| ks.spec.algorithm() != a) {
+            problems.add(
+                format!("tokens.keysets.{field}"),
+                format!("keyset {name} signs {}, not {field}", ks.spec.algorithm().as_str()),
+            );
+        }
     }
 }
 
@@ -447,6 +470,12 @@ fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
             refresh_ttl_default: d("tokens.refresh_ttl_default", t.refresh_ttl_default, 86_400),
             refresh_ttl_max: d("tokens.refresh_ttl_max", t.refresh_ttl_max, 30 * 86_400),
             skew: d("tokens.skew", t.skew, 60),
+            refresh_reuse_grace: d("tokens.refresh_reuse_grace", t.refresh_reuse_grace, 0),
+            keysets: [
+                t.keysets.rs256.unwrap_or_else(|| "access".into()),
+                t.keysets.eddsa.unwrap_or_else(|| "edge".into()),
+                t.keysets.refresh.unwrap_or_else(|| "refresh".into()),
+            ],
         },
         jwks: JwksPolicy {
             max_age_cap: d("jwks.max_age_cap", j.max_age_cap, 300),

@@ -20,6 +20,9 @@ pub struct TokenPolicy {
     pub refresh_ttl_default: Duration,
     pub refresh_ttl_max: Duration,
     pub skew: Duration,
+    pub refresh_reuse_grace: Duration,
+    /// Keyset names for RS256 access tokens, EdDSA access tokens, refresh tokens.
+    pub keysets: [String; 3],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +85,12 @@ impl Policy {
                 out.push((field.into(), format!("default {} exceeds its maximum {}", render(default), render(max))));
             }
         }
+        if t.refresh_reuse_grace > Duration::from_secs(30) {
+            out.push((
+                "tokens.refresh_reuse_grace".into(),
+                format!("{} exceeds the 30s maximum", render(t.refresh_reuse_grace)),
+            ));
+        }
         if j.max_age_cap.is_zero() {
             out.push(("jwks.max_age_cap".into(), "must be more than 0s".into()));
         }
@@ -102,6 +111,8 @@ mod tests {
                 refresh_ttl_default: h(24),
                 refresh_ttl_max: h(720),
                 skew: Duration::from_secs(60),
+                refresh_reuse_grace: Duration::ZERO,
+                keysets: ["access".into(), "edge".into(), "refresh".into()],
             },
             jwks: JwksPolicy { max_age_cap: Duration::from_secs(300), verifier_cache: Duration::from_secs(300) },
             rotation: RotationPolicy {

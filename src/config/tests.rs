@@ -20,7 +20,15 @@ fn no_file_means_the_built_in_defaults() {
     assert_eq!(c.issuer, "https://relayauth.dev");
     assert_eq!(c.public_base_url, "http://127.0.0.1:8787");
     let names: Vec<_> = c.keysets.iter().map(|k| (k.name.as_str().to_owned(), k.spec)).collect();
-    assert_eq!(names, [("access".to_owned(), KeySpec::Rsa3072), ("edge".to_owned(), KeySpec::Ed25519)]);
+    assert_eq!(
+        names,
+        [
+            ("access".to_owned(), KeySpec::Rsa3072),
+            ("edge".to_owned(), KeySpec::Ed25519),
+            ("refresh".to_owned(), KeySpec::Ed25519)
+        ]
+    );
+    assert_eq!(c.policy.tokens.keysets, ["access", "edge", "refresh"]);
     assert_eq!(c.kek, KekSource::File(data.join("vault.kek")));
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::json::ApiJson;
-use super::{query_number, ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, PageQuery};
 use crate::api_keys::{ApiKeyError, ApiKeyRecord, NewApiKey};
 use crate::clock::Timestamp;
 use crate::scopes::GrantError;
@@ -86,20 +86,13 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "apiKey": view(&record), "key": secret.expose() }))))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(page): Query<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
-    let limit = query_number(q.limit.as_deref(), "limit", 50, 1..=100)? as usize;
-    let cursor = q.cursor.filter(|c| !c.is_empty());
+    let (limit, cursor) = page.parse()?;
     let (page, more) = state.api_keys.list(&caller.org_id, cursor, limit).await.map_err(error)?;
     let next = if more { page.last().map(|r| r.id.as_str().to_owned()) } else { None };
     Ok(Json(json!({

@@ -15,14 +15,17 @@ use super::{ApiError, AppState};
 use crate::api_keys::{Actor, ApiKeyAuthError};
 use crate::metrics::Metrics;
 use crate::scopes;
+use crate::tokens::TokenType;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// `ak_…` for an API key.
+    /// `ak_…` for an API key, the identity id for a bearer token.
     pub id: String,
     pub org_id: String,
     pub scopes: Vec<String>,
+    /// The bearer token's sponsor chain (none for API keys).
+    pub sponsor_chain: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -82,29 +85,41 @@ async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result
     let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
     match (bearer, api_key) {
         (None, None) => Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key")),
-        (_, Some(key)) => {
-            let now = state.clock.now();
-            if let Err(retry) = state.limiter.check(client, now) {
-                if !state.api_keys.is_known_good(&key) {
-                    Metrics::inc(&state.metrics.auth_rate_limited);
-                    state.limiter.rejected(client);
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "too many failed authentications from this client; retry later",
-                    )
-                    .with("retryAfter", retry.as_secs()));
-                }
-            }
-            authenticate_key(state, &key).await
-        }
-        (Some(_), None) => Err(unauthorized("invalid_token", "bearer token is not valid")),
+        (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access) {
+            Ok(c) => Ok(Caller { id: c.sub, org_id: c.org, scopes: c.scopes, sponsor_chain: Some(c.sponsor_chain) }),
+            Err(e) => match api_key {
+                // A valid bearer wins; an invalid one falls back to the key.
+                Some(key) => api_key_caller(state, client, &key).await,
+                None => Err(super::tokens::verify_error(e)),
+            },
+        },
+        (None, Some(key)) => api_key_caller(state, client, &key).await,
     }
+}
+
+/// An API key, unless this client is throttled and the key is not one that
+/// has already worked (then 429 before any store lookup).
+async fn api_key_caller(state: &AppState, client: IpAddr, key: &str) -> Result<Caller, ApiError> {
+    if let Err(retry) = state.limiter.check(client, state.clock.now()) {
+        if !state.api_keys.is_known_good(key) {
+            Metrics::inc(&state.metrics.auth_rate_limited);
+            state.limiter.rejected(client);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this client; retry later",
+            )
+            .with("retryAfter", retry.as_secs()));
+        }
+    }
+    authenticate_key(state, key).await
 }
 
 async fn authenticate_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
     match state.api_keys.authenticate(presented, state.clock.now()).await {
-        Ok(rec) => Ok(Caller { id: rec.id.as_str().to_owned(), org_id: rec.org_id, scopes: rec.scopes }),
+        Ok(rec) => {
+            Ok(Caller { id: rec.id.as_str().to_owned(), org_id: rec.org_id, scopes: rec.scopes, sponsor_chain: None })
+        }
         Err(ApiKeyAuthError::Storage(e)) => Err(ApiError::internal(&e)),
         Err(e) => {
             // The reason only: never the presented key, not even its prefix.

@@ -7,8 +7,11 @@ mod api_keys;
 mod auth;
 mod error;
 mod health;
+mod identities;
 mod json;
 mod request_id;
+mod sign;
+mod tokens;
 mod wellknown;
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use crate::config::Config;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::storage::Store;
+use crate::tokens::TokenService;
 
 /// Everything a handler may use; cheap to clone.
 #[derive(Clone)]
@@ -39,11 +43,20 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     pub limiter: Arc<AuthLimiter>,
     pub metrics: Arc<Metrics>,
+    pub tokens: Arc<TokenService>,
 }
 
-/// The public listener: health, JWKS, discovery, API keys.
+/// The public listener: health, JWKS, discovery, tokens, identities, raw
+/// signing, API keys.
 pub fn public_router(state: AppState) -> Router {
-    finish(Router::new().merge(health::routes()).merge(wellknown::routes()).merge(api_keys::routes()), state)
+    let router = Router::new()
+        .merge(health::routes())
+        .merge(wellknown::routes())
+        .merge(api_keys::routes())
+        .merge(tokens::routes())
+        .merge(identities::routes())
+        .merge(sign::routes());
+    finish(router, state)
 }
 
 /// The admin listener (loopback by default).
@@ -66,6 +79,20 @@ fn query_number(
             "invalid_request",
             format!("{field} must be an integer from {} to {}", range.start(), range.end()),
         )),
+    }
+}
+
+/// `?limit=&cursor=` of a paginated list (limit 1..=100, default 50).
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn parse(self) -> Result<(usize, Option<String>), ApiError> {
+        let limit = query_number(self.limit.as_deref(), "limit", 50, 1..=100)? as usize;
+        Ok((limit, self.cursor.filter(|c| !c.is_empty())))
     }
 }
 

@@ -107,6 +107,12 @@ pub struct KeyRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+impl AsRef<KeyRecord> for KeyRecord {
+    fn as_ref(&self) -> &KeyRecord {
+        self
+    }
+}
+
 impl KeyRecord {
     pub fn algorithm(&self) -> Algorithm {
         self.spec.algorithm()

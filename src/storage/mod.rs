@@ -5,6 +5,7 @@
 //! ([`Store::read`], [`Store::write`]), never on the async runtime's workers.
 
 mod records;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use records::Record;
+pub use tokens::Collected;
 
 use crate::api_keys::{ApiKeyId, ApiKeyRecord};
 use crate::audit::{AuditEntry, AuditEvent};
@@ -27,6 +29,14 @@ const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const API_KEY_HASHES: TableDefinition<&str, &str> = TableDefinition::new("api_key_hashes");
 /// sequence number -> hash-chained [`AuditEntry`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// identity id -> [`IdentityRecord`].
+const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("identities");
+/// session id -> [`SessionRecord`].
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// jti -> [`IssuedToken`].
+const ISSUED: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_tokens");
+/// revoked jti -> the token's `exp` (unix seconds), for garbage collection.
+const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
 
 pub const META_SCHEMA: &str = "schema_version";
 pub const META_DATA_KEY: &str = "vault_data_key";
@@ -95,6 +105,10 @@ impl Store {
             txn.open_table(API_KEYS)?;
             txn.open_table(API_KEY_HASHES)?;
             txn.open_table(AUDIT)?;
+            txn.open_table(IDENTITIES)?;
+            txn.open_table(SESSIONS)?;
+            txn.open_table(ISSUED)?;
+            txn.open_table(REVOKED)?;
         }
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
@@ -112,8 +126,21 @@ impl Store {
     /// Reads the store at `path` without opening it for writing, so that
     /// checks made before startup (the KEK) or beside a running daemon (audit
     /// verification) cannot change the file.
+    ///
+    /// After an unclean shutdown redb must repair the file before it can be
+    /// read; that needs a writable open, so it is done first (repair restores
+    /// the last committed state and changes no committed data).
     pub fn inspect<T>(path: &Path, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
-        let db = ReadOnlyDatabase::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        let open =
+            || ReadOnlyDatabase::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source });
+        let db = match open() {
+            Err(StorageError::Open { source: redb::DatabaseError::RepairAborted, .. }) => {
+                tracing::warn!(path = %path.display(), "store was not shut down cleanly; repairing it");
+                drop(Database::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?);
+                open()?
+            }
+            other => other?,
+        };
         let reader = Reader { txn: db.begin_read()? };
         check_schema(reader.meta(META_SCHEMA)?)?;
         f(&reader)

@@ -94,6 +94,12 @@ impl Daemon {
         self.output.lock().unwrap().clone()
     }
 
+    /// SIGKILL: no draining, no clean shutdown (a crash).
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then waits; returns the exit status and all output.
     pub fn stop(mut self) -> (ExitStatus, String) {
         let pid = self.child.id().to_string();

@@ -26,7 +26,7 @@ fn thumbprint(jwk: &Value) -> String {
 }
 
 #[tokio::test]
-async fn serve_in_an_empty_directory_with_no_config_publishes_one_rs256_and_one_eddsa_key() {
+async fn serve_in_an_empty_directory_with_no_config_publishes_one_rs256_key_and_the_eddsa_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(tmp.path(), &[]);
     let data = tmp.path().join("kmsd-data");
@@ -40,7 +40,9 @@ async fn serve_in_an_empty_directory_with_no_config_publishes_one_rs256_and_one_
     let keys = body["keys"].as_array().unwrap();
     let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
     algs.sort();
-    assert_eq!(algs, ["EdDSA", "RS256"]);
+    // access (RS256-3072) signs access tokens; edge (EdDSA) signs EdDSA access
+    // tokens; refresh (EdDSA) signs refresh tokens.
+    assert_eq!(algs, ["EdDSA", "EdDSA", "RS256"]);
     let rsa = keys.iter().find(|k| k["alg"] == "RS256").unwrap();
     let n = kmsd::encoding::b64url_decode(rsa["n"].as_str().unwrap()).unwrap();
     assert_eq!(n.len() * 8, 3072, "default RSA keys are 3072-bit");

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
+mod node;
 mod python;
 
 mod api_keys;
@@ -10,4 +11,5 @@ mod backend_contract;
 mod cli;
 mod http_surface;
 mod jwks;
+mod tokens;
 mod vault;

@@ -1,0 +1,215 @@
+//! `/v1/identities`: relayauth's identity routes. Suspend, retire and delete
+//! also revoke every session the identity holds.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState, Caller, PageQuery};
+use crate::identities::{IdentityError, IdentityPatch, NewIdentity, Transition};
+use crate::scopes::GrantError;
+
+const MANAGE: &str = "relayauth:identity:manage:*";
+const READ: &str = "relayauth:identity:read:*";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/identities", post(create).get(list))
+        .route("/v1/identities/{id}", get(fetch).patch(patch).delete(delete))
+        .route("/v1/identities/{id}/suspend", post(suspend))
+        .route("/v1/identities/{id}/retire", post(retire))
+        .route("/v1/identities/{id}/reactivate", post(reactivate))
+}
+
+fn error(e: IdentityError) -> ApiError {
+    match e {
+        IdentityError::Invalid(m) => ApiError::bad_request("invalid_request", m),
+        IdentityError::Grant(GrantError::Invalid { scope, reason }) => {
+            ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
+        }
+        IdentityError::Grant(GrantError::Escalation { scope }) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "scope_escalation",
+            format!("cannot grant {scope:?}: the caller does not hold it"),
+        )
+        .with("scope", scope),
+        IdentityError::NotFound => not_found(),
+        IdentityError::Duplicate(name) => ApiError::new(
+            StatusCode::CONFLICT,
+            "identity_already_exists",
+            format!("an identity named {name:?} already exists"),
+        ),
+        IdentityError::State(s) => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_state", format!("not allowed while the identity is {s}"))
+        }
+        IdentityError::Storage(e) => ApiError::internal(&e),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "identity_not_found", "identity not found")
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    sponsor_id: Option<String>,
+    workspace_id: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(MANAGE)?;
+    let req = NewIdentity {
+        name: b.name,
+        kind: b.kind,
+        scopes: b.scopes,
+        roles: b.roles,
+        metadata: b.metadata,
+        sponsor_id: b.sponsor_id.unwrap_or_default(),
+        workspace_id: b.workspace_id,
+    };
+    let rec = state
+        .tokens
+        .identities()
+        .create(&caller.actor(), caller.sponsor_chain.as_deref(), req, state.clock.now())
+        .await
+        .map_err(error)?;
+    Ok((StatusCode::CREATED, Json(rec.view())))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(READ)?;
+    let (limit, cursor) = page.parse()?;
+    let (page, more) = state.tokens.identities().list(&caller.org_id, cursor.as_deref(), limit);
+    let mut body = json!({ "data": page.iter().map(|i| i.view()).collect::<Vec<_>>() });
+    if more {
+        if let (Some(last), Some(o)) = (page.last(), body.as_object_mut()) {
+            o.insert("cursor".into(), last.id.clone().into());
+        }
+    }
+    Ok(Json(body))
+}
+
+async fn fetch(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    caller.require(READ)?;
+    let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or_else(not_found)?;
+    Ok(Json(rec.view()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchBody {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+    roles: Option<Vec<String>>,
+    metadata: Option<BTreeMap<String, String>>,
+    workspace_id: Option<String>,
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<PatchBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(MANAGE)?;
+    let p = IdentityPatch {
+        name: b.name,
+        scopes: b.scopes,
+        roles: b.roles,
+        metadata: b.metadata,
+        workspace_id: b.workspace_id,
+    };
+    let rec = state.tokens.identities().patch(&caller.actor(), &id, p, state.clock.now()).await.map_err(error)?;
+    Ok(Json(rec.view()))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+async fn lifecycle(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    to: Transition,
+    reason: Option<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(MANAGE)?;
+    let now = state.clock.now();
+    let rec = state.tokens.identities().transition(&caller.actor(), &id, to, reason, now).await.map_err(error)?;
+    if !matches!(to, Transition::Reactivate) {
+        state.tokens.revoke_sessions_of(&rec.id, now).await.map_err(super::tokens::token_error)?;
+    }
+    Ok(Json(rec.view()))
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(b): ApiJson<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    lifecycle(state, caller, id, Transition::Suspend, b.reason).await
+}
+
+async fn retire(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: ReasonBody = if body.is_empty() { ReasonBody::default() } else { super::json::parse(&body)? };
+    lifecycle(state, caller, id, Transition::Retire, b.reason).await
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    lifecycle(state, caller, id, Transition::Reactivate, None).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    caller.require(MANAGE)?;
+    if headers.get("x-confirm-delete").and_then(|v| v.to_str().ok()) != Some("true") {
+        return Err(ApiError::bad_request(
+            "confirmation_required",
+            "send X-Confirm-Delete: true to delete an identity",
+        ));
+    }
+    let now = state.clock.now();
+    let rec = state.tokens.identities().delete(&caller.actor(), &id, now).await.map_err(error)?;
+    state.tokens.revoke_sessions_of(&rec.id, now).await.map_err(super::tokens::token_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

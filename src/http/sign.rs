@@ -1,0 +1,84 @@
+//! `POST /v1/sign` and `POST /v1/verify`: raw signatures with a keyset's
+//! active key, for consumers that are not JWT verifiers. Scope
+//! `relayauth:sign:invoke:<keyset>`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState, Caller};
+use crate::encoding::{b64url, b64url_decode};
+use crate::keys::KeysetName;
+use crate::tokens::TokenError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/sign", post(sign)).route("/v1/verify", post(verify))
+}
+
+fn scope_for(keyset: &str) -> String {
+    format!("relayauth:sign:invoke:{keyset}")
+}
+
+fn keyset(state: &AppState, name: &str) -> Result<KeysetName, ApiError> {
+    KeysetName::parse(name)
+        .ok()
+        .filter(|k| state.config.keyset(k).is_some())
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {name:?}")))
+}
+
+fn decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    b64url_decode(text).map_err(|_| ApiError::bad_request("invalid_request", format!("{field} must be base64url")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    keyset: String,
+    message: String,
+}
+
+async fn sign(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<SignBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&scope_for(&b.keyset))?;
+    let ks = keyset(&state, &b.keyset)?;
+    let message = decode("message", &b.message)?;
+    let key = state
+        .ring
+        .active(&ks, state.clock.now())
+        .ok_or_else(|| ApiError::unavailable(&format!("keyset {ks} has no active key"), 5))?;
+    let sig = state.ring.sign(&key, &message).await.map_err(|e| super::tokens::token_error(TokenError::Backend(e)))?;
+    Ok(Json(json!({ "kid": key.kid.as_str(), "alg": key.algorithm().as_str(), "signature": b64url(&sig) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    keyset: String,
+    kid: String,
+    message: String,
+    signature: String,
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<VerifyBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&scope_for(&b.keyset))?;
+    let ks = keyset(&state, &b.keyset)?;
+    let (message, signature) = (decode("message", &b.message)?, decode("signature", &b.signature)?);
+    let now = state.clock.now();
+    let valid = state
+        .ring
+        .record(&b.kid)
+        .filter(|k| k.keyset == ks && k.state_at(now).is_published())
+        .is_some_and(|k| k.public.verify(&message, &signature));
+    Ok(Json(json!({ "valid": valid })))
+}

@@ -1,0 +1,233 @@
+//! `/v1/tokens*`: issue, refresh, revoke, introspect, validate, and the public
+//! revocation check the relayauth verifier SDKs call.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::json::ApiJson;
+use super::{ApiError, AppState, Caller};
+use crate::backend::BackendError;
+use crate::scopes;
+use crate::tokens::{IssueRequest, RevokeTarget, TokenError, TokenPair, TokenType, VerifyError};
+
+const CREATE: &str = "relayauth:token:create:*";
+const MANAGE: &str = "relayauth:token:manage:*";
+const READ: &str = "relayauth:token:read:*";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tokens", post(issue))
+        .route("/v1/tokens/refresh", post(refresh))
+        .route("/v1/tokens/revoke", post(revoke))
+        .route("/v1/tokens/introspect", get(introspect))
+        .route("/v1/tokens/validate", post(validate))
+        .route("/v1/tokens/revocation", get(revocation))
+}
+
+pub fn verify_error(e: VerifyError) -> ApiError {
+    let (code, message) = match e {
+        VerifyError::Expired => ("token_expired", "token has expired"),
+        VerifyError::Revoked => ("token_revoked", "token has been revoked"),
+        other => {
+            ("invalid_token", if other == VerifyError::Malformed { "token is malformed" } else { "token is not valid" })
+        }
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+}
+
+pub fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::IdentityNotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "identity_not_found", "identity not found")
+        }
+        TokenError::IdentitySuspended(s) => {
+            ApiError::new(StatusCode::FORBIDDEN, "identity_suspended", format!("identity is {s}"))
+        }
+        TokenError::InsufficientScope(scope) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!("scope {scope:?} is not held by both the identity and the caller"),
+        )
+        .with("scope", scope),
+        TokenError::InvalidScope { scope, reason } => {
+            ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
+        }
+        TokenError::Invalid(m) => ApiError::bad_request("invalid_request", m),
+        TokenError::UnsupportedAlgorithm(a) => {
+            ApiError::bad_request("unsupported_algorithm", format!("algorithm {a:?} is not available"))
+        }
+        TokenError::Verify(v) => verify_error(v),
+        TokenError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "token_not_found", "no matching token"),
+        TokenError::NoSigner(ks) => ApiError::unavailable(&format!("keyset {ks} has no active key"), 5),
+        TokenError::Backend(BackendError::Throttled { retry_after, .. }) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "signing rate limit reached; retry later")
+                .with("retryAfter", retry_after.as_secs().max(1))
+        }
+        TokenError::Backend(e) if e.is_transient() => ApiError::unavailable(&e, 2),
+        TokenError::Backend(e) => ApiError::internal(&e),
+        TokenError::Storage(e) => ApiError::internal(&e),
+        TokenError::Commit(e) => ApiError::unavailable(&e, 1),
+    }
+}
+
+fn pair_json(p: &TokenPair) -> Value {
+    let mut v = json!({
+        "accessToken": p.access_token,
+        "refreshToken": p.refresh_token,
+        "accessTokenExpiresAt": p.access_expires_at.to_iso(),
+        "refreshTokenExpiresAt": p.refresh_expires_at.to_iso(),
+        "tokenType": "Bearer",
+    });
+    if !p.clamped.is_empty() {
+        let clamped: Vec<Value> = p
+            .clamped
+            .iter()
+            .map(|c| {
+                json!({
+                    "token": if c.token == TokenType::Access { "access" } else { "refresh" },
+                    "requestedSeconds": c.requested,
+                    "grantedSeconds": c.granted,
+                    "reason": c.reason,
+                })
+            })
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("clamped".into(), clamped.into());
+        }
+    }
+    v
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IssueBody {
+    identity_id: String,
+    scopes: Option<Vec<String>>,
+    audience: Option<Vec<String>>,
+    expires_in: Option<u64>,
+    refresh_token_ttl_seconds: Option<u64>,
+    algorithm: Option<String>,
+}
+
+async fn issue(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<IssueBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(CREATE)?;
+    let req = IssueRequest {
+        identity_id: body.identity_id,
+        scopes: body.scopes,
+        audience: body.audience,
+        expires_in: body.expires_in,
+        refresh_ttl: body.refresh_token_ttl_seconds,
+        algorithm: body.algorithm,
+    };
+    let pair = state.tokens.issue(&caller.actor(), req).await.map_err(token_error)?;
+    Ok((StatusCode::CREATED, Json(pair_json(&pair))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Json<Value>, ApiError> {
+    let grace = state.config.policy.tokens.refresh_reuse_grace;
+    let pair = state.tokens.refresh(&body.refresh_token, grace).await.map_err(token_error)?;
+    Ok(Json(pair_json(&pair)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeBody {
+    token_id: Option<String>,
+    identity_id: Option<String>,
+    session_id: Option<String>,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RevokeBody>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(MANAGE)?;
+    let target = match (body.token_id, body.identity_id, body.session_id) {
+        (Some(t), _, _) => RevokeTarget::Token(t),
+        (None, Some(i), _) => RevokeTarget::Identity(i),
+        (None, None, Some(s)) => RevokeTarget::Session(s),
+        (None, None, None) => {
+            return Err(ApiError::bad_request("invalid_request", "name one of tokenId, identityId, sessionId"))
+        }
+    };
+    state.tokens.revoke(&caller.actor(), target, state.clock.now()).await.map_err(token_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct IntrospectQuery {
+    token: Option<String>,
+}
+
+/// The claims if kmsd still trusts the token and it belongs to the caller's
+/// org; JSON `null` otherwise.
+async fn introspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<IntrospectQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(READ)?;
+    let token = q.token.ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?;
+    let claims = state.tokens.verify(&token, TokenType::Access).ok().filter(|c| c.org == caller.org_id);
+    Ok(Json(claims.map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).unwrap_or(Value::Null)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidateBody {
+    token: String,
+    #[serde(default)]
+    required_scopes: Vec<String>,
+}
+
+async fn validate(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ValidateBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(READ)?;
+    let result = state.tokens.verify(&body.token, TokenType::Access);
+    Ok(Json(match result {
+        Ok(c) if c.org == caller.org_id => {
+            let missing: Vec<&String> =
+                body.required_scopes.iter().filter(|r| !scopes::any_covers(&c.scopes, r)).collect();
+            let mut v = json!({ "valid": missing.is_empty(), "claims": c });
+            if !missing.is_empty() {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("missingScopes".into(), json!(missing));
+                }
+            }
+            v
+        }
+        Ok(_) => json!({ "valid": false, "claims": null, "error": "invalid_token" }),
+        Err(e) => json!({ "valid": false, "claims": null, "error": verify_error(e).code }),
+    }))
+}
+
+#[derive(Deserialize)]
+struct RevocationQuery {
+    jti: Option<String>,
+}
+
+async fn revocation(State(state): State<AppState>, Query(q): Query<RevocationQuery>) -> Response {
+    match q.jti {
+        Some(jti) if !jti.is_empty() => Json(json!({ "revoked": state.tokens.is_jti_revoked(&jti) })).into_response(),
+        _ => ApiError::bad_request("invalid_request", "jti is required").into_response(),
+    }
+}

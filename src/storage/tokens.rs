@@ -1,0 +1,170 @@
+//! Identity, session and token tables.
+
+use redb::ReadableTable;
+
+use super::{Reader, Record, StorageError, Writer, IDENTITIES, ISSUED, REVOKED, SESSIONS};
+use crate::clock::Timestamp;
+use crate::identities::IdentityRecord;
+use crate::tokens::{IssuedToken, SessionRecord};
+
+impl Record for IdentityRecord {
+    const VERSION: u32 = 1;
+}
+
+impl Record for SessionRecord {
+    const VERSION: u32 = 1;
+}
+
+impl Record for IssuedToken {
+    const VERSION: u32 = 1;
+}
+
+/// Ids with the unix time after which they no longer matter.
+pub type Expiring = Vec<(String, i64)>;
+
+/// What one garbage collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    pub sessions: usize,
+    pub issued: usize,
+    pub revoked: usize,
+}
+
+impl Reader {
+    pub fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
+        let table = self.txn.open_table(SESSIONS)?;
+        let row = table.get(sid)?;
+        row.map(|g| SessionRecord::decode("sessions", sid, g.value())).transpose()
+    }
+
+    pub fn identities(&self) -> Result<Vec<IdentityRecord>, StorageError> {
+        let table = self.txn.open_table(IDENTITIES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push(IdentityRecord::decode("identities", k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Revoked jtis and revoked session ids, each with when it stops mattering.
+    pub fn revocations(&self) -> Result<(Expiring, Expiring), StorageError> {
+        let mut jtis = Vec::new();
+        for row in self.txn.open_table(REVOKED)?.iter()? {
+            let (k, v) = row?;
+            jtis.push((k.value().to_owned(), v.value()));
+        }
+        let mut sessions = Vec::new();
+        for row in self.txn.open_table(SESSIONS)?.iter()? {
+            let (k, v) = row?;
+            let s = SessionRecord::decode("sessions", k.value(), v.value())?;
+            if s.revoked_at.is_some() {
+                sessions.push((s.sid, s.expires_at.unix()));
+            }
+        }
+        Ok((jtis, sessions))
+    }
+}
+
+impl Writer {
+    pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
+        self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), rec.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn delete_identity(&mut self, id: &str) -> Result<(), StorageError> {
+        self.txn.open_table(IDENTITIES)?.remove(id)?;
+        Ok(())
+    }
+
+    pub fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
+        let table = self.txn.open_table(SESSIONS)?;
+        let row = table.get(sid)?;
+        row.map(|g| SessionRecord::decode("sessions", sid, g.value())).transpose()
+    }
+
+    pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StorageError> {
+        self.txn.open_table(SESSIONS)?.insert(rec.sid.as_str(), rec.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Every live session of `identity_id` (a scan; used by rare admin actions).
+    pub fn sessions_of(&self, identity_id: &str) -> Result<Vec<SessionRecord>, StorageError> {
+        let table = self.txn.open_table(SESSIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let s = SessionRecord::decode("sessions", k.value(), v.value())?;
+            if s.identity_id == identity_id && s.revoked_at.is_none() {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn issued(&self, jti: &str) -> Result<Option<IssuedToken>, StorageError> {
+        let table = self.txn.open_table(ISSUED)?;
+        let row = table.get(jti)?;
+        row.map(|g| IssuedToken::decode("issued_tokens", jti, g.value())).transpose()
+    }
+
+    pub fn put_issued(&mut self, rec: &IssuedToken) -> Result<(), StorageError> {
+        self.txn.open_table(ISSUED)?.insert(rec.jti.as_str(), rec.encode().as_slice())?;
+        Ok(())
+    }
+
+    pub fn revoke_jti(&mut self, jti: &str, exp: Timestamp) -> Result<(), StorageError> {
+        self.txn.open_table(REVOKED)?.insert(jti, exp.unix())?;
+        Ok(())
+    }
+
+    /// Removes sessions, issued-token rows and revocations that ended before
+    /// `before`: nothing they describe can still verify.
+    pub fn collect_garbage(&mut self, before: Timestamp) -> Result<Collected, StorageError> {
+        let mut done = Collected::default();
+        {
+            let mut t = self.txn.open_table(SESSIONS)?;
+            let dead: Vec<String> = t
+                .iter()?
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| {
+                    let s = SessionRecord::decode("sessions", k.value(), v.value()).ok()?;
+                    (s.expires_at < before).then(|| k.value().to_owned())
+                })
+                .collect();
+            for k in &dead {
+                t.remove(k.as_str())?;
+            }
+            done.sessions = dead.len();
+        }
+        {
+            let mut t = self.txn.open_table(ISSUED)?;
+            let dead: Vec<String> = t
+                .iter()?
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| {
+                    let s = IssuedToken::decode("issued_tokens", k.value(), v.value()).ok()?;
+                    (s.exp < before).then(|| k.value().to_owned())
+                })
+                .collect();
+            for k in &dead {
+                t.remove(k.as_str())?;
+            }
+            done.issued = dead.len();
+        }
+        {
+            let mut t = self.txn.open_table(REVOKED)?;
+            let dead: Vec<String> = t
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| v.value() < before.unix())
+                .map(|(k, _)| k.value().to_owned())
+                .collect();
+            for k in &dead {
+                t.remove(k.as_str())?;
+            }
+            done.revoked = dead.len();
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,474 @@
+//! Tokens: issuance, refresh, revocation and verification, in the relayauth
+//! dialect. Request path: `http -> tokens -> keyring -> backend`.
+//!
+//! Invariants:
+//! - a token never carries a scope that both its identity and its caller do
+//!   not hold;
+//! - a token never outlives the publication of the key that signed it (`exp`
+//!   is clamped to the key's removal minus skew; refresh tokens to its
+//!   destruction);
+//! - a token is returned only after its session and token rows are durable;
+//! - a refresh token is good for one use; a second use revokes its session.
+
+mod claims;
+mod group_commit;
+mod records;
+mod revocations;
+mod verify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use claims::{signing_input, Claims};
+pub use group_commit::GroupCommit;
+pub use records::{IssuedToken, SessionRecord, TokenType};
+pub use revocations::Revocations;
+pub use verify::VerifyError;
+
+use crate::api_keys::Actor;
+use crate::audit::AuditEvent;
+use crate::backend::BackendError;
+use crate::clock::{Clock, Timestamp};
+use crate::config::TokenPolicy;
+use crate::encoding::random_hex;
+use crate::identities::{Identities, IdentityRecord, IdentityStatus};
+use crate::keyring::KeyRing;
+use crate::keys::{Algorithm, KeyRecord, KeysetName};
+use crate::scopes::{self, GrantError};
+use crate::storage::{StorageError, Store};
+
+pub const REFRESH_SCOPE: &str = "relayauth:token:refresh";
+pub const REFRESH_AUDIENCE: &str = "relayauth";
+
+/// Which keyset signs which kind of token.
+#[derive(Clone, Debug, Default)]
+pub struct TokenKeysets {
+    pub rs256: Option<KeysetName>,
+    pub eddsa: Option<KeysetName>,
+    pub refresh: Option<KeysetName>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("identity not found")]
+    IdentityNotFound,
+    #[error("identity is {0}")]
+    IdentitySuspended(&'static str),
+    #[error("scope {0:?} is not held by both the identity and the caller")]
+    InsufficientScope(String),
+    #[error("scope {scope:?} is not grantable: {reason}")]
+    InvalidScope { scope: String, reason: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("algorithm {0:?} is not available for tokens")]
+    UnsupportedAlgorithm(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("token not found")]
+    NotFound,
+    #[error("keyset {0} has no active signing key")]
+    NoSigner(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Commit(#[from] group_commit::CommitError),
+}
+
+/// What the caller asked for on `POST /v1/tokens`.
+#[derive(Debug, Clone, Default)]
+pub struct IssueRequest {
+    pub identity_id: String,
+    pub scopes: Option<Vec<String>>,
+    pub audience: Option<Vec<String>>,
+    pub expires_in: Option<u64>,
+    pub refresh_ttl: Option<u64>,
+    pub algorithm: Option<String>,
+}
+
+/// A lifetime that was shortened, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clamp {
+    pub token: TokenType,
+    pub requested: u64,
+    pub granted: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub access_expires_at: Timestamp,
+    pub refresh_expires_at: Timestamp,
+    pub clamped: Vec<Clamp>,
+}
+
+pub struct TokenService {
+    ring: Arc<KeyRing>,
+    identities: Identities,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    policy: TokenPolicy,
+    issuer: String,
+    keysets: TokenKeysets,
+    revocations: Revocations,
+    commit: GroupCommit,
+}
+
+/// A token about to be signed.
+struct Draft {
+    key: Arc<KeyRecord>,
+    claims: Claims,
+    clamp: Option<Clamp>,
+}
+
+impl TokenService {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        ring: Arc<KeyRing>,
+        identities: Identities,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        policy: TokenPolicy,
+        issuer: String,
+        keysets: TokenKeysets,
+    ) -> Result<Self, StorageError> {
+        let (jtis, sessions) = store.read(|r| r.revocations()).await?;
+        let revocations = Revocations::load(jtis, sessions);
+        let commit = GroupCommit::start(store.clone());
+        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit })
+    }
+
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Issues a token pair for an identity of the caller's org.
+    pub async fn issue(&self, caller: &Actor, req: IssueRequest) -> Result<TokenPair, TokenError> {
+        let now = self.clock.now();
+        let identity = self.identities.get(&caller.org_id, &req.identity_id).ok_or(TokenError::IdentityNotFound)?;
+        if identity.status != IdentityStatus::Active {
+            return Err(TokenError::IdentitySuspended(identity.status.as_str()));
+        }
+        let scopes = req.scopes.unwrap_or_else(|| identity.scopes.clone());
+        if scopes.is_empty() {
+            return Err(TokenError::Invalid("scopes must not be empty".into()));
+        }
+        for s in &scopes {
+            scopes::check_grantable(s).map_err(|e| match e {
+                GrantError::Invalid { scope, reason } => TokenError::InvalidScope { scope, reason },
+                GrantError::Escalation { scope } => TokenError::InsufficientScope(scope),
+            })?;
+            if !scopes::any_covers(&identity.scopes, s) || !scopes::any_covers(&caller.scopes, s) {
+                return Err(TokenError::InsufficientScope(s.clone()));
+            }
+        }
+        let audience = match req.audience {
+            Some(a) if a.is_empty() || a.len() > 16 || a.iter().any(|x| x.is_empty() || x.len() > 256) => {
+                return Err(TokenError::Invalid("audience must hold 1 to 16 non-empty strings".into()))
+            }
+            Some(a) => a,
+            None => default_audience(&scopes),
+        };
+        let algorithm = match req.algorithm.as_deref() {
+            None | Some("RS256") => Algorithm::Rs256,
+            Some("EdDSA") => Algorithm::EdDsa,
+            Some(other) => return Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
+        };
+        let ttl = |v: Option<u64>, default: Duration| match v {
+            Some(0) => Err(TokenError::Invalid("lifetimes must be positive".into())),
+            Some(n) => Ok(n),
+            None => Ok(default.as_secs()),
+        };
+        let mut session = SessionRecord {
+            sid: format!("sess_{}", random_hex(16)),
+            identity_id: identity.id.clone(),
+            org_id: identity.org_id.clone(),
+            scopes,
+            audience,
+            algorithm,
+            access_ttl: ttl(req.expires_in, self.policy.access_ttl_default)?,
+            refresh_ttl: ttl(req.refresh_ttl, self.policy.refresh_ttl_default)?,
+            refresh_jti: String::new(),
+            previous_refresh_jti: None,
+            rotated_at: None,
+            created_at: now,
+            expires_at: now,
+            revoked_at: None,
+        };
+        let (pair, issued) = self.mint(&identity, &mut session, now).await?;
+        self.commit.commit(group_commit::Rows { session, issued }).await?;
+        Ok(pair)
+    }
+
+    /// Signs a new pair for `session` and updates it to expect the new refresh token.
+    async fn mint(
+        &self,
+        identity: &IdentityRecord,
+        session: &mut SessionRecord,
+        now: Timestamp,
+    ) -> Result<(TokenPair, Vec<IssuedToken>), TokenError> {
+        let access_keyset = match session.algorithm {
+            Algorithm::Rs256 => &self.keysets.rs256,
+            Algorithm::EdDsa => &self.keysets.eddsa,
+            Algorithm::Es256 => &None,
+        }
+        .as_ref()
+        .ok_or_else(|| TokenError::UnsupportedAlgorithm(session.algorithm.as_str().into()))?;
+        let refresh_keyset =
+            self.keysets.refresh.as_ref().ok_or_else(|| TokenError::UnsupportedAlgorithm("refresh".into()))?;
+        let access = self.draft(identity, session, access_keyset, TokenType::Access, now)?;
+        let refresh = self.draft(identity, session, refresh_keyset, TokenType::Refresh, now)?;
+        let (a, r) = tokio::join!(self.sign(&access), self.sign(&refresh));
+        let (access_token, refresh_token) = (a?, r?);
+        session.refresh_jti = refresh.claims.jti.clone();
+        session.expires_at = Timestamp::from_unix(refresh.claims.exp);
+        let row = |d: &Draft| IssuedToken {
+            jti: d.claims.jti.clone(),
+            sid: session.sid.clone(),
+            identity_id: identity.id.clone(),
+            org_id: identity.org_id.clone(),
+            kind: d.claims.token_type,
+            exp: Timestamp::from_unix(d.claims.exp),
+        };
+        let issued = vec![row(&access), row(&refresh)];
+        let pair = TokenPair {
+            access_token,
+            refresh_token,
+            access_expires_at: Timestamp::from_unix(access.claims.exp),
+            refresh_expires_at: Timestamp::from_unix(refresh.claims.exp),
+            clamped: [access.clamp, refresh.clamp].into_iter().flatten().collect(),
+        };
+        Ok((pair, issued))
+    }
+
+    fn draft(
+        &self,
+        identity: &IdentityRecord,
+        session: &SessionRecord,
+        keyset: &KeysetName,
+        kind: TokenType,
+        now: Timestamp,
+    ) -> Result<Draft, TokenError> {
+        let key = self.ring.active(keyset, now).ok_or_else(|| TokenError::NoSigner(keyset.to_string()))?;
+        let (requested, cap, key_end) = match kind {
+            TokenType::Access => (session.access_ttl, self.policy.access_ttl_max, key.schedule.removed_at),
+            TokenType::Refresh => (session.refresh_ttl, self.policy.refresh_ttl_max, key.schedule.destroy_at),
+        };
+        let mut granted = requested.min(cap.as_secs());
+        let mut reason = "policy_max";
+        if let Some(end) = key_end {
+            let room = now.until(end.minus(self.policy.skew)).as_secs().max(1);
+            if room < granted {
+                granted = room;
+                reason = "signing_key_removal";
+            }
+        }
+        let clamp = (granted < requested).then_some(Clamp { token: kind, requested, granted, reason });
+        let (scopes, aud) = match kind {
+            TokenType::Access => (session.scopes.clone(), session.audience.clone()),
+            TokenType::Refresh => (vec![REFRESH_SCOPE.to_owned()], vec![REFRESH_AUDIENCE.to_owned()]),
+        };
+        let claims = Claims {
+            sub: identity.id.clone(),
+            org: identity.org_id.clone(),
+            wks: identity.workspace_id.clone(),
+            scopes,
+            sponsor_id: identity.sponsor_id.clone(),
+            sponsor_chain: identity.sponsor_chain.clone(),
+            token_type: kind,
+            iss: self.issuer.clone(),
+            aud,
+            exp: now.plus(Duration::from_secs(granted)).unix(),
+            iat: now.unix(),
+            jti: format!("tok_{}", random_hex(16)),
+            sid: session.sid.clone(),
+            nbf: None,
+            meta: None,
+            parent_token_id: None,
+            budget: None,
+        };
+        Ok(Draft { key, claims, clamp })
+    }
+
+    async fn sign(&self, d: &Draft) -> Result<String, TokenError> {
+        let input = signing_input(d.key.algorithm(), &d.key.kid, &d.claims);
+        let sig = self.ring.sign(&d.key, input.as_bytes()).await?;
+        Ok(format!("{input}.{}", crate::encoding::b64url(&sig)))
+    }
+
+    /// Exchanges a refresh token for a new pair. Single use: presenting a spent
+    /// refresh token (outside the configured grace for the immediately previous
+    /// one) revokes the whole session.
+    pub async fn refresh(&self, token: &str, grace: Duration) -> Result<TokenPair, TokenError> {
+        let claims = self.verify(token, TokenType::Refresh)?;
+        let now = self.clock.now();
+        let identity = self.identities.get_any(&claims.sub).ok_or(VerifyError::Revoked)?;
+        let sid = claims.sid.clone();
+        let mut session = self.store.read(move |r| r.session(&sid)).await?.ok_or(VerifyError::Revoked)?;
+        // Scopes the identity no longer holds are dropped, never re-granted.
+        session.scopes.retain(|s| scopes::any_covers(&identity.scopes, s));
+        if session.scopes.is_empty() {
+            return Err(VerifyError::Revoked.into());
+        }
+        let mut next = session.clone();
+        let (pair, issued) = self.mint(&identity, &mut next, now).await?;
+        let presented = claims.jti.clone();
+        let outcome = self
+            .store
+            .write(move |w| {
+                let Some(mut current) = w.session(&next.sid)? else { return Ok(Rotation::Gone) };
+                if current.revoked_at.is_some() {
+                    return Ok(Rotation::Gone);
+                }
+                let in_grace = current.previous_refresh_jti.as_deref() == Some(presented.as_str())
+                    && current.rotated_at.is_some_and(|at| now < at.plus(grace));
+                if current.refresh_jti != presented && !in_grace {
+                    current.revoked_at = Some(now);
+                    w.put_session(&current)?;
+                    w.audit(
+                        AuditEvent::new(now, current.identity_id.clone(), "token.refresh_reuse")
+                            .target(current.sid.clone())
+                            .detail(serde_json::json!({ "jti": presented })),
+                    )?;
+                    return Ok(Rotation::Reused(current.expires_at));
+                }
+                if !in_grace {
+                    next.previous_refresh_jti = Some(presented);
+                    next.rotated_at = Some(now);
+                } else {
+                    next.previous_refresh_jti = current.previous_refresh_jti.clone();
+                    next.rotated_at = current.rotated_at;
+                }
+                w.put_session(&next)?;
+                for t in &issued {
+                    w.put_issued(t)?;
+                }
+                Ok::<_, StorageError>(Rotation::Rotated)
+            })
+            .await?;
+        match outcome {
+            Rotation::Rotated => Ok(pair),
+            Rotation::Gone => Err(VerifyError::Revoked.into()),
+            Rotation::Reused(until) => {
+                self.revocations.revoke_session(&claims.sid, until.max(now.plus(self.policy.access_ttl_max)));
+                Err(VerifyError::Revoked.into())
+            }
+        }
+    }
+
+    /// Revokes one token (by jti), one session, or every token of an identity.
+    pub async fn revoke(&self, actor: &Actor, target: RevokeTarget, now: Timestamp) -> Result<(), TokenError> {
+        let org = actor.org_id.clone();
+        let who = actor.id.clone();
+        let keep = self.policy.access_ttl_max;
+        match target {
+            RevokeTarget::Token(jti) => {
+                let id = jti.clone();
+                let exp = self
+                    .store
+                    .write(move |w| {
+                        let Some(t) = w.issued(&id)?.filter(|t| t.org_id == org) else { return Ok(None) };
+                        w.revoke_jti(&t.jti, t.exp)?;
+                        w.audit(AuditEvent::new(now, who, "token.revoke").target(t.jti.clone()))?;
+                        Ok::<_, StorageError>(Some(t.exp))
+                    })
+                    .await?
+                    .ok_or(TokenError::NotFound)?;
+                self.revocations.revoke_jti(&jti, exp);
+            }
+            RevokeTarget::Session(sid) => {
+                let id = sid.clone();
+                let until = self
+                    .store
+                    .write(move |w| {
+                        let Some(mut s) = w.session(&id)?.filter(|s| s.org_id == org) else { return Ok(None) };
+                        s.revoked_at.get_or_insert(now);
+                        w.put_session(&s)?;
+                        w.audit(AuditEvent::new(now, who, "token.revoke_session").target(s.sid.clone()))?;
+                        Ok::<_, StorageError>(Some(s.expires_at))
+                    })
+                    .await?
+                    .ok_or(TokenError::NotFound)?;
+                self.revocations.revoke_session(&sid, until.max(now.plus(keep)));
+            }
+            RevokeTarget::Identity(id) => {
+                self.identities.revoke_tokens(actor, &id, now).await.map_err(|_| TokenError::NotFound)?;
+                self.revoke_sessions_of(&id, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every session of an identity (after suspend, retire, delete).
+    pub async fn revoke_sessions_of(&self, identity_id: &str, now: Timestamp) -> Result<usize, TokenError> {
+        let id = identity_id.to_owned();
+        let revoked = self
+            .store
+            .write(move |w| {
+                let sessions = w.sessions_of(&id)?;
+                let mut out = Vec::new();
+                for mut s in sessions {
+                    s.revoked_at = Some(now);
+                    w.put_session(&s)?;
+                    out.push((s.sid, s.expires_at));
+                }
+                Ok::<_, StorageError>(out)
+            })
+            .await?;
+        for (sid, until) in &revoked {
+            self.revocations.revoke_session(sid, (*until).max(now.plus(self.policy.access_ttl_max)));
+        }
+        Ok(revoked.len())
+    }
+
+    /// Whether a jti is revoked (the public revocation check).
+    pub fn is_jti_revoked(&self, jti: &str) -> bool {
+        self.revocations.is_jti_revoked(jti)
+    }
+
+    /// Deletes sessions, token rows and revocations whose tokens all expired.
+    pub async fn collect_garbage(&self) -> Result<crate::storage::Collected, StorageError> {
+        let before = self.clock.now().minus(self.policy.skew);
+        let done = self.store.write(move |w| w.collect_garbage(before)).await?;
+        self.revocations.collect(before);
+        Ok(done)
+    }
+}
+
+enum Rotation {
+    Rotated,
+    Gone,
+    Reused(Timestamp),
+}
+
+/// What `POST /v1/tokens/revoke` names, in precedence order.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    Token(String),
+    Identity(String),
+    Session(String),
+}
+
+/// The default audience: the distinct planes of the scopes, else `relayauth`.
+pub fn default_audience(scopes: &[String]) -> Vec<String> {
+    let mut planes: Vec<String> = Vec::new();
+    for s in scopes {
+        let mut parts = s.split(':');
+        if let (Some(plane), Some(_), Some(_)) = (parts.next(), parts.next(), parts.next()) {
+            if plane != "*" && !planes.iter().any(|p| p == plane) {
+                planes.push(plane.to_owned());
+            }
+        }
+    }
+    if planes.is_empty() {
+        planes.push(REFRESH_AUDIENCE.to_owned());
+    }
+    planes
+}
