@@ -20,6 +20,7 @@ use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::Kid;
 use crate::metrics::Metrics;
+use crate::rotation::Rotation;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
 use crate::tokens::{TokenKeysets, TokenService};
@@ -41,6 +42,8 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Ring(#[from] RingError),
+    #[error(transparent)]
+    Rotation(#[from] crate::rotation::RotationError),
     #[error("listener: {0}")]
     Serve(std::io::Error),
 }
@@ -108,13 +111,14 @@ impl App {
         }
         let data_key = vault::unlock(&path, &config.kek)?;
         let store = Store::open(&path)?;
-        let ring = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
-        let created = ring.ensure_signers("system").await?;
-        for kid in created {
-            tracing::info!(%kid, "created a signing key for a keyset that had none");
+        let ring = Arc::new(build_ring(&config, store.clone(), data_key, clock.clone()).await?);
+        let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
+        // Catch up at once: a keyset without a signer gets one, overdue
+        // rotations and destructions happen before the first request.
+        for done in rotation.tick().await? {
+            tracing::info!(action = %done, "rotation caught up");
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
-        let ring = Arc::new(ring);
         let identities = Identities::load(store.clone()).await?;
         let token_keysets = token_keysets(&config);
         let tokens = TokenService::start(
@@ -128,6 +132,7 @@ impl App {
         )
         .await?;
         let state = AppState {
+            rotation: Arc::new(rotation),
             tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
             metrics: Arc::new(Metrics::default()),
@@ -168,13 +173,14 @@ impl App {
         .with_graceful_shutdown(stopped(rx.clone()));
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
-        let gc = tokio::spawn(collect_garbage(self.state.clone(), rx));
+        let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
+        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
-        let _ = tokio::join!(touches, reports, gc);
+        let _ = tokio::join!(touches, reports, gc, rotation);
         a.and(b).map_err(AppError::Serve)
     }
 }

@@ -6,7 +6,9 @@
 //! and only then to memory, so memory never shows a key the store lacks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::audit::AuditEvent;
 use crate::backend::{BackendError, Guarded};
@@ -56,6 +58,9 @@ pub struct KeyRing {
     clock: Arc<dyn Clock>,
     records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
     jwks: RwLock<Arc<JwksSnapshot>>,
+    mutation: tokio::sync::Mutex<()>,
+    cooldown_until: AtomicI64,
+    next_publication: AtomicI64,
 }
 
 impl KeyRing {
@@ -100,6 +105,9 @@ impl KeyRing {
             clock,
             records: RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect())),
             jwks: RwLock::new(Arc::new(jwks)),
+            mutation: tokio::sync::Mutex::new(()),
+            cooldown_until: AtomicI64::new(0),
+            next_publication: AtomicI64::new(i64::MAX),
         })
     }
 
@@ -162,24 +170,21 @@ impl KeyRing {
             if self.active(&ks.name, self.clock.now()).is_some() {
                 continue;
             }
-            let schedule = |now| Schedule {
-                published_at: now,
-                activated_at: now,
-                retired_at: None,
-                removed_at: None,
-                destroy_at: None,
-            };
-            created.push(self.create_key(&ks, schedule, actor).await?);
+            created
+                .push(self.create_key(&ks, |now| (Schedule::immediate(now), Vec::new()), "key.create", actor).await?);
         }
         Ok(created)
     }
 
-    /// Creates a key in the keyset's backend and records it with the schedule
-    /// that `schedule` plans from the instant the key exists.
+    /// Creates a key in the keyset's backend and records it, together with
+    /// `plan`'s updates to other keys (e.g. its predecessor's retirement) and
+    /// one audit event, in a single transaction. `plan` gets the instant the
+    /// key exists and returns its schedule and the updated records.
     pub async fn create_key(
         &self,
         ks: &Keyset,
-        schedule: impl FnOnce(Timestamp) -> Schedule,
+        plan: impl FnOnce(Timestamp) -> (Schedule, Vec<KeyRecord>),
+        action: &str,
         actor: &str,
     ) -> Result<Kid, RingError> {
         let backend = self
@@ -188,7 +193,7 @@ impl KeyRing {
             .ok_or_else(|| RingError::NoBackend { keyset: ks.name.clone(), backend: ks.backend.as_str() })?;
         let created = backend.create(&ks.name, ks.spec).await?;
         let now = self.clock.now();
-        let schedule = schedule(now);
+        let (schedule, mut updates) = plan(now);
         let record = KeyRecord {
             kid: created.kid.clone(),
             keyset: ks.name.clone(),
@@ -200,27 +205,75 @@ impl KeyRing {
             schedule,
             revoked_at: None,
         };
-        let event = AuditEvent::new(now, actor, "key.create").target(record.kid.as_str()).detail(serde_json::json!({
+        let event = AuditEvent::new(now, actor, action).target(record.kid.as_str()).detail(serde_json::json!({
             "keyset": ks.name.as_str(),
             "spec": ks.spec.as_str(),
             "backend": ks.backend.as_str(),
             "publishedAt": schedule.published_at.to_iso(),
             "activatedAt": schedule.activated_at.to_iso(),
+            "retires": updates.iter().map(|r| r.kid.as_str()).collect::<Vec<_>>(),
         }));
-        let stored = record.clone();
+        updates.push(record);
+        self.put(updates, event).await?;
+        Ok(created.kid)
+    }
+
+    /// Writes `records` (new or changed) and `event` in one transaction, then
+    /// shows them in memory and re-renders the JWKS.
+    pub async fn put(&self, records: Vec<KeyRecord>, event: AuditEvent) -> Result<(), RingError> {
+        let stored = records.clone();
         self.store
             .write(move |w| {
-                w.put_key(&stored)?;
+                for r in &stored {
+                    w.put_key(r)?;
+                }
                 w.audit(event)?;
                 Ok::<_, StorageError>(())
             })
             .await?;
         if let Ok(mut recs) = self.records.write() {
             let mut next = recs.as_ref().clone();
-            next.push(Arc::new(record));
+            for r in records {
+                match next.iter_mut().find(|x| x.kid == r.kid) {
+                    Some(slot) => *slot = Arc::new(r),
+                    None => next.push(Arc::new(r)),
+                }
+            }
             *recs = Arc::new(next);
         }
-        self.rerender(now);
-        Ok(created.kid)
+        self.rerender(self.clock.now());
+        Ok(())
+    }
+
+    /// Serializes changes to the ring (scheduled rotation, admin actions).
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.mutation.lock().await
+    }
+
+    /// Keeps the JWKS `max-age` short until `until` (after an emergency revoke).
+    pub fn cool_down(&self, until: Timestamp) {
+        self.cooldown_until.store(until.unix(), Ordering::Relaxed);
+    }
+
+    /// The next instant a key is planned to be published (the next scheduled
+    /// rotation), so that JWKS caching never runs past it.
+    pub fn plan_publication(&self, at: Option<Timestamp>) {
+        self.next_publication.store(at.map_or(i64::MAX, Timestamp::unix), Ordering::Relaxed);
+    }
+
+    /// The `max-age` to send for `snapshot` at `now`.
+    pub fn max_age(&self, snapshot: &JwksSnapshot, now: Timestamp, cap: Duration) -> Duration {
+        let mut age = snapshot.max_age(now, cap);
+        let next = self.next_publication.load(Ordering::Relaxed);
+        if next != i64::MAX {
+            age = age.min(now.until(Timestamp::from_unix(next)));
+        }
+        if now.unix() < self.cooldown_until.load(Ordering::Relaxed) {
+            age = age.min(COOLDOWN_MAX_AGE);
+        }
+        age
     }
 }
+
+/// The JWKS `max-age` while cooling down after an emergency revoke.
+pub const COOLDOWN_MAX_AGE: Duration = Duration::from_secs(5);

@@ -9,6 +9,7 @@
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
+//! - [`rotation`]: the reconcile loop (pure `plan`), revoke, rollback, pause.
 //! - [`identities`]: who tokens are issued to; suspend, retire, reactivate.
 //! - [`tokens`]: issue, refresh, revoke and verify relayauth tokens.
 //! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
@@ -38,6 +39,7 @@ pub mod jwks;
 pub mod keyring;
 pub mod keys;
 pub mod metrics;
+pub mod rotation;
 pub mod scopes;
 pub mod storage;
 pub mod tokens;

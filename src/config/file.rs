@@ -107,6 +107,9 @@ pub struct RotationSection {
     pub overlap: Option<DurationText>,
     pub destroy_delay: Option<DurationText>,
     pub margin: Option<DurationText>,
+    pub unsafe_allow_short_publish_lead: Option<bool>,
+    /// How often the reconcile loop runs.
+    pub tick: Option<DurationText>,
 }
 
 /// A duration as written: `"90s"`, `"15m"`, `"2h"`, `"31d"` or plain seconds.

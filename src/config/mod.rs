@@ -442,6 +442,9 @@ fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keys
             None
         }
     };
+    if let Some(Err(e)) = raw.schedule.as_deref().map(crate::rotation::CronSchedule::parse) {
+        problems.add(join(origin, "schedule"), e);
+    }
     Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule })
 }
 
@@ -486,7 +489,9 @@ fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
             overlap: d("rotation.overlap", r.overlap, 25 * 3600),
             destroy_delay: d("rotation.destroy_delay", r.destroy_delay, 31 * 86_400),
             margin: d("rotation.margin", r.margin, 60),
+            unsafe_short_publish_lead: r.unsafe_allow_short_publish_lead.unwrap_or(false),
         },
+        tick: d("rotation.tick", r.tick, 1),
     };
     for (field, message) in policy.violations() {
         problems.add(join(&origin, &field), message);

@@ -11,6 +11,8 @@ pub struct Policy {
     pub tokens: TokenPolicy,
     pub jwks: JwksPolicy,
     pub rotation: RotationPolicy,
+    /// How often the rotation reconcile loop runs.
+    pub tick: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub struct RotationPolicy {
     pub overlap: Duration,
     pub destroy_delay: Duration,
     pub margin: Duration,
+    /// Accept a publish lead shorter than verifiers' caches (tests and
+    /// demonstrations only: tokens will fail at verifiers after rotations).
+    pub unsafe_short_publish_lead: bool,
 }
 
 impl Policy {
@@ -47,7 +52,7 @@ impl Policy {
         let (t, j, r) = (&self.tokens, &self.jwks, &self.rotation);
         let mut out = Vec::new();
         let need_lead = j.max_age_cap + j.verifier_cache + r.margin;
-        if r.publish_lead < need_lead {
+        if r.publish_lead < need_lead && !r.unsafe_short_publish_lead {
             out.push((
                 "rotation.publish_lead".into(),
                 format!(
@@ -91,6 +96,9 @@ impl Policy {
                 format!("{} exceeds the 30s maximum", render(t.refresh_reuse_grace)),
             ));
         }
+        if self.tick.is_zero() {
+            out.push(("rotation.tick".into(), "must be more than 0s".into()));
+        }
         if j.max_age_cap.is_zero() {
             out.push(("jwks.max_age_cap".into(), "must be more than 0s".into()));
         }
@@ -120,7 +128,9 @@ mod tests {
                 overlap: h(25),
                 destroy_delay: h(744),
                 margin: Duration::from_secs(60),
+                unsafe_short_publish_lead: false,
             },
+            tick: Duration::from_secs(1),
         }
     }
 

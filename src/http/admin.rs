@@ -1,14 +1,16 @@
 //! The admin API (CONTRACT section 7), on the admin listener.
 
-use axum::extract::{Query, State};
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{query_number, ApiError, AppState, Caller};
+use crate::rotation::RotationError;
 use crate::storage::StorageError;
 
 const ADMIN_MANAGE: &str = "relayauth:admin:manage:*";
@@ -19,6 +21,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/keys", get(list_keys))
         .route("/v1/admin/audit", get(audit))
         .route("/v1/admin/audit/verify", get(audit_verify))
+        .route("/v1/admin/keys/rotate", post(rotate))
+        .route("/v1/admin/keys/rollback", post(rollback))
+        .route("/v1/admin/keys/{kid}/revoke", post(revoke_key))
+        .route("/v1/admin/rotation/pause", post(pause))
+        .route("/v1/admin/rotation/resume", post(resume))
+        .route("/v1/admin/rotation/plan", get(rotation_plan))
         .route("/metrics", get(metrics))
 }
 
@@ -115,4 +123,117 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         lookups,
     )]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateBody {
+    keyset: Option<String>,
+    #[serde(default)]
+    immediate: bool,
+}
+
+fn rotation_error(e: RotationError) -> ApiError {
+    match e {
+        RotationError::UnknownKeyset(k) => {
+            ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {k:?}"))
+        }
+        RotationError::UnknownKey(k) => ApiError::new(StatusCode::NOT_FOUND, "key_not_found", format!("no key {k}")),
+        RotationError::AlreadyRevoked(k) => {
+            ApiError::new(StatusCode::CONFLICT, "key_already_revoked", format!("key {k} is already revoked"))
+        }
+        RotationError::InProgress(k) => ApiError::new(
+            StatusCode::CONFLICT,
+            "rotation_in_progress",
+            format!("a successor of keyset {k} is already waiting to activate; revoke it or wait"),
+        ),
+        RotationError::Rollback(e) => ApiError::new(StatusCode::CONFLICT, "nothing_to_roll_back", e.to_string()),
+        RotationError::Ring(e) => ApiError::unavailable(&e, 2),
+        RotationError::Storage(e) => ApiError::internal(&e),
+    }
+}
+
+/// An optional JSON body: empty means all defaults.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        super::json::parse(bytes)
+    }
+}
+
+const DEFAULT_KEYSET: &str = "access";
+
+/// `POST /v1/admin/keys/rotate {keyset?, immediate?}`.
+async fn rotate(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    let b: RotateBody = optional_body(&body)?;
+    let keyset = b.keyset.unwrap_or_else(|| DEFAULT_KEYSET.into());
+    let r = state.rotation.rotate_now(&keyset, b.immediate, &caller.id).await.map_err(rotation_error)?;
+    let mut v = json!({
+        "newKeyId": r.new_kid.as_str(),
+        "oldKeyId": r.old_kid.as_ref().map(|k| k.as_str()),
+        "rotatedAt": r.rotated_at.to_iso(),
+        "oldKeyExpiresAt": r.old_key_expires_at.map(|t| t.to_iso()),
+        "keyset": r.keyset.as_str(),
+        "activatesAt": r.activates_at.to_iso(),
+        "immediate": r.immediate,
+    });
+    if r.immediate {
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "warning".into(),
+                "immediate rotation skipped the publish lead: verifiers that cached the JWKS reject the new key's tokens until they refetch".into(),
+            );
+        }
+    }
+    Ok(Json(v))
+}
+
+/// `POST /v1/admin/keys/{kid}/revoke`: emergency revoke.
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(kid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    let replacement = state.rotation.revoke(&kid, &caller.id).await.map_err(rotation_error)?;
+    Ok(Json(json!({
+        "revokedKeyId": kid,
+        "revokedAt": state.clock.now().to_iso(),
+        "replacementKeyId": replacement.as_ref().map(|k| k.as_str()),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    keyset: Option<String>,
+}
+
+/// `POST /v1/admin/keys/rollback {keyset?}`.
+async fn rollback(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    let b: RollbackBody = optional_body(&body)?;
+    let keyset = b.keyset.unwrap_or_else(|| DEFAULT_KEYSET.into());
+    let (back, away) = state.rotation.rollback(&keyset, &caller.id).await.map_err(rotation_error)?;
+    Ok(Json(json!({ "keyset": keyset, "keyId": back.as_str(), "rolledBackKeyId": away.as_str() })))
+}
+
+async fn pause(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    state.rotation.set_paused(true, &caller.id).await.map_err(rotation_error)?;
+    Ok(Json(json!({ "paused": true })))
+}
+
+async fn resume(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    state.rotation.set_paused(false, &caller.id).await.map_err(rotation_error)?;
+    Ok(Json(json!({ "paused": false })))
+}
+
+/// `GET /v1/admin/rotation/plan`: the next scheduled events (dry run).
+async fn rotation_plan(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
+    Ok(Json(state.rotation.timeline()))
 }

@@ -60,6 +60,7 @@ async fn ready(State(state): State<AppState>) -> Json<Value> {
             "storage": { "status": if storage_ok { "ok" } else { "unavailable" } },
             "backends": backends,
             "keysets": keysets,
+            "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
         },
     }))
 }

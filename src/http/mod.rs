@@ -30,6 +30,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
+use crate::rotation::Rotation;
 use crate::storage::Store;
 use crate::tokens::TokenService;
 
@@ -44,6 +45,7 @@ pub struct AppState {
     pub limiter: Arc<AuthLimiter>,
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<TokenService>,
+    pub rotation: Arc<Rotation>,
 }
 
 /// The public listener: health, JWKS, discovery, tokens, identities, raw

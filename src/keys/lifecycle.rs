@@ -27,6 +27,13 @@ pub struct Schedule {
     pub destroy_at: Option<Timestamp>,
 }
 
+impl Schedule {
+    /// Published and active at once, with no end planned (a keyset's first key).
+    pub fn immediate(now: Timestamp) -> Self {
+        Self { published_at: now, activated_at: now, retired_at: None, removed_at: None, destroy_at: None }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {

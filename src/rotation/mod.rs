@@ -1,0 +1,355 @@
+//! Rotation: the reconcile loop and the operator's emergency controls.
+//! Background path: `rotation -> keyring -> backend + storage`.
+//!
+//! Every tick, for every keyset, [`plan::plan`] (pure) says what is due and
+//! this module applies it through the key ring, one transaction per action
+//! with its audit event. Admin operations (rotate now, revoke, rollback,
+//! pause/resume) take the same ring lock as the loop, so exactly one key per
+//! keyset is active at every instant, across restarts, crashes and concurrent
+//! calls.
+
+mod cron;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+pub use cron::CronSchedule;
+pub use plan::{Action, RollbackError};
+
+use crate::audit::AuditEvent;
+use crate::clock::{Clock, Timestamp};
+use crate::config::{Keyset, Policy};
+use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
+use crate::keys::{KeyHandle, KeyRecord, KeyState, KeysetName, Kid};
+use crate::storage::{StorageError, Store};
+
+const META_PAUSED: &str = "rotation_paused";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("no keyset named {0}")]
+    UnknownKeyset(String),
+    #[error("no key {0}")]
+    UnknownKey(String),
+    #[error("key {0} is already revoked")]
+    AlreadyRevoked(String),
+    #[error("a successor of keyset {0} is already waiting to activate")]
+    InProgress(String),
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone)]
+pub struct Rotated {
+    pub keyset: KeysetName,
+    pub new_kid: Kid,
+    pub old_kid: Option<Kid>,
+    pub rotated_at: Timestamp,
+    pub activates_at: Timestamp,
+    pub old_key_expires_at: Option<Timestamp>,
+    pub immediate: bool,
+}
+
+pub struct Rotation {
+    ring: Arc<KeyRing>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+    schedules: HashMap<KeysetName, CronSchedule>,
+    paused: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl Rotation {
+    pub async fn start(
+        ring: Arc<KeyRing>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+    ) -> Result<Self, StorageError> {
+        let schedules = ring
+            .keysets()
+            .iter()
+            .filter_map(|k| Some((k.name.clone(), k.schedule.as_deref().and_then(|s| CronSchedule::parse(s).ok())?)))
+            .collect();
+        let paused = store.read(|r| r.meta(META_PAUSED)).await?.is_some_and(|v| v == b"1");
+        Ok(Self { ring, store, clock, policy, schedules, paused: AtomicBool::new(paused), failures: AtomicU64::new(0) })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Ticks that failed to apply an action (reported by health).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn keyset(&self, name: &str) -> Result<Keyset, RotationError> {
+        self.ring
+            .keysets()
+            .iter()
+            .find(|k| k.name.as_str() == name)
+            .cloned()
+            .ok_or_else(|| RotationError::UnknownKeyset(name.to_owned()))
+    }
+
+    fn records_of(&self, keyset: &KeysetName) -> Vec<Arc<KeyRecord>> {
+        self.ring.records().iter().filter(|r| &r.keyset == keyset).cloned().collect()
+    }
+
+    /// Runs [`tick`](Self::tick) every `every` until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.tick().await {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "rotation tick failed; will retry");
+            }
+        }
+    }
+
+    /// Plans and applies what is due now for every keyset.
+    pub async fn tick(&self) -> Result<Vec<String>, RotationError> {
+        let _guard = self.ring.lock().await;
+        let mut applied = Vec::new();
+        let mut next_publication: Option<Timestamp> = None;
+        for ks in self.ring.keysets().to_vec() {
+            let now = self.clock.now();
+            let records = self.records_of(&ks.name);
+            let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+            let schedule = self.schedules.get(&ks.name);
+            for action in plan::plan(now, &refs, schedule, &self.policy.rotation, self.is_paused()) {
+                applied.push(self.apply(&ks, &refs, action, now).await?);
+            }
+            if let (Some(s), false) = (schedule, self.is_paused()) {
+                let records = self.records_of(&ks.name);
+                let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+                if let Some((publish, _)) = plan::next_rotation(now, &refs, s, &self.policy.rotation) {
+                    next_publication = Some(next_publication.map_or(publish, |p| p.min(publish)));
+                }
+            }
+        }
+        self.ring.plan_publication(next_publication);
+        Ok(applied)
+    }
+
+    async fn apply(
+        &self,
+        ks: &Keyset,
+        refs: &[&KeyRecord],
+        action: Action,
+        now: Timestamp,
+    ) -> Result<String, RotationError> {
+        let rot = &self.policy.rotation;
+        match action {
+            Action::Initial => {
+                let kid = self
+                    .ring
+                    .create_key(ks, |at| (crate::keys::Schedule::immediate(at), Vec::new()), "key.create", "scheduler")
+                    .await?;
+                Ok(format!("{}: created {kid} (active now)", ks.name))
+            }
+            Action::Promote { kid } => {
+                let mut k = refs
+                    .iter()
+                    .find(|r| r.kid == kid)
+                    .map(|r| (*r).clone())
+                    .ok_or(RotationError::UnknownKey(kid.to_string()))?;
+                k.schedule.activated_at = now;
+                self.ring.put(vec![k], AuditEvent::new(now, "scheduler", "key.promote").target(kid.as_str())).await?;
+                Ok(format!("{}: activated waiting key {kid}", ks.name))
+            }
+            Action::Successor { activate_at } => {
+                let kid = self.create_successor(ks, activate_at, "scheduler", "key.rotate").await?;
+                Ok(format!("{}: published {kid}, active at {activate_at}", ks.name))
+            }
+            Action::Destroy { kid } => {
+                let mut k = refs
+                    .iter()
+                    .find(|r| r.kid == kid)
+                    .map(|r| (*r).clone())
+                    .ok_or(RotationError::UnknownKey(kid.to_string()))?;
+                if let Some(b) = self.ring.backends().get(k.backend) {
+                    b.backend().destroy(&kid).await.map_err(RingError::from)?;
+                }
+                k.handle = KeyHandle::Destroyed;
+                let event = AuditEvent::new(now, "scheduler", "key.destroy").target(kid.as_str());
+                self.ring.put(vec![k], event).await?;
+                Ok(format!("{}: destroyed private material of {kid}", ks.name))
+            }
+        }
+    }
+
+    /// Creates the successor of the keyset's active key, active at
+    /// `activate_at`, retiring the current key at that instant.
+    async fn create_successor(
+        &self,
+        ks: &Keyset,
+        activate_at: Timestamp,
+        actor: &str,
+        action: &str,
+    ) -> Result<Kid, RotationError> {
+        let records = self.records_of(&ks.name);
+        let policy = self.policy.rotation.clone();
+        let plan = move |now: Timestamp| {
+            let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+            let at = activate_at.max(now);
+            (plan::successor(now, at), plan::rotation_updates(&refs, now, at, &policy).unwrap_or_default())
+        };
+        Ok(self.ring.create_key(ks, plan, action, actor).await?)
+    }
+
+    /// Rotates `keyset` now: a new key is published at once and activates after
+    /// the publish lead, or at once with `immediate` (verifiers that cached the
+    /// JWKS will not know it until they refetch).
+    pub async fn rotate_now(&self, keyset: &str, immediate: bool, actor: &str) -> Result<Rotated, RotationError> {
+        let ks = self.keyset(keyset)?;
+        let _guard = self.ring.lock().await;
+        let now = self.clock.now();
+        let records = self.records_of(&ks.name);
+        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+        let old = refs.iter().find(|r| r.state_at(now) == KeyState::Active).map(|r| r.kid.clone());
+        let activate_at = if immediate { now } else { now.plus(self.policy.rotation.publish_lead) };
+        if plan::rotation_updates(&refs, now, activate_at, &self.policy.rotation).is_none() {
+            return Err(RotationError::InProgress(ks.name.to_string()));
+        }
+        let action = if immediate { "key.rotate_immediate" } else { "key.rotate" };
+        let new_kid = self.create_successor(&ks, activate_at, actor, action).await?;
+        let new = self.ring.record(new_kid.as_str());
+        let old_rec = old.as_ref().and_then(|k| self.ring.record(k.as_str()));
+        Ok(Rotated {
+            keyset: ks.name,
+            new_kid,
+            old_kid: old,
+            rotated_at: now,
+            activates_at: new.map_or(activate_at, |n| n.schedule.activated_at),
+            old_key_expires_at: old_rec.and_then(|o| o.schedule.removed_at),
+            immediate,
+        })
+    }
+
+    /// Emergency revoke: the key leaves the JWKS and stops verifying now, is
+    /// disabled in its backend, and a replacement signs at once if it was the
+    /// signer. The JWKS is served with a short max-age for a cool-down.
+    pub async fn revoke(&self, kid: &str, actor: &str) -> Result<Option<Kid>, RotationError> {
+        let _guard = self.ring.lock().await;
+        let now = self.clock.now();
+        let target = self.ring.record(kid).ok_or_else(|| RotationError::UnknownKey(kid.to_owned()))?;
+        if target.revoked_at.is_some() {
+            return Err(RotationError::AlreadyRevoked(kid.to_owned()));
+        }
+        let ks = self.keyset(target.keyset.as_str())?;
+        let records = self.records_of(&ks.name);
+        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+        let revocation = plan::revoke(&refs, &target.kid, now, &self.policy.rotation)
+            .ok_or_else(|| RotationError::AlreadyRevoked(kid.to_owned()))?;
+        let replacement = if revocation.needs_replacement {
+            let updates = revocation.updates;
+            let kid = self
+                .ring
+                .create_key(&ks, move |at| (crate::keys::Schedule::immediate(at), updates), "key.revoke", actor)
+                .await?;
+            Some(kid)
+        } else {
+            let event = AuditEvent::new(now, actor, "key.revoke")
+                .target(target.kid.as_str())
+                .detail(json!({ "keyset": ks.name.as_str() }));
+            self.ring.put(revocation.updates, event).await?;
+            self.ring.active(&ks.name, now).map(|r| r.kid.clone())
+        };
+        self.ring
+            .cool_down(now.plus(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache));
+        if let Some(b) = self.ring.backends().get(target.backend) {
+            if let Err(e) = b.backend().disable(&target.kid).await {
+                tracing::error!(kid = %target.kid, error = %e, "revoked key could not be disabled in its backend; it is refused by kmsd regardless");
+            }
+        }
+        Ok(replacement)
+    }
+
+    /// Rollback: the previous, still-published key of `keyset` signs again.
+    /// Returns (now signing, rolled back).
+    pub async fn rollback(&self, keyset: &str, actor: &str) -> Result<(Kid, Kid), RotationError> {
+        let ks = self.keyset(keyset)?;
+        let _guard = self.ring.lock().await;
+        let now = self.clock.now();
+        let records = self.records_of(&ks.name);
+        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+        let updates = plan::rollback(&refs, now, &self.policy.rotation)?;
+        let (back, away) = (updates[0].kid.clone(), updates[1].kid.clone());
+        let event = AuditEvent::new(now, actor, "key.rollback")
+            .target(back.as_str())
+            .detail(json!({ "keyset": ks.name.as_str(), "rolledBack": away.as_str() }));
+        self.ring.put(updates, event).await?;
+        Ok((back, away))
+    }
+
+    /// Freezes or unfreezes scheduled rotation (persisted, audited).
+    pub async fn set_paused(&self, paused: bool, actor: &str) -> Result<(), RotationError> {
+        let now = self.clock.now();
+        let actor = actor.to_owned();
+        self.store
+            .write(move |w| {
+                w.put_meta(META_PAUSED, if paused { b"1" } else { b"0" })?;
+                w.audit(AuditEvent::new(now, actor, if paused { "rotation.pause" } else { "rotation.resume" }))?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        self.paused.store(paused, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The next events of every keyset, earliest first (a dry run).
+    pub fn timeline(&self) -> serde_json::Value {
+        let now = self.clock.now();
+        let mut events: Vec<(Timestamp, serde_json::Value)> = Vec::new();
+        for ks in self.ring.keysets() {
+            let records = self.records_of(&ks.name);
+            for r in &records {
+                let s = r.schedule;
+                let named = [
+                    ("publish", Some(s.published_at)),
+                    ("activate", Some(s.activated_at)),
+                    ("retire", s.retired_at),
+                    ("remove_from_jwks", s.removed_at),
+                    ("destroy", s.destroy_at.filter(|_| r.handle != KeyHandle::Destroyed)),
+                ];
+                for (event, at) in named {
+                    if let Some(at) = at.filter(|at| *at > now) {
+                        events.push((at, json!({ "at": at.to_iso(), "keyset": ks.name.as_str(), "kid": r.kid.as_str(), "event": event })));
+                    }
+                }
+            }
+            let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+            let waiting = refs.iter().any(|r| matches!(r.state_at(now), KeyState::Planned | KeyState::Pending));
+            if let (Some(s), false, false) = (self.schedules.get(&ks.name), self.is_paused(), waiting) {
+                if let Some((publish, activate)) = plan::next_rotation(now, &refs, s, &self.policy.rotation) {
+                    events.push((publish, json!({ "at": publish.to_iso(), "keyset": ks.name.as_str(), "kid": null, "event": "publish_next_key" })));
+                    events.push((activate, json!({ "at": activate.to_iso(), "keyset": ks.name.as_str(), "kid": null, "event": "activate_next_key" })));
+                }
+            }
+        }
+        events.sort_by_key(|(at, _)| *at);
+        json!({
+            "now": now.to_iso(),
+            "paused": self.is_paused(),
+            "events": events.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        })
+    }
+}
