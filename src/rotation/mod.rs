@@ -156,7 +156,6 @@ impl Rotation {
         action: Action,
         now: Timestamp,
     ) -> Result<String, RotationError> {
-        let rot = &self.policy.rotation;
         match action {
             Action::Initial => {
                 let kid = self
