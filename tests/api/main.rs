@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
+mod fleet;
 mod node;
 mod python;
 
@@ -11,5 +12,6 @@ mod backend_contract;
 mod cli;
 mod http_surface;
 mod jwks;
+mod rotation;
 mod tokens;
 mod vault;

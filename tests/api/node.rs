@@ -9,7 +9,7 @@ use serde_json::Value;
 
 static READY: OnceLock<PathBuf> = OnceLock::new();
 
-fn dir() -> PathBuf {
+pub fn dir() -> PathBuf {
     READY
         .get_or_init(|| {
             let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop");

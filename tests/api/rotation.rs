@@ -1,0 +1,323 @@
+//! Rotation against the real daemon with second-scale schedules: a fleet of
+//! independent verifiers sees zero failures across 20+ rotations (and does see
+//! failures when the publish lead is unsafely short), emergency revoke,
+//! rollback, and kill -9 at random points of the rotation loop.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::api_keys::call;
+use crate::daemon::{bootstrap_key, client, keys_dir, Daemon};
+use crate::fleet;
+use crate::tokens::{part, ISSUER};
+
+/// Keysets that rotate every `every` seconds and a policy scaled to seconds.
+fn fast_config(dir: &std::path::Path, every: u32, policy_extra: &str) -> Vec<(String, String)> {
+    let keys = keys_dir(dir, &[("access", "RS256", Some(2048)), ("edge", "EdDSA", None), ("refresh", "EdDSA", None)]);
+    for name in ["access", "edge"] {
+        let path = keys.join(format!("{name}.toml"));
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!("schedule = \"*/{every} * * * * *\"\n"));
+        std::fs::write(&path, text).unwrap();
+    }
+    let policy = dir.join("policy.toml");
+    let base = r#"
+[tokens]
+access_ttl_default = "4s"
+access_ttl_max = "4s"
+refresh_ttl_default = "10s"
+refresh_ttl_max = "10s"
+skew = "1s"
+[jwks]
+max_age_cap = "1s"
+verifier_cache = "0s"
+[rotation]
+publish_lead = "2s"
+overlap = "5s"
+destroy_delay = "10s"
+margin = "1s"
+tick = "1s"
+"#;
+    std::fs::write(&policy, format!("{base}{policy_extra}")).unwrap();
+    vec![
+        ("KMSD_KEYS_DIR".into(), keys.display().to_string()),
+        ("KMSD_POLICY_FILE".into(), policy.display().to_string()),
+    ]
+}
+
+fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+async fn identity(d: &Daemon, admin: &str) -> String {
+    let body = json!({ "name": "fleet", "sponsorId": "user_1", "scopes": ["relayfile:fs:read:/a/*"] });
+    let (status, v) = call(&d.public, admin, "POST", "/v1/identities", Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn issue(d: &Daemon, admin: &str, id: &str) -> Value {
+    let body = json!({ "identityId": id, "audience": ["svc"] });
+    let (status, v) = call(&d.public, admin, "POST", "/v1/tokens", Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// Drives the fleet until `rotations` new access kids have signed (or
+/// `limit` passes); returns per-verifier failure counts and the kids seen.
+async fn run_fleet(
+    d: &Daemon,
+    admin: &str,
+    rotations: usize,
+    limit: Duration,
+) -> (BTreeMap<&'static str, Vec<String>>, usize) {
+    let id = identity(d, admin).await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    let mut verifiers = vec![
+        fleet::pyjwt("gateway", &url, ISSUER, "svc"),
+        fleet::pyjwt("pyjwk", &url, ISSUER, "svc"),
+        fleet::jose(&url, ISSUER, "svc"),
+    ];
+    let mut failures: BTreeMap<&'static str, Vec<String>> = verifiers.iter().map(|v| (v.name, Vec::new())).collect();
+    let mut kids = HashSet::new();
+    let started = Instant::now();
+    while kids.len() <= rotations && started.elapsed() < limit {
+        let pair = issue(d, admin, &id).await;
+        let token = pair["accessToken"].as_str().unwrap().to_owned();
+        kids.insert(part(&token, 0)["kid"].as_str().unwrap().to_owned());
+        for v in verifiers.iter_mut() {
+            let result = tokio::task::block_in_place(|| v.check(&token));
+            if result["ok"] != true {
+                failures.get_mut(v.name).unwrap().push(result.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    (failures, kids.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_caching_verifiers_sees_no_failure_across_twenty_rotations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fast_config(tmp.path(), 3, "");
+    let d = Daemon::start(tmp.path(), &env_refs(&env));
+    let admin = bootstrap_key(&d.output());
+    let (failures, kids) = run_fleet(&d, &admin, 20, Duration::from_secs(150)).await;
+    assert!(kids > 20, "only {kids} signing keys seen: the test must span 20 rotations");
+    for (name, f) in &failures {
+        assert!(f.is_empty(), "{name} failed {} times: {:?}", f.len(), &f[..f.len().min(3)]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafely_short_publish_lead_strands_tokens_at_caching_verifiers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let unsafe_policy = "unsafe_allow_short_publish_lead = true\n";
+    let env = fast_config(tmp.path(), 3, unsafe_policy);
+    // Cached for 5 s, but new keys sign at once.
+    let policy = tmp.path().join("policy.toml");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("publish_lead = \"2s\"", "publish_lead = \"0s\"")
+        .replace("max_age_cap = \"1s\"", "max_age_cap = \"5s\"");
+    std::fs::write(&policy, text).unwrap();
+    let d = Daemon::start(tmp.path(), &env_refs(&env));
+    let admin = bootstrap_key(&d.output());
+    let (failures, kids) = run_fleet(&d, &admin, 4, Duration::from_secs(40)).await;
+    assert!(kids > 4);
+    assert!(!failures["pyjwt-gateway"].is_empty(), "the gateway verifier must fail: {failures:?}");
+    assert!(failures["pyjwt-gateway"].iter().all(|f| f.contains("unknown kid")), "{failures:?}");
+}
+
+#[tokio::test]
+async fn a_policy_with_a_short_publish_lead_is_refused_without_the_unsafe_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fast_config(tmp.path(), 3, "");
+    let policy = tmp.path().join("policy.toml");
+    let text = std::fs::read_to_string(&policy).unwrap().replace("publish_lead = \"2s\"", "publish_lead = \"0s\"");
+    std::fs::write(&policy, text).unwrap();
+    let out = crate::daemon::run(tmp.path(), &["check-config"], &env_refs(&env));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::daemon::text(&out)
+            .contains("publish_lead 0s < jwks.max_age_cap 1s + jwks.verifier_cache 0s + margin 1s"),
+        "{}",
+        crate::daemon::text(&out)
+    );
+}
+
+async fn admin_keys(d: &Daemon, admin: &str) -> Vec<Value> {
+    let (status, v) = call(&d.admin, admin, "GET", "/v1/admin/keys", None).await;
+    assert_eq!(status, 200, "{v}");
+    v["keys"].as_array().unwrap().clone()
+}
+
+async fn jwks_kids(d: &Daemon) -> (HashSet<String>, String) {
+    let resp = client().get(format!("{}/.well-known/jwks.json", d.public)).send().await.unwrap();
+    let cache = resp.headers()["cache-control"].to_str().unwrap().to_owned();
+    let v: Value = resp.json().await.unwrap();
+    (v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect(), cache)
+}
+
+#[tokio::test]
+async fn emergency_revoke_takes_the_key_out_at_once_and_a_replacement_signs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), &[]);
+    let admin = bootstrap_key(&d.output());
+    let id = identity(&d, &admin).await;
+    let before = issue(&d, &admin, &id).await;
+    let token = before["accessToken"].as_str().unwrap();
+    let kid = part(token, 0)["kid"].as_str().unwrap().to_owned();
+    let introspect = |t: String| {
+        let (base, key) = (d.public.clone(), admin.clone());
+        async move {
+            client()
+                .get(format!("{base}/v1/tokens/introspect?token={t}"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_ne!(introspect(token.into()).await, Value::Null);
+
+    let started = Instant::now();
+    let (status, v) = call(&d.admin, &admin, "POST", &format!("/v1/admin/keys/{kid}/revoke"), None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(introspect(token.into()).await, Value::Null);
+    assert!(started.elapsed() < Duration::from_secs(1), "rejected within 1 s");
+    let replacement = v["replacementKeyId"].as_str().unwrap().to_owned();
+    assert_ne!(replacement, kid);
+    let (kids, cache) = jwks_kids(&d).await;
+    assert!(!kids.contains(&kid), "revoked kid still published");
+    assert!(kids.contains(&replacement));
+    assert_eq!(cache, "public, max-age=5, must-revalidate", "short max-age during the cool-down");
+    let after = issue(&d, &admin, &id).await;
+    assert_eq!(part(after["accessToken"].as_str().unwrap(), 0)["kid"], replacement.as_str());
+    // A bearer signed by the revoked key is refused too.
+    let resp = client().get(format!("{}/v1/identities", d.public)).bearer_auth(token).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let keys = admin_keys(&d, &admin).await;
+    let revoked = keys.iter().find(|k| k["keyId"] == kid.as_str()).unwrap();
+    assert_eq!((revoked["state"].as_str(), revoked["status"].as_str()), (Some("revoked"), Some("expired")));
+    let (_, audit) = call(&d.admin, &admin, "GET", "/v1/admin/audit?limit=1000", None).await;
+    assert!(audit["events"].as_array().unwrap().iter().any(|e| e["action"] == "key.revoke"), "audited");
+    let (status, v) = call(&d.admin, &admin, "POST", &format!("/v1/admin/keys/{kid}/revoke"), None).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("key_already_revoked")));
+}
+
+#[tokio::test]
+async fn rollback_returns_the_previous_key_to_signing_and_its_successor_keeps_verifying() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), &[]);
+    let admin = bootstrap_key(&d.output());
+    let id = identity(&d, &admin).await;
+    let first =
+        part(issue(&d, &admin, &id).await["accessToken"].as_str().unwrap(), 0)["kid"].as_str().unwrap().to_owned();
+    let (status, r) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rotate", Some(json!({ "immediate": true }))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["oldKeyId"], first.as_str());
+    assert!(r["warning"].as_str().unwrap().contains("publish lead"));
+    let second = r["newKeyId"].as_str().unwrap().to_owned();
+    let t2 = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+    assert_eq!(part(&t2, 0)["kid"], second.as_str());
+
+    let (status, v) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rollback", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["keyId"].as_str(), v["rolledBackKeyId"].as_str()), (Some(first.as_str()), Some(second.as_str())));
+    let t3 = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+    assert_eq!(part(&t3, 0)["kid"], first.as_str(), "the previous key signs again");
+    let v: Value = client()
+        .get(format!("{}/v1/tokens/introspect?token={t2}", d.public))
+        .header("x-api-key", &admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(v, Value::Null, "the rolled-back key's tokens still verify");
+    let (kids, _) = jwks_kids(&d).await;
+    assert!(kids.contains(&second) && kids.contains(&first));
+    let keys = admin_keys(&d, &admin).await;
+    let state = |kid: &str| keys.iter().find(|k| k["keyId"] == kid).unwrap()["state"].as_str().unwrap().to_owned();
+    assert_eq!((state(&first), state(&second)), ("active".to_owned(), "retiring".to_owned()));
+    // A regular rotation publishes first and says when the key will sign.
+    let (status, r) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rotate", Some(json!({ "keyset": "edge" }))).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["immediate"], false);
+    let (status, r) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rotate", Some(json!({ "keyset": "edge" }))).await;
+    assert_eq!((status, r["code"].as_str()), (409, Some("rotation_in_progress")));
+    let (status, plan) = call(&d.admin, &admin, "GET", "/v1/admin/rotation/plan", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        plan["events"].as_array().unwrap().iter().any(|e| e["event"] == "activate" && e["keyset"] == "edge"),
+        "{plan}"
+    );
+}
+
+#[tokio::test]
+async fn pause_freezes_scheduled_rotation_until_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fast_config(tmp.path(), 2, "");
+    let d = Daemon::start(tmp.path(), &env_refs(&env));
+    let admin = bootstrap_key(&d.output());
+    let (status, _) = call(&d.admin, &admin, "POST", "/v1/admin/rotation/pause", None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let count = |keys: &[Value]| keys.iter().filter(|k| k["keyset"] == "access").count();
+    let before = count(&admin_keys(&d, &admin).await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(count(&admin_keys(&d, &admin).await), before, "no rotation while paused");
+    let (_, plan) = call(&d.admin, &admin, "GET", "/v1/admin/rotation/plan", None).await;
+    assert_eq!(plan["paused"], true);
+    call(&d.admin, &admin, "POST", "/v1/admin/rotation/resume", None).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(count(&admin_keys(&d, &admin).await) > before, "rotation resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_anywhere_in_the_rotation_loop_leaves_one_signer_and_every_needed_kid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fast_config(tmp.path(), 2, "");
+    let mut d = Daemon::start(tmp.path(), &env_refs(&env));
+    let admin = bootstrap_key(&d.output());
+    let id = identity(&d, &admin).await;
+    let mut live: Vec<(String, i64)> = Vec::new();
+    let mut seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
+    for round in 0..20 {
+        for _ in 0..3 {
+            let t = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+            let c = part(&t, 1);
+            live.push((part(&t, 0)["kid"].as_str().unwrap().to_owned(), c["exp"].as_i64().unwrap()));
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(seed % 1800)).await;
+        d.crash();
+        d = Daemon::start(tmp.path(), &env_refs(&env));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let keys = admin_keys(&d, &admin).await;
+        for keyset in ["access", "edge", "refresh"] {
+            let active = keys.iter().filter(|k| k["keyset"] == keyset && k["state"] == "active").count();
+            assert_eq!(active, 1, "round {round}: {keyset} has {active} active keys: {keys:?}");
+        }
+        let (kids, _) = jwks_kids(&d).await;
+        for (kid, exp) in &live {
+            if *exp > now + 1 {
+                assert!(kids.contains(kid), "round {round}: kid {kid} of a live token left the JWKS");
+            }
+        }
+        let (status, v) = call(&d.admin, &admin, "GET", "/v1/admin/audit/verify", None).await;
+        assert_eq!((status, v["intact"].as_bool()), (200, Some(true)), "round {round}: {v}");
+        live.retain(|(_, exp)| *exp > now);
+    }
+}
