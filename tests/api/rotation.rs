@@ -75,7 +75,7 @@ async fn run_fleet(
 ) -> (BTreeMap<&'static str, Vec<String>>, usize) {
     let id = identity(d, admin).await;
     let url = format!("{}/.well-known/jwks.json", d.public);
-    let mut verifiers = vec![
+    let mut verifiers = [
         fleet::pyjwt("gateway", &url, ISSUER, "svc"),
         fleet::pyjwt("pyjwk", &url, ISSUER, "svc"),
         fleet::jose(&url, ISSUER, "svc"),
