@@ -10,4 +10,5 @@ mod backend_contract;
 mod cli;
 mod http_surface;
 mod jwks;
+mod kms;
 mod vault;
