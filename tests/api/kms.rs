@@ -216,7 +216,7 @@ async fn a_kms_that_never_answers_times_out_as_unavailable() {
         let err = kms.load(&keyset(), &kid, KeySpec::P256, &handle).await.unwrap_err();
         let elapsed = started.elapsed();
         assert!(matches!(err, BackendError::Unavailable { .. }), "{err}");
-        assert!(elapsed >= timeout && elapsed < timeout + Duration::from_millis(800), "{elapsed:?}");
+        assert!(elapsed >= timeout && elapsed < timeout + Duration::from_millis(1500), "{elapsed:?}");
     }
     assert!(kms.health().await.unwrap_err().is_transient());
 }
