@@ -18,7 +18,8 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
-use crate::keys::Kid;
+use crate::keys::{BackendKind, Kid};
+use crate::kms::AwsKmsBackend;
 use crate::metrics::Metrics;
 use crate::rotation::Rotation;
 use crate::scopes::UNIVERSAL;
@@ -261,7 +262,12 @@ async fn build_ring(
     clock: Arc<dyn Clock>,
 ) -> Result<KeyRing, AppError> {
     let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
-    let backends = Backends::default().with(Guarded::new(vault));
+    let mut backends = Backends::default().with(Guarded::new(vault));
+    // Only a deployment that declares an AWS KMS keyset needs AWS at all.
+    if config.keysets.iter().any(|k| k.backend == BackendKind::AwsKms) {
+        let kms: Arc<dyn KeyBackend> = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
+        backends = backends.with(Guarded::new(kms));
+    }
     Ok(KeyRing::open(store, backends, config.keysets.clone(), clock).await?)
 }
 

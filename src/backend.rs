@@ -1,13 +1,15 @@
 //! The key backend capability: where private keys are created, held and used.
 //!
 //! One small object-safe trait, implemented by the local vault
-//! ([`crate::vault::VaultBackend`]) and (later) AWS KMS, and used as
+//! ([`crate::vault::VaultBackend`]) and AWS KMS ([`crate::kms::AwsKmsBackend`]), and used as
 //! `Arc<dyn KeyBackend>`. Every backend passes the same contract tests.
 //! Backends return signatures in JOSE form (RSASSA-PKCS1-v1_5 bytes, Ed25519
 //! bytes, ECDSA as fixed `r || s`), and the [`Guarded`] wrapper verifies each
 //! one against the recorded public key before it leaves this module.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -37,16 +39,24 @@ pub enum BackendError {
     Corrupt { backend: &'static str, kid: Kid, reason: String },
     #[error("{backend} does not support {op}")]
     Unsupported { backend: &'static str, op: &'static str },
-    /// kmsd's own rate limit for this backend is exhausted; the backend was
-    /// not called. Retry after `retry_after`.
-    #[error("{backend}: signing rate limit reached; retry in {retry_after:?}")]
-    Throttled { backend: &'static str, retry_after: std::time::Duration },
+    /// kmsd's own budget of calls to the backend is spent (it keeps kmsd under
+    /// the provider's quota); nothing was sent. Retry after `retry_after`.
+    #[error("{backend}: rate limited by kmsd's budget for the backend, retry after {retry_after:?}")]
+    Throttled { backend: &'static str, retry_after: Duration },
 }
 
 impl BackendError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. } | Self::Throttled { .. })
+    }
+
+    /// How long to wait before retrying, when the backend knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -86,6 +96,34 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Whether the backend can sign right now.
     async fn health(&self) -> Result<(), BackendError>;
+}
+
+/// What a backend has made usable, by kid: what `sign` looks up. A poisoned
+/// lock reads as empty and drops writes, so it never panics.
+pub struct LoadedKeys<T>(RwLock<HashMap<Kid, Arc<T>>>);
+
+impl<T> Default for LoadedKeys<T> {
+    fn default() -> Self {
+        Self(RwLock::new(HashMap::new()))
+    }
+}
+
+impl<T> LoadedKeys<T> {
+    pub fn get(&self, kid: &Kid) -> Option<Arc<T>> {
+        self.0.read().ok().and_then(|m| m.get(kid).cloned())
+    }
+
+    pub fn insert(&self, kid: Kid, key: T) {
+        if let Ok(mut map) = self.0.write() {
+            map.insert(kid, Arc::new(key));
+        }
+    }
+
+    pub fn remove(&self, kid: &Kid) {
+        if let Ok(mut map) = self.0.write() {
+            map.remove(kid);
+        }
+    }
 }
 
 /// A backend behind the guard every call goes through: signatures are

@@ -6,6 +6,7 @@
 //! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
 //! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
 //! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
+//! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans.
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
@@ -38,6 +39,7 @@ pub mod identities;
 pub mod jwks;
 pub mod keyring;
 pub mod keys;
+pub mod kms;
 pub mod metrics;
 pub mod rotation;
 pub mod scopes;

@@ -20,6 +20,7 @@ pub struct ConfigFile {
     pub http: HttpSection,
     pub vault: VaultSection,
     pub auth: AuthSection,
+    pub aws_kms: AwsKmsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +52,20 @@ pub struct VaultSection {
     pub kek_file: Option<String>,
     pub kek_env: Option<String>,
     pub passphrase_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AwsKmsSection {
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub timeout: Option<DurationText>,
+    pub max_attempts: Option<u32>,
+    pub sign_rate_rsa: Option<u32>,
+    pub sign_rate_ecc: Option<u32>,
+    pub burst: Option<u32>,
+    pub deletion_window_days: Option<u32>,
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

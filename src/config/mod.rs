@@ -11,6 +11,7 @@
 //! `KMSD_LISTEN__PUBLIC=0.0.0.0:8787`. Variables that carry secrets or select
 //! the config file are never read as overrides.
 
+mod aws_kms;
 mod duration;
 mod file;
 mod policy;
@@ -27,6 +28,7 @@ pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 use crate::auth_limit::LimitPolicy;
 
 use crate::keys::{BackendKind, KeySpec, KeysetName};
+use crate::kms::AwsKmsConfig;
 use crate::storage::STORE_FILE;
 use crate::vault::KekSource;
 use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
@@ -65,6 +67,8 @@ pub struct Config {
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
     pub auth: AuthConfig,
+    /// Used only if a keyset has `backend = "aws-kms"`.
+    pub aws_kms: AwsKmsConfig,
 }
 
 /// Throttling of failed authentication and how often it is audited.
@@ -251,6 +255,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         check_kek(kek, &data_dir, problems);
     }
     let auth = auth_config(raw.auth, problems);
+    let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     if let Some(p) = &policy {
@@ -267,6 +272,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         keysets,
         policy: policy?,
         auth,
+        aws_kms,
     })
 }
 
@@ -437,8 +443,12 @@ fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keys
     };
     let backend = match raw.backend.as_deref().unwrap_or("vault") {
         "vault" => Some(BackendKind::Vault),
+        "aws-kms" => Some(BackendKind::AwsKms),
         other => {
-            problems.add(join(origin, "backend"), format!("{other:?} is not an available backend (use \"vault\")"));
+            problems.add(
+                join(origin, "backend"),
+                format!("{other:?} is not an available backend (use \"vault\" or \"aws-kms\")"),
+            );
             None
         }
     };

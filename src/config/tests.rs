@@ -99,3 +99,61 @@ fn syntax_errors_name_the_file() {
     assert!(err.0[0].path.ends_with("kmsd.toml"));
     assert!(err.0[0].message.starts_with("not valid TOML"));
 }
+
+#[test]
+fn aws_kms_keysets_and_settings_are_read_and_checked_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    write(&keys, "edge.toml", "name = \"edge\"\nalgorithm = \"EdDSA\"\nbackend = \"aws-kms\"\n");
+    let section = r#"
+[aws_kms]
+region = "eu-west-1"
+timeout = "5s"
+max_attempts = 2
+sign_rate_rsa = 40
+burst = 7
+deletion_window_days = 7
+instance = "prod"
+"#;
+    let cfg = write(dir.path(), "kmsd.toml", &format!("keys_dir = {:?}\n{section}", keys.display().to_string()));
+    let c = Config::load(Some(&cfg), &env(&[("KMSD_AWS_KMS__ENDPOINT_URL", "http://127.0.0.1:4566")])).unwrap();
+    assert_eq!(c.keysets[0].backend, BackendKind::AwsKms);
+    let k = &c.aws_kms;
+    assert_eq!((k.region.as_deref(), k.endpoint_url.as_deref()), (Some("eu-west-1"), Some("http://127.0.0.1:4566")));
+    assert_eq!((k.timeout, k.max_attempts, k.deletion_window_days), (Duration::from_secs(5), Some(2), 7));
+    assert_eq!((k.rsa_budget.rate, k.rsa_budget.burst, k.ecc_budget.rate, k.ecc_budget.burst), (40, 7, 150, 7));
+    assert_eq!(k.instance.as_deref(), Some("prod"));
+
+    let bad = r#"
+[aws_kms]
+endpoint_url = "kms.local"
+timeout = "0s"
+max_attempts = 0
+sign_rate_ecc = 0
+deletion_window_days = 3
+instance = "Prod!"
+shard = 1
+"#;
+    let cfg = write(dir.path(), "bad.toml", bad);
+    let err = Config::load(Some(&cfg), &[]).unwrap_err();
+    let mut paths: Vec<&str> = err.0.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "aws_kms.deletion_window_days",
+            "aws_kms.endpoint_url",
+            "aws_kms.instance",
+            "aws_kms.max_attempts",
+            "aws_kms.shard",
+            "aws_kms.sign_rate_ecc",
+            "aws_kms.timeout",
+        ],
+        "{err}"
+    );
+    write(&keys, "odd.toml", "name = \"odd\"\nalgorithm = \"EdDSA\"\nbackend = \"gcp-kms\"\n");
+    let cfg = write(dir.path(), "odd.toml", &format!("keys_dir = {:?}\n", keys.display().to_string()));
+    let err = Config::load(Some(&cfg), &[]).unwrap_err().to_string();
+    assert!(err.contains("\"gcp-kms\" is not an available backend (use \"vault\" or \"aws-kms\")"), "{err}");
+}

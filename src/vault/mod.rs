@@ -8,9 +8,7 @@ mod kek;
 mod material;
 mod seal;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -18,7 +16,7 @@ pub use kek::{KekError, KekSource, WrappedDataKey};
 pub use material::{MaterialError, PrivateKey};
 pub use seal::{DataKey, SealError, SecretKey};
 
-use crate::backend::{BackendError, CreatedKey, KeyBackend};
+use crate::backend::{BackendError, CreatedKey, KeyBackend, LoadedKeys};
 use crate::keys::{BackendKind, KeyHandle, KeySpec, KeysetName, Kid, PublicKey};
 use crate::storage::{StorageError, Store, Writer, META_DATA_KEY};
 
@@ -72,24 +70,12 @@ fn encode_wrapped(w: &WrappedDataKey) -> Vec<u8> {
 /// The vault as a [`KeyBackend`].
 pub struct VaultBackend {
     data_key: DataKey,
-    loaded: RwLock<HashMap<Kid, Arc<PrivateKey>>>,
+    loaded: LoadedKeys<PrivateKey>,
 }
 
 impl VaultBackend {
     pub fn new(data_key: DataKey) -> Self {
-        Self { data_key, loaded: RwLock::new(HashMap::new()) }
-    }
-
-    fn insert(&self, kid: Kid, key: PrivateKey) {
-        if let Ok(mut map) = self.loaded.write() {
-            map.insert(kid, Arc::new(key));
-        }
-    }
-
-    fn remove(&self, kid: &Kid) {
-        if let Ok(mut map) = self.loaded.write() {
-            map.remove(kid);
-        }
+        Self { data_key, loaded: LoadedKeys::default() }
     }
 }
 
@@ -115,7 +101,7 @@ impl KeyBackend for VaultBackend {
             .data_key
             .seal(&seal::key_aad(keyset, &kid), &pkcs8)
             .map_err(|e| BackendError::Rejected { backend: NAME, reason: e.to_string() })?;
-        self.insert(kid.clone(), key);
+        self.loaded.insert(kid.clone(), key);
         Ok(CreatedKey { kid, public, handle: KeyHandle::Vault { sealed } })
     }
 
@@ -135,27 +121,22 @@ impl KeyBackend for VaultBackend {
             .map_err(|e| corrupt(kid, format!("sealed private key: {e} (tampered, or moved from another record)")))?;
         let key = PrivateKey::from_pkcs8(spec, &pkcs8).map_err(|e| corrupt(kid, e.to_string()))?;
         let public = key.public_key();
-        self.insert(kid.clone(), key);
+        self.loaded.insert(kid.clone(), key);
         Ok(public)
     }
 
     async fn sign(&self, kid: &Kid, message: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let key = self
-            .loaded
-            .read()
-            .ok()
-            .and_then(|m| m.get(kid).cloned())
-            .ok_or_else(|| BackendError::NotFound { backend: NAME, kid: kid.clone() })?;
+        let key = self.loaded.get(kid).ok_or_else(|| BackendError::NotFound { backend: NAME, kid: kid.clone() })?;
         key.sign(message).map_err(|e| BackendError::Rejected { backend: NAME, reason: e.to_string() })
     }
 
     async fn disable(&self, kid: &Kid) -> Result<(), BackendError> {
-        self.remove(kid);
+        self.loaded.remove(kid);
         Ok(())
     }
 
     async fn destroy(&self, kid: &Kid) -> Result<(), BackendError> {
-        self.remove(kid);
+        self.loaded.remove(kid);
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The key-backend contract, written once and run against every backend
-//! (SPIRE's keymanagertest pattern). Here: the vault. Each signature is checked
-//! against the public key the backend reported, and a fresh backend instance
-//! must be able to load the recorded handle and sign with the same key.
+//! (SPIRE's keymanagertest pattern). Here: the vault; `kms.rs` runs it against
+//! AWS KMS on the emulator. Each signature is checked against the public key
+//! the backend reported, and a fresh backend instance must be able to load the
+//! recorded handle and sign with the same key.
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ mod backend_contract;
 mod cli;
 mod http_surface;
 mod jwks;
+mod kms;
 mod rotation;
 mod tokens;
 mod vault;

@@ -1,6 +1,7 @@
-//! A Python virtualenv with the independent verifiers, created on first use in
-//! `target/test-venv` from `tests/python/requirements.txt`. Set
-//! `KMSD_TEST_PYTHON` to use an existing interpreter instead.
+//! Python virtualenvs, created on first use under `target/`: the independent
+//! verifiers in `target/test-venv` from `tests/python/requirements.txt` (set
+//! `KMSD_TEST_PYTHON` to use an existing interpreter instead), and the KMS
+//! emulator's (see `kms.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,17 +10,20 @@ use std::sync::OnceLock;
 static PYTHON: OnceLock<PathBuf> = OnceLock::new();
 
 pub fn python() -> PathBuf {
-    PYTHON.get_or_init(setup).clone()
+    PYTHON.get_or_init(|| venv("KMSD_TEST_PYTHON", "test-venv", "tests/python/requirements.txt")).clone()
 }
 
-fn setup() -> PathBuf {
-    if let Ok(p) = std::env::var("KMSD_TEST_PYTHON") {
+/// The interpreter named by `override_var`, or one of a venv `target/<dir>`
+/// holding `requirements` (a path from the crate root), created or brought up
+/// to date first. Callers keep the result in a `OnceLock`.
+pub fn venv(override_var: &str, dir: &str, requirements: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(override_var) {
         return p.into();
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("test-venv");
+    let venv = root.join("target").join(dir);
     let py = venv.join("bin").join("python");
-    let reqs = root.join("tests").join("python").join("requirements.txt");
+    let reqs = root.join(requirements);
     let stamp = venv.join("requirements.installed");
     let wanted = std::fs::read_to_string(&reqs).unwrap();
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {

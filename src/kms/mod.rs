@@ -1,0 +1,159 @@
+//! The AWS KMS backend: private keys are created in KMS and never leave it;
+//! kmsd keeps only the KMS key id and the public key, read once.
+//!
+//! - Keys are `SIGN_VERIFY` keys of the [`KeySpec`] of their keyset, tagged
+//!   `kmsd:managed=true`, `kmsd:keyset=<keyset>` and, once the public key is
+//!   known, `kmsd:kid=<kid>` (plus `kmsd:instance=<instance>` if configured).
+//!   The alias `alias/kmsd-[<instance>-]<keyset>` follows the newest key.
+//! - RS256 and ES256 sign a SHA-256 digest (`MessageType=DIGEST`); EdDSA signs
+//!   the raw message (at most 4096 bytes, a KMS limit). ECDSA signatures come
+//!   back DER-encoded and leave as JOSE `r || s`. Every signature is verified
+//!   here against the public key before it is returned.
+//! - Every call has a per-attempt timeout and a total cap; only transient
+//!   failures are retried (by the SDK, standard mode).
+//! - Signing spends from kmsd's own budget per quota class (RSA, ECC), so a
+//!   spent budget is [`BackendError::Throttled`] and KMS is not called.
+//!
+//! Not here: deciding when keys rotate or are destroyed (the key ring), and
+//! cleaning up orphans at startup ([`AwsKmsBackend::clean_orphans`] is the
+//! tool; the caller decides when to run it).
+
+mod budget;
+mod der;
+mod error;
+mod inventory;
+mod keys;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_kms::config::retry::RetryConfig;
+use aws_sdk_kms::config::timeout::TimeoutConfig;
+use aws_sdk_kms::config::Region;
+use aws_sdk_kms::Client;
+
+pub use budget::{Budget, TokenBucket};
+pub use der::DerError;
+pub use inventory::{known_key_ids, OrphanKey};
+
+use crate::backend::LoadedKeys;
+use crate::keys::{KeySpec, KeysetName, PublicKey};
+
+const NAME: &str = "aws-kms";
+/// KMS refuses a RAW message longer than this (Sign API, `Message`).
+pub const MAX_RAW_MESSAGE: usize = 4096;
+
+pub const TAG_MANAGED: &str = "kmsd:managed";
+pub const TAG_KEYSET: &str = "kmsd:keyset";
+pub const TAG_KID: &str = "kmsd:kid";
+pub const TAG_INSTANCE: &str = "kmsd:instance";
+
+/// The trusted `[aws_kms]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsKmsConfig {
+    /// Overrides the region of the credential chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Overrides the endpoint (`AWS_ENDPOINT_URL_KMS`, else AWS's).
+    pub endpoint_url: Option<String>,
+    /// Per attempt; the whole call is capped at `attempts * timeout` plus backoff.
+    pub timeout: Duration,
+    /// Attempts per call, transient failures only. `None`: the SDK's setting
+    /// (`AWS_MAX_ATTEMPTS`, the profile), else 3.
+    pub max_attempts: Option<u32>,
+    pub rsa_budget: Budget,
+    pub ecc_budget: Budget,
+    /// ScheduleKeyDeletion's pending window, 7..=30.
+    pub deletion_window_days: i32,
+    /// Separates deployments that share an account and region: tags, alias
+    /// and orphan search are scoped to it.
+    pub instance: Option<String>,
+}
+
+impl Default for AwsKmsConfig {
+    /// AWS's default quotas are 500 RSA and 300 ECC signatures per second per
+    /// account and region, shared with every other caller: kmsd takes half.
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            timeout: Duration::from_secs(2),
+            max_attempts: None,
+            rsa_budget: Budget { rate: 250, burst: 50 },
+            ecc_budget: Budget { rate: 150, burst: 50 },
+            deletion_window_days: 30,
+            instance: None,
+        }
+    }
+}
+
+/// What kmsd knows about a loaded key.
+#[derive(Debug)]
+struct LoadedKey {
+    key_id: String,
+    spec: KeySpec,
+    public: PublicKey,
+}
+
+pub struct AwsKmsBackend {
+    client: Client,
+    config: AwsKmsConfig,
+    rsa: TokenBucket,
+    ecc: TokenBucket,
+    loaded: LoadedKeys<LoadedKey>,
+    sign_requests: AtomicU64,
+}
+
+impl AwsKmsBackend {
+    /// Uses the standard AWS credential chain and region resolution, with
+    /// `config`'s region and endpoint if set.
+    pub async fn connect(config: AwsKmsConfig) -> Self {
+        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_sdk_config(&sdk, config)
+    }
+
+    /// Uses an SDK configuration built by the caller (its credentials and
+    /// region), with `config`'s region, endpoint, timeouts and retries on top.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: AwsKmsConfig) -> Self {
+        let attempts =
+            config.max_attempts.or_else(|| sdk.retry_config().map(RetryConfig::max_attempts)).unwrap_or(3).max(1);
+        let max_backoff = Duration::from_secs(1);
+        let total = config.timeout.saturating_mul(attempts) + max_backoff.saturating_mul(attempts - 1);
+        let mut builder = aws_sdk_kms::config::Builder::from(sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(attempts).with_max_backoff(max_backoff))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.timeout)
+                    .operation_attempt_timeout(config.timeout)
+                    .operation_timeout(total)
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            builder = builder.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url.clone());
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            rsa: TokenBucket::new(config.rsa_budget),
+            ecc: TokenBucket::new(config.ecc_budget),
+            config,
+            loaded: LoadedKeys::default(),
+            sign_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// How many Sign requests this backend has sent to KMS.
+    pub fn sign_requests(&self) -> u64 {
+        self.sign_requests.load(Ordering::Relaxed)
+    }
+
+    /// The alias that follows the newest key of `keyset`.
+    pub fn alias(&self, keyset: &KeysetName) -> String {
+        match &self.config.instance {
+            Some(instance) => format!("alias/kmsd-{instance}-{keyset}"),
+            None => format!("alias/kmsd-{keyset}"),
+        }
+    }
+}
