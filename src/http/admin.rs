@@ -117,11 +117,11 @@ async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<J
 /// endpoints; it lives on the admin listener, which stays private.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lookups = state.api_keys.store_lookups();
-    let body = state.metrics.render(&[(
-        "kmsd_api_key_store_lookups_total",
-        "API key lookups that reached the store.",
-        lookups,
-    )]);
+    let body = state.metrics.render(&[
+        ("kmsd_api_key_store_lookups_total", "API key lookups that reached the store.", lookups),
+        ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
+        ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),
+    ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
