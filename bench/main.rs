@@ -71,6 +71,11 @@ struct Cli {
     /// A running AWS KMS emulator (e.g. tests/kms/emulator.py) for the KMS-backed issuance workload.
     #[arg(long, env = "KMSD_BENCH_KMS_ENDPOINT")]
     kms_endpoint: Option<String>,
+    /// Profile the server during each workload with `perf record` (cpu-clock
+    /// sampling, DWARF call graphs), one `<workload>.perf.data` per workload in
+    /// this directory. Rates measured this way include perf's own overhead.
+    #[arg(long)]
+    perf: Option<PathBuf>,
     /// A quick check of the harness itself: 1 s runs, 4 connections, short references.
     #[arg(long)]
     smoke: bool,
@@ -131,6 +136,10 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         duration: Duration::from_secs_f64(cli.duration),
         max_requests: cli.max_requests,
     };
+    let runner = Runner { cfg, perf: cli.perf.clone() };
+    if let Some(dir) = &runner.perf {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut report = Report::new(cores, client_threads, cfg, &kmsd);
     eprintln!("machine: {} x {}", report.cores, report.cpu_model);
 
@@ -145,7 +154,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let echo =
                 Server::start(cmd, &work.join("echo.log"), "echo listening", |l| Some((field(l, "public")?, None)))?;
             let target = daemon::echo_target(echo.public, reference::token_sized_body());
-            let row = measure("POST /echo (bare axum JSON echo)", target, cfg, &echo, None).await?;
+            let row = runner.measure("POST /echo (bare axum JSON echo)", target, &echo, None).await?;
             report.echo = Some(row.sample.rate());
             report.rows.push(row);
             echo.stop()?;
@@ -156,21 +165,21 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let d = Daemon::start(&kmsd, &work, &spec)?;
             let identity = d.create_identity().await?;
             if wants("rs3072") {
-                let row = measure("POST /v1/tokens RS256-3072", d.issue(&identity, None), cfg, &d.server, Some(&d));
+                let row = runner.measure("POST /v1/tokens RS256-3072", d.issue(&identity, None), &d.server, Some(&d));
                 report.push(row.await?, Reference::Sign(kmsd::keys::KeySpec::Rsa3072), 0.85);
             }
             if wants("eddsa") {
                 let target = d.issue(&identity, Some("EdDSA"));
-                let row = measure("POST /v1/tokens EdDSA", target, cfg, &d.server, Some(&d)).await?;
+                let row = runner.measure("POST /v1/tokens EdDSA", target, &d.server, Some(&d)).await?;
                 report.push(row, Reference::Echo, 0.60);
             }
             if wants("jwks") {
-                let row = measure("GET /.well-known/jwks.json", d.jwks(), cfg, &d.server, Some(&d)).await?;
+                let row = runner.measure("GET /.well-known/jwks.json", d.jwks(), &d.server, Some(&d)).await?;
                 report.push(row, Reference::Echo, 0.90);
             }
             if wants("introspect") {
                 let target = d.introspect(&identity).await?;
-                let row = measure("GET /v1/tokens/introspect (RS256-3072)", target, cfg, &d.server, Some(&d)).await?;
+                let row = runner.measure("GET /v1/tokens/introspect (RS256-3072)", target, &d.server, Some(&d)).await?;
                 report.push(row, Reference::Echo, 0.50);
             }
             d.stop()?;
@@ -179,7 +188,8 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let spec = DaemonSpec { name: "rsa2048", keysets: Some(keysets("vault")), env: Vec::new() };
             let d = Daemon::start(&kmsd, &work, &spec)?;
             let identity = d.create_identity().await?;
-            let row = measure("POST /v1/tokens RS256-2048", d.issue(&identity, None), cfg, &d.server, Some(&d)).await?;
+            let row =
+                runner.measure("POST /v1/tokens RS256-2048", d.issue(&identity, None), &d.server, Some(&d)).await?;
             report.push(row, Reference::Sign(kmsd::keys::KeySpec::Rsa2048), 0.85);
             d.stop()?;
         }
@@ -190,7 +200,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
                     let identity = d.create_identity().await?;
                     let target = d.issue(&identity, None);
                     let row =
-                        measure("POST /v1/tokens RS256-2048 (AWS KMS emulator)", target, cfg, &d.server, Some(&d));
+                        runner.measure("POST /v1/tokens RS256-2048 (AWS KMS emulator)", target, &d.server, Some(&d));
                     report.push(row.await?, Reference::None, 0.0);
                     d.stop()?;
                 }
@@ -239,27 +249,54 @@ fn kms_spec(endpoint: &str) -> DaemonSpec {
     DaemonSpec { name: "kms", keysets: Some(keysets("aws-kms")), env }
 }
 
-/// Runs one workload against `server`, with CPU/RSS snapshots of the server
-/// and of this process, and the daemon's store counters around it.
-async fn measure(
-    name: &str,
-    target: Target,
+struct Runner {
     cfg: LoadConfig,
-    server: &Server,
-    daemon: Option<&Daemon>,
-) -> anyhow::Result<Row> {
-    eprintln!("{name}: {} connections, {:?} warm-up, {:?} measured", cfg.connections, cfg.warmup, cfg.duration);
-    let reads_before = store_reads(daemon).await?;
-    let (sample, before, after) = load::run(target, cfg, || (server.snap(), process::snap("self"))).await;
-    let reads_after = store_reads(daemon).await?;
-    let row = Row::new(name, sample, before, after, reads_before.zip(reads_after).map(|(b, a)| a.saturating_sub(b)));
-    eprintln!("  {}", row.summary());
-    Ok(row)
+    perf: Option<PathBuf>,
 }
 
-async fn store_reads(daemon: Option<&Daemon>) -> anyhow::Result<Option<u64>> {
+impl Runner {
+    /// Runs one workload against `server`, with CPU/RSS snapshots of the
+    /// server and of this process, and the daemon's store counters around it.
+    async fn measure(
+        &self,
+        name: &str,
+        target: Target,
+        server: &Server,
+        daemon: Option<&Daemon>,
+    ) -> anyhow::Result<Row> {
+        let cfg = self.cfg;
+        eprintln!("{name}: {} connections, {:?} warm-up, {:?} measured", cfg.connections, cfg.warmup, cfg.duration);
+        let profiler = self.perf.as_deref().map(|dir| profile(dir, name, server, cfg)).transpose()?;
+        let store_before = store_counters(daemon).await?;
+        let (sample, before, after) = load::run(target, cfg, || (server.snap(), process::snap("self"))).await;
+        let store_after = store_counters(daemon).await?;
+        if let Some(mut p) = profiler {
+            p.wait()?;
+        }
+        let store = store_before.zip(store_after).map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1)));
+        let row = Row::new(name, sample, before, after, store);
+        eprintln!("  {}", row.summary());
+        Ok(row)
+    }
+}
+
+/// `perf record` of `server` for the warm-up and the measured window.
+fn profile(dir: &Path, name: &str, server: &Server, cfg: LoadConfig) -> anyhow::Result<std::process::Child> {
+    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let seconds = (cfg.warmup + cfg.duration).as_secs_f64();
+    Command::new("perf")
+        .args(["record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", &server.pid(), "-o"])
+        .arg(dir.join(format!("{slug}.perf.data")))
+        .args(["--", "sleep", &format!("{seconds:.1}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf record")
+}
+
+/// The daemon's store read and write transaction counters.
+async fn store_counters(daemon: Option<&Daemon>) -> anyhow::Result<Option<(u64, u64)>> {
     match daemon {
-        Some(d) => Ok(Some(d.metric("kmsd_store_reads_total").await?)),
+        Some(d) => Ok(Some((d.metric("kmsd_store_reads_total").await?, d.metric("kmsd_store_writes_total").await?))),
         None => Ok(None),
     }
 }

@@ -26,8 +26,8 @@ pub struct Row {
     pub sample: Sample,
     server: (ProcSnap, ProcSnap),
     client_cpu: f64,
-    /// Store read transactions during the workload (warm-up included).
-    store_reads: Option<u64>,
+    /// Store read and write transactions during the workload (warm-up included).
+    store: Option<(u64, u64)>,
     reference: Option<(String, f64)>,
     target: Option<f64>,
 }
@@ -38,14 +38,14 @@ impl Row {
         sample: Sample,
         before: (ProcSnap, ProcSnap),
         after: (ProcSnap, ProcSnap),
-        store_reads: Option<u64>,
+        store: Option<(u64, u64)>,
     ) -> Row {
         Row {
             name: name.to_owned(),
             sample,
             server: (before.0, after.0),
             client_cpu: after.1.cpu_seconds - before.1.cpu_seconds,
-            store_reads,
+            store,
             reference: None,
             target: None,
         }
@@ -59,8 +59,10 @@ impl Row {
         self.per_request_ms(self.server.1.cpu_seconds - self.server.0.cpu_seconds)
     }
 
-    fn reads_per_request(&self) -> Option<f64> {
-        self.store_reads.map(|r| r as f64 / self.sample.completed_all.max(1) as f64)
+    /// Store (reads, writes) per request, warm-up included on both sides.
+    fn store_per_request(&self) -> Option<(f64, f64)> {
+        let n = self.sample.completed_all.max(1) as f64;
+        self.store.map(|(r, w)| (r as f64 / n, w as f64 / n))
     }
 
     fn ratio(&self) -> Option<f64> {
@@ -154,8 +156,8 @@ impl Report {
                     "firstErrors": s.first_errors,
                     "serverCpuSecondsPerRequest": r.server_cpu_ms() / 1000.0,
                     "clientCpuSecondsPerRequest": r.per_request_ms(r.client_cpu) / 1000.0,
-                    "storeReads": r.store_reads,
-                    "storeReadsPerRequest": r.reads_per_request(),
+                    "storeReadsPerRequest": r.store_per_request().map(|s| s.0),
+                    "storeWritesPerRequest": r.store_per_request().map(|s| s.1),
                     "serverRssKiB": { "before": r.server.0.rss_kib, "after": r.server.1.rss_kib },
                     "reference": r.reference.as_ref().map(|(name, rate)| json!({ "name": name, "requestsPerSecond": rate })),
                     "ratio": r.ratio(),
@@ -208,7 +210,7 @@ impl Report {
             );
         }
         let _ = writeln!(md);
-        let _ = writeln!(md, "| Workload | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU ms/req | store reads/req | server RSS MiB before → after | reference (req/s) | ratio | target |");
+        let _ = writeln!(md, "| Workload | req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU ms/req | store reads / writes per req | server RSS MiB before → after | reference (req/s) | ratio | target |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|");
         for r in &self.rows {
             let s = &r.sample;
@@ -219,7 +221,7 @@ impl Report {
                 (Some(t), Some(x)) => format!("≥ {t:.2} {}", if x >= t { "met" } else { "**not met**" }),
                 _ => "—".to_owned(),
             };
-            let reads = r.reads_per_request().map_or("—".to_owned(), |x| format!("{x:.2}"));
+            let store = r.store_per_request().map_or("—".to_owned(), |(r, w)| format!("{r:.2} / {w:.3}"));
             let _ = writeln!(
                 md,
                 "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.3} | {} | {:.0} → {:.0} | {} | {} | {} |",
@@ -230,7 +232,7 @@ impl Report {
                 s.percentile_ms(0.999),
                 s.errors,
                 r.server_cpu_ms(),
-                reads,
+                store,
                 mib(r.server.0.rss_kib),
                 mib(r.server.1.rss_kib),
                 reference,
