@@ -6,8 +6,11 @@
 //! its SHA-256; no key is granted a scope its creator does not hold; a
 //! malformed or mis-checksummed key never reaches the store; `lastUsedAt` is
 //! written at most once a minute per key, by a background writer, so
-//! authentication never waits on (or fails because of) that write.
+//! authentication never waits on (or fails because of) that write; a key in
+//! use is authenticated from memory ([`cache`]), and a revocation takes
+//! effect before `revoke` returns.
 
+mod cache;
 mod record;
 mod secret;
 
@@ -20,6 +23,8 @@ use tokio::sync::mpsc;
 
 pub use record::{ApiKeyId, ApiKeyRecord, DEFAULT_ORG};
 pub use secret::{ApiKeyFormatError, ApiKeySecret};
+
+use cache::KeyCache;
 
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
@@ -78,6 +83,8 @@ pub struct ApiKeys {
 struct Inner {
     store: Store,
     lookups: AtomicU64,
+    /// Records of keys that authenticated, by hash (write-through on revoke).
+    cache: KeyCache,
     /// Hashes that authenticated since start (bounded): lets the auth-failure
     /// limiter wave known-good keys through without a store lookup.
     known_good: Mutex<HashMap<String, Timestamp>>,
@@ -98,6 +105,7 @@ impl ApiKeys {
         let inner = Inner {
             store: store.clone(),
             lookups: AtomicU64::new(0),
+            cache: KeyCache::default(),
             known_good: Mutex::new(HashMap::new()),
             last_touched: Mutex::new(HashMap::new()),
             touches: tx,
@@ -118,26 +126,38 @@ impl ApiKeys {
     }
 
     /// Authenticates a presented key. Format and checksum are checked before
-    /// the store is touched.
+    /// anything else; a key that authenticated before is answered from memory
+    /// (expiry and revocation still apply), any other from the store.
     pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyAuthError> {
         let secret = ApiKeySecret::parse(presented)?;
         let hash = secret.hash();
-        self.inner.lookups.fetch_add(1, Ordering::Relaxed);
-        let lookup = hash.clone();
-        let record = self.inner.store.read(move |r| r.api_key_by_hash(&lookup)).await?;
-        match record {
-            Some(rec) if rec.authenticates(&secret, now) => {
-                if let Ok(mut known) = self.inner.known_good.lock() {
-                    if known.len() >= 10_000 {
-                        known.clear();
-                    }
-                    known.insert(hash, now);
+        let record = match self.inner.cache.get(&hash) {
+            Some(rec) => rec,
+            None => {
+                let seen = self.inner.cache.generation();
+                self.inner.lookups.fetch_add(1, Ordering::Relaxed);
+                let lookup = hash.clone();
+                let Some(rec) = self.inner.store.read(move |r| r.api_key_by_hash(&lookup)).await? else {
+                    return Err(ApiKeyAuthError::NotAccepted);
+                };
+                let rec = Arc::new(rec);
+                if rec.authenticates(&secret, now) {
+                    self.inner.cache.fill(hash.clone(), rec.clone(), seen);
                 }
-                self.touch(&rec.id, now);
-                Ok(rec)
+                rec
             }
-            _ => Err(ApiKeyAuthError::NotAccepted),
+        };
+        if !record.authenticates(&secret, now) {
+            return Err(ApiKeyAuthError::NotAccepted);
         }
+        if let Ok(mut known) = self.inner.known_good.lock() {
+            if known.len() >= 10_000 {
+                known.clear();
+            }
+            known.insert(hash, now);
+        }
+        self.touch(&record.id, now);
+        Ok(ApiKeyRecord::clone(&record))
     }
 
     /// Queues a `lastUsedAt` write unless one was queued within the last minute.
@@ -203,13 +223,16 @@ impl ApiKeys {
     }
 
     /// Revokes a key of `actor`'s organisation. Idempotent: revoking a revoked
-    /// key returns it unchanged and records nothing new.
+    /// key returns it unchanged and records nothing new. The key stops
+    /// authenticating before this returns: the cache is invalidated right
+    /// after the commit, in the same blocking task, so that a caller that
+    /// goes away mid-request cannot leave a revoked key cached.
     pub async fn revoke(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyError> {
         let id = ApiKeyId::parse(id).map_err(|_| ApiKeyError::NotFound(id.to_owned()))?;
         let actor = actor.clone();
-        self.inner
-            .store
-            .write(move |w| {
+        let inner = self.inner.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = inner.store.write_now(|w| {
                 let mut rec = match w.api_key(&id)? {
                     Some(rec) if rec.org_id == actor.org_id => rec,
                     _ => return Err(ApiKeyError::NotFound(id.as_str().to_owned())),
@@ -224,8 +247,11 @@ impl ApiKeys {
                     )?;
                 }
                 Ok(rec)
-            })
-            .await
+            });
+            inner.cache.invalidate();
+            result
+        });
+        task.await.map_err(|e| ApiKeyError::Storage(StorageError::Join(e.to_string())))?
     }
 }
 

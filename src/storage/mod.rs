@@ -198,8 +198,10 @@ impl Store {
             .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
-    /// [`write`](Self::write) for callers already off the runtime (CLI tools).
+    /// [`write`](Self::write) for callers already off the runtime (CLI tools,
+    /// or a blocking task that must do more right after the commit).
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Self::write_blocking(&self.db, f)
     }
 

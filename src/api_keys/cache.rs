@@ -1,0 +1,103 @@
+//! Records of API keys that authenticated, by key hash, so that a key in use
+//! is not looked up in the store on every request.
+//!
+//! Invariant: once a revocation's store transaction has committed and
+//! [`KeyCache::invalidate`] has run, no revoked record is in the cache and
+//! none can enter it. Revocation invalidates after its commit, and a fill
+//! carries the generation read before its store lookup: a fill whose lookup
+//! may have raced with a revocation finds the generation changed and is
+//! dropped. Only keys that authenticated are cached (an unknown key cannot
+//! grow the cache), and the cache is bounded.
+//!
+//! The cache is per process: a future shared store (replicas) must invalidate
+//! every replica's cache when a key is revoked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::ApiKeyRecord;
+
+/// Entries kept at most; when full, the cache starts over.
+const CAPACITY: usize = 10_000;
+
+#[derive(Default)]
+pub struct KeyCache(Mutex<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    by_hash: HashMap<String, Arc<ApiKeyRecord>>,
+    generation: u64,
+}
+
+/// The cache generation seen before a store lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
+impl KeyCache {
+    pub fn get(&self, hash: &str) -> Option<Arc<ApiKeyRecord>> {
+        self.0.lock().ok()?.by_hash.get(hash).cloned()
+    }
+
+    /// Read this before looking a key up in the store, and pass it to [`fill`](Self::fill).
+    pub fn generation(&self) -> Generation {
+        Generation(self.0.lock().map(|c| c.generation).unwrap_or(u64::MAX))
+    }
+
+    /// Caches `record` unless the cache was invalidated since `seen`.
+    pub fn fill(&self, hash: String, record: Arc<ApiKeyRecord>, seen: Generation) {
+        let Ok(mut c) = self.0.lock() else { return };
+        if c.generation != seen.0 {
+            return;
+        }
+        if c.by_hash.len() >= CAPACITY {
+            c.by_hash.clear();
+        }
+        c.by_hash.insert(hash, record);
+    }
+
+    /// Forgets every entry and every fill in flight. Called after a change
+    /// to any key's validity has committed.
+    pub fn invalidate(&self) {
+        // A poisoned lock: recover the data so the invalidation still happens.
+        let mut c = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.generation = c.generation.wrapping_add(1);
+        c.by_hash.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_keys::{ApiKeySecret, DEFAULT_ORG};
+    use crate::clock::Timestamp;
+
+    fn record() -> (String, Arc<ApiKeyRecord>) {
+        let key = ApiKeySecret::generate().unwrap();
+        let rec = ApiKeyRecord::new(&key, DEFAULT_ORG, "k", vec![], Timestamp::from_unix(0));
+        (key.hash(), Arc::new(rec))
+    }
+
+    #[test]
+    fn a_fill_that_raced_with_an_invalidation_is_dropped() {
+        let cache = KeyCache::default();
+        let (hash, rec) = record();
+        let seen = cache.generation();
+        cache.invalidate();
+        cache.fill(hash.clone(), rec.clone(), seen);
+        assert!(cache.get(&hash).is_none(), "a lookup from before the revocation must not be cached");
+        cache.fill(hash.clone(), rec, cache.generation());
+        assert!(cache.get(&hash).is_some());
+        cache.invalidate();
+        assert!(cache.get(&hash).is_none());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = KeyCache::default();
+        for _ in 0..CAPACITY + 5 {
+            let (hash, rec) = record();
+            cache.fill(hash, rec, cache.generation());
+        }
+        assert!(cache.0.lock().unwrap().by_hash.len() <= CAPACITY);
+    }
+}
