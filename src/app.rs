@@ -21,11 +21,13 @@ use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::{BackendKind, Kid};
 use crate::kms::AwsKmsBackend;
 use crate::metrics::Metrics;
+use crate::migration::{Migration, MigrationConfig};
 use crate::rotation::Rotation;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
 use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, VaultBackend, VaultError};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -45,6 +47,8 @@ pub enum AppError {
     Ring(#[from] RingError),
     #[error(transparent)]
     Rotation(#[from] crate::rotation::RotationError),
+    #[error("HS256 migration: {0}")]
+    Migration(#[from] crate::migration::MigrationError),
     #[error("listener: {0}")]
     Serve(std::io::Error),
 }
@@ -122,6 +126,22 @@ impl App {
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
         let token_keysets = token_keysets(&config);
+        let migration = match &config.migration {
+            Some(m) => {
+                let settings = MigrationConfig {
+                    kid: m.kid.clone(),
+                    secret: std::env::var(&m.secret_env)
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Zeroizing::new(s.into_bytes())),
+                    legacy_ttl_cap: m.legacy_ttl_cap,
+                    skew: config.policy.tokens.skew,
+                    publish_lead: config.policy.rotation.publish_lead,
+                };
+                Some(Arc::new(Migration::start(store.clone(), clock.clone(), settings).await?))
+            }
+            None => None,
+        };
         let tokens = TokenService::start(
             ring.clone(),
             identities,
@@ -130,6 +150,7 @@ impl App {
             config.policy.tokens.clone(),
             config.issuer.clone(),
             token_keysets,
+            migration,
         )
         .await?;
         let state = AppState {
@@ -175,13 +196,14 @@ impl App {
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
         let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
-        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx));
+        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx.clone()));
+        let sunset = tokio::spawn(sunset_timer(self.state.clone(), rx));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
-        let _ = tokio::join!(touches, reports, gc, rotation);
+        let _ = tokio::join!(touches, reports, gc, rotation, sunset);
         a.and(b).map_err(AppError::Serve)
     }
 }
@@ -216,6 +238,25 @@ async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Rec
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// The HS256 sunset timer: fires once `sunset_at` passes (startup fires an
+/// overdue one before serving).
+async fn sunset_timer(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(migration) = state.tokens.migration().cloned() else { return };
+    let mut tick = tokio::time::interval(state.config.policy.tick);
+    tick.tick().await; // the first tick is immediate; startup already checked
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match migration.sunset_if_due().await {
+            Ok(true) => tracing::warn!("HS256 sunset reached: the legacy secret is wiped and HS256 tokens are refused"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "HS256 sunset could not be recorded; will retry"),
         }
     }
 }

@@ -21,6 +21,16 @@ pub struct ConfigFile {
     pub vault: VaultSection,
     pub auth: AuthSection,
     pub aws_kms: AwsKmsSection,
+    pub migration: MigrationSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MigrationSection {
+    pub enabled: Option<bool>,
+    pub kid: Option<String>,
+    pub secret_env: Option<String>,
+    pub legacy_ttl_cap: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use duration::render as render_duration;
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 
 use crate::auth_limit::LimitPolicy;
@@ -69,7 +70,21 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Used only if a keyset has `backend = "aws-kms"`.
     pub aws_kms: AwsKmsConfig,
+    /// The HS256 cut-over, when enabled.
+    pub migration: Option<MigrationSettings>,
 }
+
+/// `[migration]`: the legacy HS256 kid, where its secret comes from (an
+/// environment variable, read at startup, never stored in the config), and
+/// the longest lifetime of tokens the legacy system issued.
+#[derive(Clone, Debug)]
+pub struct MigrationSettings {
+    pub kid: String,
+    pub secret_env: String,
+    pub legacy_ttl_cap: Duration,
+}
+
+pub const DEFAULT_HS256_SECRET_ENV: &str = "KMSD_HS256_SECRET";
 
 /// Throttling of failed authentication and how often it is audited.
 #[derive(Clone, Debug)]
@@ -178,12 +193,20 @@ fn join(prefix: &str, field: &str) -> String {
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut Problems) {
-    let vault = table.get("vault").and_then(|v| v.as_table());
-    let secret_vars: Vec<String> = ["kek_env", "passphrase_env"]
-        .iter()
-        .filter_map(|k| vault.and_then(|t| t.get(*k)).and_then(|v| v.as_str()).map(str::to_owned))
-        .chain([DEFAULT_KEK_ENV.to_owned(), DEFAULT_PASSPHRASE_ENV.to_owned()])
-        .collect();
+    let named = |section: &str, field: &str| {
+        table
+            .get(section)
+            .and_then(|v| v.as_table())
+            .and_then(|t| t.get(field))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let secret_vars: Vec<String> =
+        [named("vault", "kek_env"), named("vault", "passphrase_env"), named("migration", "secret_env")]
+            .into_iter()
+            .flatten()
+            .chain([DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV, DEFAULT_HS256_SECRET_ENV].map(str::to_owned))
+            .collect();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("KMSD_") else { continue };
         if RESERVED_ENV.contains(&name.as_str()) || secret_vars.contains(name) {
@@ -255,6 +278,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         check_kek(kek, &data_dir, problems);
     }
     let auth = auth_config(raw.auth, problems);
+    let migration = migration_settings(raw.migration, problems);
     let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
@@ -273,6 +297,27 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         policy: policy?,
         auth,
         aws_kms,
+        migration,
+    })
+}
+
+fn migration_settings(m: file::MigrationSection, problems: &mut Problems) -> Option<MigrationSettings> {
+    if !m.enabled.unwrap_or(false) {
+        return None;
+    }
+    let kid = m.kid.unwrap_or_else(|| "hs256-legacy".into());
+    let kid_ok = !kid.is_empty()
+        && kid.len() <= 128
+        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && crate::keys::Kid::parse(&kid).is_err();
+    if !kid_ok {
+        problems.add("migration.kid", "must be 1 to 128 of [A-Za-z0-9._-] and not look like a key thumbprint");
+    }
+    let legacy_ttl_cap = duration_or(problems, "migration.legacy_ttl_cap", m.legacy_ttl_cap, 86_400);
+    Some(MigrationSettings {
+        kid,
+        secret_env: m.secret_env.unwrap_or_else(|| DEFAULT_HS256_SECRET_ENV.into()),
+        legacy_ttl_cap,
     })
 }
 

@@ -295,6 +295,15 @@ impl Writer {
         Ok(self.txn.open_table(META)?.get(key)?.map(|g| g.value().to_vec()))
     }
 
+    /// Stores `value` (as decimal text) under `key` unless a larger one is there.
+    pub fn raise_meta_max(&mut self, key: &str, value: i64) -> Result<(), StorageError> {
+        let current = self.meta(key)?.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok());
+        if current.is_none_or(|c| c < value) {
+            self.put_meta(key, value.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<(), StorageError> {
         self.txn.open_table(KEYS)?.insert(record.kid.as_str(), record.encode().as_slice())?;
         Ok(())
