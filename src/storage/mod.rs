@@ -181,6 +181,11 @@ impl Store {
         Self::write_blocking(&self.db, f)
     }
 
+    /// [`read`](Self::read) for callers already off the runtime.
+    pub fn read_now<T>(&self, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        f(&Reader { txn: self.db.begin_read()? })
+    }
+
     fn write_blocking<T, E: From<StorageError>>(
         db: &Database,
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
