@@ -70,16 +70,11 @@ async fn issue(d: &Daemon, admin: &str, id: &str) -> Value {
 async fn run_fleet(
     d: &Daemon,
     admin: &str,
+    mut verifiers: Vec<fleet::LineVerifier>,
     rotations: usize,
     limit: Duration,
 ) -> (BTreeMap<&'static str, Vec<String>>, usize) {
     let id = identity(d, admin).await;
-    let url = format!("{}/.well-known/jwks.json", d.public);
-    let mut verifiers = [
-        fleet::pyjwt("gateway", &url, ISSUER, "svc"),
-        fleet::pyjwt("pyjwk", &url, ISSUER, "svc"),
-        fleet::jose(&url, ISSUER, "svc"),
-    ];
     let mut failures: BTreeMap<&'static str, Vec<String>> = verifiers.iter().map(|v| (v.name, Vec::new())).collect();
     let mut kids = HashSet::new();
     let started = Instant::now();
@@ -104,7 +99,15 @@ async fn a_fleet_of_caching_verifiers_sees_no_failure_across_twenty_rotations() 
     let env = fast_config(tmp.path(), 3, "");
     let d = Daemon::start(tmp.path(), &env_refs(&env));
     let admin = bootstrap_key(&d.output());
-    let (failures, kids) = run_fleet(&d, &admin, 20, Duration::from_secs(150)).await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    // PyJWKClient and jose refetch on an unknown kid at most once per 1 s and
+    // 2 s: inside the policy's 2 s publish lead.
+    let fleet = vec![
+        fleet::pyjwt("gateway", 0, &url, ISSUER, "svc"),
+        fleet::pyjwt("pyjwk", 1, &url, ISSUER, "svc"),
+        fleet::jose(&url, ISSUER, "svc"),
+    ];
+    let (failures, kids) = run_fleet(&d, &admin, fleet, 20, Duration::from_secs(150)).await;
     assert!(kids > 20, "only {kids} signing keys seen: the test must span 20 rotations");
     for (name, f) in &failures {
         assert!(f.is_empty(), "{name} failed {} times: {:?}", f.len(), &f[..f.len().min(3)]);
@@ -116,19 +119,22 @@ async fn an_unsafely_short_publish_lead_strands_tokens_at_caching_verifiers() {
     let tmp = tempfile::tempdir().unwrap();
     let unsafe_policy = "unsafe_allow_short_publish_lead = true\n";
     let env = fast_config(tmp.path(), 3, unsafe_policy);
-    // Cached for 5 s, but new keys sign at once.
+    // Verifiers keep the JWKS for 4 s, but new keys sign at once.
     let policy = tmp.path().join("policy.toml");
     let text = std::fs::read_to_string(&policy)
         .unwrap()
         .replace("publish_lead = \"2s\"", "publish_lead = \"0s\"")
-        .replace("max_age_cap = \"1s\"", "max_age_cap = \"5s\"");
+        .replace("verifier_cache = \"0s\"", "verifier_cache = \"4s\"");
     std::fs::write(&policy, text).unwrap();
     let d = Daemon::start(tmp.path(), &env_refs(&env));
     let admin = bootstrap_key(&d.output());
-    let (failures, kids) = run_fleet(&d, &admin, 4, Duration::from_secs(40)).await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    let fleet = vec![fleet::pyjwt("fixed", 4, &url, ISSUER, "svc"), fleet::pyjwt("gateway", 0, &url, ISSUER, "svc")];
+    let (failures, kids) = run_fleet(&d, &admin, fleet, 4, Duration::from_secs(40)).await;
     assert!(kids > 4);
-    assert!(!failures["pyjwt-gateway"].is_empty(), "the gateway verifier must fail: {failures:?}");
-    assert!(failures["pyjwt-gateway"].iter().all(|f| f.contains("unknown kid")), "{failures:?}");
+    let stranded = &failures["pyjwt-fixed-cache"];
+    assert!(!stranded.is_empty(), "a verifier caching past the publish lead must fail: {failures:?}");
+    assert!(stranded.iter().all(|f| f.contains("unknown kid")), "{failures:?}");
 }
 
 #[tokio::test]
