@@ -13,13 +13,13 @@ use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_
 use crate::audit::AuditEvent;
 use crate::auth_limit::AuthLimiter;
 use crate::backend::{Guarded, KeyBackend};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::{BackendKind, Kid};
-use crate::kms::AwsKmsBackend;
+use crate::kms::{known_key_ids, AwsKmsBackend};
 use crate::metrics::Metrics;
 use crate::migration::{Migration, MigrationConfig};
 use crate::rotation::Rotation;
@@ -63,6 +63,14 @@ pub struct InitReport {
 pub struct App {
     state: AppState,
     touch_writer: TouchWriter,
+    orphans: Option<OrphanSearch>,
+}
+
+/// The startup search for orphaned KMS keys, which `serve` runs once in the
+/// background (see [`clean_kms_orphans`]).
+struct OrphanSearch {
+    kms: Arc<AwsKmsBackend>,
+    created_before: Timestamp,
 }
 
 impl App {
@@ -101,7 +109,7 @@ impl App {
                 Ok::<_, AppError>(data_key)
             })
             .await?;
-        let ring = build_ring(config, store, data_key, clock).await?;
+        let (ring, _) = build_ring(config, store, data_key, clock).await?;
         let kids = ring.ensure_signers("system").await?;
         Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
     }
@@ -114,9 +122,16 @@ impl App {
         if !path.exists() {
             return Err(AppError::NotInitialized { path: config.data_dir.clone() });
         }
+        let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek)?;
         let store = Store::open(&path)?;
-        let ring = Arc::new(build_ring(&config, store.clone(), data_key, clock.clone()).await?);
+        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
+        let ring = Arc::new(ring);
+        // Keys created from now on (by this process) are younger than
+        // `started`; the grace covers other replicas sharing the store.
+        let orphans = kms
+            .filter(|_| config.aws_kms.orphan_cleanup)
+            .map(|kms| OrphanSearch { kms, created_before: started.minus(config.aws_kms.orphan_grace) });
         let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
         // Catch up at once: a keyset without a signer gets one, overdue
         // rotations and destructions happen before the first request.
@@ -164,7 +179,7 @@ impl App {
             store,
             ring,
         };
-        Ok(App { state, touch_writer })
+        Ok(App { state, touch_writer, orphans })
     }
 
     pub fn state(&self) -> &AppState {
@@ -196,6 +211,7 @@ impl App {
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
         let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
+        let orphans = tokio::spawn(clean_kms_orphans(self.orphans, self.state.clone(), rx.clone()));
         let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx.clone()));
         let sunset = tokio::spawn(sunset_timer(self.state.clone(), rx));
         tokio::spawn(async move {
@@ -203,7 +219,7 @@ impl App {
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
-        let _ = tokio::join!(touches, reports, gc, rotation, sunset);
+        let _ = tokio::join!(touches, reports, gc, orphans, rotation, sunset);
         a.and(b).map_err(AppError::Serve)
     }
 }
@@ -296,20 +312,59 @@ async fn collect_garbage(state: AppState, mut stop: tokio::sync::watch::Receiver
     }
 }
 
+/// Schedules the deletion of the KMS keys kmsd created but never recorded (a
+/// crash between CreateKey and the store's commit), then audits what it did.
+/// The store is read now, so every recorded key is known; keys created after
+/// `created_before` are left alone. A failure is logged and the next start
+/// tries again; shutdown stops the search.
+async fn clean_kms_orphans(
+    search: Option<OrphanSearch>,
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(OrphanSearch { kms, created_before }) = search else { return };
+    let work = async {
+        let records = state.store.read(|r| r.keys()).await?;
+        let cleaned = kms.clean_orphans(&known_key_ids(&records), created_before).await?;
+        if !cleaned.is_empty() {
+            let keys: Vec<_> = cleaned
+                .iter()
+                .map(|o| serde_json::json!({ "keyId": o.key_id, "keyset": o.keyset, "kid": o.kid }))
+                .collect();
+            let event = AuditEvent::new(state.clock.now(), "system", "kms.orphan_cleanup")
+                .target("aws-kms")
+                .detail(serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }));
+            state.store.write(move |w| w.audit(event)).await?;
+        }
+        Ok::<_, anyhow::Error>(cleaned.len())
+    };
+    tokio::select! {
+        done = work => match done {
+            Ok(n) => tracing::info!(orphans = n, "KMS orphan search done"),
+            Err(e) => tracing::warn!(error = %e, "KMS orphan search failed; the next start tries again"),
+        },
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// The key ring over the configured backends, and the AWS KMS backend if a
+/// keyset uses it.
 async fn build_ring(
     config: &Config,
     store: Store,
     data_key: DataKey,
     clock: Arc<dyn Clock>,
-) -> Result<KeyRing, AppError> {
+) -> Result<(KeyRing, Option<Arc<AwsKmsBackend>>), AppError> {
     let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
     let mut backends = Backends::default().with(Guarded::new(vault));
+    let mut kms = None;
     // Only a deployment that declares an AWS KMS keyset needs AWS at all.
     if config.keysets.iter().any(|k| k.backend == BackendKind::AwsKms) {
-        let kms: Arc<dyn KeyBackend> = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
-        backends = backends.with(Guarded::new(kms));
+        let backend = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
+        backends = backends.with(Guarded::new(backend.clone()));
+        kms = Some(backend);
     }
-    Ok(KeyRing::open(store, backends, config.keysets.clone(), clock).await?)
+    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock).await?, kms))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {

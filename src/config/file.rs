@@ -76,6 +76,8 @@ pub struct AwsKmsSection {
     pub burst: Option<u32>,
     pub deletion_window_days: Option<u32>,
     pub instance: Option<String>,
+    pub orphan_cleanup: Option<bool>,
+    pub orphan_grace: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -115,6 +115,8 @@ sign_rate_rsa = 40
 burst = 7
 deletion_window_days = 7
 instance = "prod"
+orphan_cleanup = false
+orphan_grace = "30m"
 "#;
     let cfg = write(dir.path(), "kmsd.toml", &format!("keys_dir = {:?}\n{section}", keys.display().to_string()));
     let c = Config::load(Some(&cfg), &env(&[("KMSD_AWS_KMS__ENDPOINT_URL", "http://127.0.0.1:4566")])).unwrap();
@@ -124,6 +126,7 @@ instance = "prod"
     assert_eq!((k.timeout, k.max_attempts, k.deletion_window_days), (Duration::from_secs(5), Some(2), 7));
     assert_eq!((k.rsa_budget.rate, k.rsa_budget.burst, k.ecc_budget.rate, k.ecc_budget.burst), (40, 7, 150, 7));
     assert_eq!(k.instance.as_deref(), Some("prod"));
+    assert_eq!((k.orphan_cleanup, k.orphan_grace), (false, Duration::from_secs(1800)));
 
     let bad = r#"
 [aws_kms]

@@ -15,8 +15,8 @@
 //!   spent budget is [`BackendError::Throttled`] and KMS is not called.
 //!
 //! Not here: deciding when keys rotate or are destroyed (the key ring), and
-//! cleaning up orphans at startup ([`AwsKmsBackend::clean_orphans`] is the
-//! tool; the caller decides when to run it).
+//! when to clean up orphans ([`AwsKmsBackend::clean_orphans`] is the tool;
+//! `App` runs it once at startup, with the store's records and a grace).
 
 mod budget;
 mod der;
@@ -68,6 +68,12 @@ pub struct AwsKmsConfig {
     /// Separates deployments that share an account and region: tags, alias
     /// and orphan search are scoped to it.
     pub instance: Option<String>,
+    /// Whether `kmsd serve` schedules the deletion of orphaned keys at startup.
+    pub orphan_cleanup: bool,
+    /// Only keys created at least this long before startup can be orphans: a
+    /// key another replica sharing the store has just created may not be
+    /// recorded yet.
+    pub orphan_grace: Duration,
 }
 
 impl Default for AwsKmsConfig {
@@ -83,6 +89,8 @@ impl Default for AwsKmsConfig {
             ecc_budget: Budget { rate: 150, burst: 50 },
             deletion_window_days: 30,
             instance: None,
+            orphan_cleanup: true,
+            orphan_grace: Duration::from_secs(600),
         }
     }
 }

@@ -9,21 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api_keys::call;
-use crate::daemon::{bootstrap_key, client, keys_dir, Daemon};
+use crate::daemon::{add_to_keysets, bootstrap_key, client, keys_dir, Daemon};
 use crate::fleet;
 use crate::tokens::{part, ISSUER};
 
-/// Keysets that rotate every `every` seconds and a policy scaled to seconds.
-fn fast_config(dir: &std::path::Path, every: u32, policy_extra: &str) -> Vec<(String, String)> {
-    let keys = keys_dir(dir, &[("access", "RS256", Some(2048)), ("edge", "EdDSA", None), ("refresh", "EdDSA", None)]);
-    for name in ["access", "edge"] {
-        let path = keys.join(format!("{name}.toml"));
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(&format!("schedule = \"*/{every} * * * * *\"\n"));
-        std::fs::write(&path, text).unwrap();
-    }
-    let policy = dir.join("policy.toml");
-    let base = r#"
+/// Token, JWKS and rotation policy scaled to seconds: tokens live 4 s, a
+/// retired key leaves the JWKS 5 s later and is destroyed 10 s after that.
+pub const FAST_POLICY: &str = r#"
 [tokens]
 access_ttl_default = "4s"
 access_ttl_max = "4s"
@@ -40,7 +32,13 @@ destroy_delay = "10s"
 margin = "1s"
 tick = "1s"
 "#;
-    std::fs::write(&policy, format!("{base}{policy_extra}")).unwrap();
+
+/// Keysets that rotate every `every` seconds and a policy scaled to seconds.
+fn fast_config(dir: &std::path::Path, every: u32, policy_extra: &str) -> Vec<(String, String)> {
+    let keys = keys_dir(dir, &[("access", "RS256", Some(2048)), ("edge", "EdDSA", None), ("refresh", "EdDSA", None)]);
+    add_to_keysets(&keys, &["access", "edge"], &format!("schedule = \"*/{every} * * * * *\""));
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, format!("{FAST_POLICY}{policy_extra}")).unwrap();
     vec![
         ("KMSD_KEYS_DIR".into(), keys.display().to_string()),
         ("KMSD_POLICY_FILE".into(), policy.display().to_string()),

@@ -63,7 +63,9 @@ fn flip_payload_byte(token: &str) -> String {
     parts.join(".")
 }
 
-const PYJWT_VERIFY: &str = r#"
+/// Verifies each token (argv 4..) with PyJWT's `PyJWKClient` against the JWKS
+/// at argv 1, for issuer argv 2 and audience argv 3; one JSON line per token.
+pub const PYJWT_VERIFY: &str = r#"
 import json, sys, time
 import jwt
 url, issuer, audience = sys.argv[1], sys.argv[2], sys.argv[3]
