@@ -81,6 +81,8 @@ impl App {
     /// Creates the data dir (0700), the KEK file if configured, the store with
     /// the wrapped data key and a bootstrap admin API key, and the first key of
     /// every keyset. `bootstrap` supplies the admin key instead of generating one.
+    /// The data key is made and wrapped (perhaps by AWS KMS) before the store
+    /// is created, so a KEK that fails leaves no store behind.
     pub async fn init(config: &Config, clock: Arc<dyn Clock>, bootstrap: Option<&str>) -> Result<InitReport, AppError> {
         let store_path = config.store_path();
         if store_path.exists() {
@@ -88,17 +90,17 @@ impl App {
         }
         let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
         create_private_dir(&config.data_dir)?;
+        let (data_key, wrapped) = vault::new_data_key(&config.kek).await?;
         let store = Store::create(&store_path)?;
         let (key, generated) = match supplied {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
         };
         let record = ApiKeyRecord::new(&key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
-        let kek = config.kek.clone();
         let now = clock.now();
-        let data_key = store
+        store
             .write(move |w| {
-                let data_key = vault::init(w, &kek)?;
+                vault::init(w, &wrapped)?;
                 w.put_api_key(&record)?;
                 w.audit(AuditEvent::new(now, "system", "vault.init").target("vault"))?;
                 w.audit(
@@ -106,7 +108,7 @@ impl App {
                         .target(record.id.as_str())
                         .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
                 )?;
-                Ok::<_, AppError>(data_key)
+                Ok::<_, AppError>(())
             })
             .await?;
         let (ring, _) = build_ring(config, store, data_key, clock).await?;
@@ -116,14 +118,14 @@ impl App {
 
     /// Opens an initialized data dir. The KEK is checked against the stored
     /// wrapped data key before the store is opened for writing, so a wrong KEK
-    /// changes nothing on disk.
+    /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let path = config.store_path();
         if !path.exists() {
             return Err(AppError::NotInitialized { path: config.data_dir.clone() });
         }
         let started = clock.now();
-        let data_key = vault::unlock(&path, &config.kek)?;
+        let data_key = vault::unlock(&path, &config.kek).await?;
         let store = Store::open(&path)?;
         let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
         let ring = Arc::new(ring);

@@ -6,7 +6,8 @@
 //! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
 //! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
 //! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
-//! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans.
+//! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans;
+//!   and a KMS key as the vault's KEK (envelope).
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.

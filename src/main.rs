@@ -11,6 +11,7 @@ use kmsd::admin_client::AdminClient;
 use kmsd::app::App;
 use kmsd::clock::{Clock, SystemClock};
 use kmsd::config::Config;
+use kmsd::kms::KmsKek;
 use kmsd::vault::KekSource;
 
 #[derive(Parser)]
@@ -176,7 +177,8 @@ enum VaultCommand {
     /// Re-wrap the vault data key under a new key-encryption key, atomically.
     /// The daemon must be stopped. Afterwards, point the config at the new KEK.
     Rekey {
-        /// The new KEK: `file:PATH` (created 0600 if missing), `env:VAR` or `passphrase:VAR`.
+        /// The new KEK: `file:PATH` (created 0600 if missing), `env:VAR`, `passphrase:VAR`
+        /// or `aws-kms:KEY` (a KMS key id, ARN or alias; `[aws_kms]` settings apply).
         #[arg(long)]
         to: String,
     },
@@ -252,8 +254,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify { admin }) => audit_verify(&config, admin).await,
         Command::Vault(VaultCommand::Rekey { to }) => {
-            let new = parse_kek(&to)?;
-            kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref())?;
+            let new = parse_kek(&to, &config)?;
+            kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref()).await?;
             println!("vault data key re-wrapped under the new KEK ({to}); update [vault] in the config before the next start");
             Ok(())
         }
@@ -367,12 +369,16 @@ async fn init(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_kek(text: &str) -> anyhow::Result<KekSource> {
+fn parse_kek(text: &str, config: &Config) -> anyhow::Result<KekSource> {
     match text.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(KekSource::File(path.into())),
         Some(("env", var)) if !var.is_empty() => Ok(KekSource::Env(var.into())),
         Some(("passphrase", var)) if !var.is_empty() => Ok(KekSource::Passphrase(var.into())),
-        _ => anyhow::bail!("--to must be file:PATH, env:VAR or passphrase:VAR"),
+        Some(("aws-kms", key_id)) => {
+            kmsd::kms::envelope::check_key_id(key_id).map_err(|e| anyhow::anyhow!("--to aws-kms:{key_id} {e}"))?;
+            Ok(KekSource::AwsKms(KmsKek { key_id: key_id.into(), settings: config.aws_kms.clone() }))
+        }
+        _ => anyhow::bail!("--to must be file:PATH, env:VAR, passphrase:VAR or aws-kms:KEY"),
     }
 }
 

@@ -57,11 +57,13 @@ pub struct HttpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct VaultSection {
-    /// `file` (default), `env` or `passphrase`.
+    /// `file` (default), `env`, `passphrase` or `aws-kms`.
     pub kek: Option<String>,
     pub kek_file: Option<String>,
     pub kek_env: Option<String>,
     pub passphrase_env: Option<String>,
+    /// The KMS key for `kek = "aws-kms"`: key id, key ARN, alias or alias ARN.
+    pub kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

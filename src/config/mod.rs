@@ -29,7 +29,7 @@ pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 use crate::auth_limit::LimitPolicy;
 
 use crate::keys::{BackendKind, KeySpec, KeysetName};
-use crate::kms::AwsKmsConfig;
+use crate::kms::{AwsKmsConfig, KmsKek};
 use crate::storage::STORE_FILE;
 use crate::vault::KekSource;
 use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
@@ -68,7 +68,8 @@ pub struct Config {
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
     pub auth: AuthConfig,
-    /// Used only if a keyset has `backend = "aws-kms"`.
+    /// Used only if a keyset has `backend = "aws-kms"` or the vault's KEK is
+    /// in AWS KMS (`kek` holds a copy then).
     pub aws_kms: AwsKmsConfig,
     /// The HS256 cut-over, when enabled.
     pub migration: Option<MigrationSettings>,
@@ -273,13 +274,13 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
         problems.add("http.body_limit_bytes", format!("{body_limit} is outside 1024..=16777216"));
     }
-    let kek = kek_source(&raw.vault, &data_dir, problems);
+    let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
+    let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {
         check_kek(kek, &data_dir, problems);
     }
     let auth = auth_config(raw.auth, problems);
     let migration = migration_settings(raw.migration, problems);
-    let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     if let Some(p) = &policy {
@@ -366,16 +367,39 @@ fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Probl
     }
 }
 
-fn kek_source(v: &file::VaultSection, data_dir: &Path, problems: &mut Problems) -> Option<KekSource> {
-    match v.kek.as_deref().unwrap_or("file") {
+fn kek_source(
+    v: &file::VaultSection,
+    data_dir: &Path,
+    aws_kms: &AwsKmsConfig,
+    problems: &mut Problems,
+) -> Option<KekSource> {
+    let kek = v.kek.as_deref().unwrap_or("file");
+    if kek != "aws-kms" && v.kms_key_id.is_some() {
+        problems.add("vault.kms_key_id", format!("only applies to kek = \"aws-kms\", not {kek:?}"));
+    }
+    match kek {
         "file" => Some(KekSource::File(v.kek_file.as_ref().map_or_else(|| data_dir.join("vault.kek"), PathBuf::from))),
         "env" => Some(KekSource::Env(v.kek_env.clone().unwrap_or_else(|| DEFAULT_KEK_ENV.into()))),
         "passphrase" => {
             Some(KekSource::Passphrase(v.passphrase_env.clone().unwrap_or_else(|| DEFAULT_PASSPHRASE_ENV.into())))
         }
+        "aws-kms" => match v.kms_key_id.as_deref().map(|id| (id, crate::kms::envelope::check_key_id(id))) {
+            Some((id, Ok(()))) => Some(KekSource::AwsKms(KmsKek { key_id: id.to_owned(), settings: aws_kms.clone() })),
+            Some((_, Err(e))) => {
+                problems.add("vault.kms_key_id", e);
+                None
+            }
+            None => {
+                problems
+                    .add("vault.kms_key_id", "missing: kek = \"aws-kms\" needs the KMS key that wraps the data key");
+                None
+            }
+        },
         other => {
-            problems
-                .add("vault.kek", format!("{other:?} is not a KEK source (use \"file\", \"env\" or \"passphrase\")"));
+            problems.add(
+                "vault.kek",
+                format!("{other:?} is not a KEK source (use \"file\", \"env\", \"passphrase\" or \"aws-kms\")"),
+            );
             None
         }
     }
@@ -394,6 +418,7 @@ fn check_kek(kek: &KekSource, data_dir: &Path, problems: &mut Problems) {
             KekSource::File(_) => "vault.kek_file",
             KekSource::Env(_) => "vault.kek_env",
             KekSource::Passphrase(_) => "vault.passphrase_env",
+            KekSource::AwsKms(_) => "vault.kms_key_id",
         };
         problems.add(field, e.to_string());
     }

@@ -2,13 +2,15 @@
 //! backend contract, what the emulator's corrections buy (stock moto's faults
 //! are caught), key state, kmsd's sign budget, outages and timeouts, orphans;
 //! and the daemon with AWS KMS keysets: tokens, rotation, revoke, destroy,
-//! startup orphan cleanup, a partition and the sign budget over HTTP.
+//! startup orphan cleanup, a partition and the sign budget over HTTP; and the
+//! vault's data key wrapped by a KMS key (envelope).
 
 mod deployment;
 mod emulator;
 mod faults;
 mod lifecycle;
 mod proxy;
+mod vault_kek;
 
 use std::collections::HashSet;
 use std::net::TcpListener;
