@@ -127,6 +127,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ("kmsd_api_key_store_lookups_total", "API key lookups that reached the store.", lookups),
         ("kmsd_hs256_verifications_total", "Legacy HS256 tokens verified (migration).", hs256),
         ("kmsd_rotation_failed_ticks_total", "Rotation reconcile ticks that failed.", state.rotation.failures()),
+        ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
+        ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),
     ]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

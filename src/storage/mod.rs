@@ -8,6 +8,7 @@ mod records;
 mod tokens;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
@@ -71,6 +72,15 @@ redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb:
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    counters: Arc<Counters>,
+}
+
+/// Transactions run through [`Store::read`] and [`Store::write`], for
+/// `/metrics` (and the benchmark's "no storage read on this path" checks).
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -111,13 +121,13 @@ impl Store {
             txn.open_table(REVOKED)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self { db: Arc::new(db), counters: Arc::default() })
     }
 
     /// Opens an existing store for reading and writing.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = Database::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        let store = Self { db: Arc::new(db) };
+        let store = Self { db: Arc::new(db), counters: Arc::default() };
         let txn = store.db.begin_read()?;
         check_schema(txn.open_table(META)?.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
         Ok(store)
@@ -151,11 +161,22 @@ impl Store {
         Self::inspect(path, |r| r.meta(key))
     }
 
+    /// Read transactions run so far by [`read`](Self::read).
+    pub fn reads(&self) -> u64 {
+        self.counters.reads.load(Ordering::Relaxed)
+    }
+
+    /// Write transactions run so far by [`write`](Self::write).
+    pub fn writes(&self) -> u64 {
+        self.counters.writes.load(Ordering::Relaxed)
+    }
+
     pub async fn read<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Reader) -> Result<T, StorageError> + Send + 'static,
     {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&Reader { txn: db.begin_read()? }))
             .await
@@ -170,6 +191,7 @@ impl Store {
         E: From<StorageError> + Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
     {
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || Self::write_blocking(&db, f))
             .await

@@ -1,0 +1,265 @@
+//! `kmsd-bench`: kmsd's benchmark harness (issue 7). A developer tool, not
+//! part of `cargo test`; built only with `--features bench` (see
+//! `scripts/bench`). In one run, on this machine, it measures:
+//!
+//! 1. the raw sign rate of the key types kmsd uses, on one core and on all
+//!    cores (the signing reference);
+//! 2. a bare axum JSON echo of a token-sized body (the HTTP reference);
+//! 3. the release daemon on a fresh data dir, over loopback, with a
+//!    closed-loop load generator: token issuance (RS256-3072, RS256-2048,
+//!    EdDSA, and AWS KMS when an emulator endpoint is given), JWKS,
+//!    introspection;
+//!
+//! and reports rate, latency percentiles, errors, server CPU per request, RSS
+//! and the ratio to the reference, as JSON and Markdown. It exits 1 if any
+//! request failed, so a rate is never built on failures.
+
+mod daemon;
+mod load;
+mod process;
+mod reference;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use daemon::{Daemon, DaemonSpec};
+use load::{LoadConfig, Target};
+use process::{field, Server};
+use report::{Reference, Report, Row};
+
+#[derive(Parser)]
+#[command(
+    name = "kmsd-bench",
+    about = "kmsd benchmark: issuance, JWKS and introspection against the machine's own limits"
+)]
+struct Cli {
+    /// Concurrent keep-alive connections of the closed-loop load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured warm-up seconds before each workload.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds per raw sign-rate measurement (one core, then all cores).
+    #[arg(long, default_value_t = 2.0)]
+    sign_seconds: f64,
+    /// Upper bound on measured requests per workload.
+    #[arg(long, default_value_t = 5_000_000)]
+    max_requests: u64,
+    /// Load-generator threads (default: one per core; it shares the cores with the server).
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Workloads to run, comma separated: echo, rs3072, eddsa, jwks, introspect, rs2048, kms.
+    #[arg(long, value_delimiter = ',', default_value = "echo,rs3072,eddsa,jwks,introspect,rs2048,kms")]
+    only: Vec<String>,
+    /// The kmsd binary (default: `kmsd` next to this one, i.e. the release build).
+    #[arg(long)]
+    kmsd: Option<PathBuf>,
+    /// Where results (bench.json, bench.md) go (default: target/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where daemon data dirs are created and removed (default: target/bench-work).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// A running AWS KMS emulator (e.g. tests/kms/emulator.py) for the KMS-backed issuance workload.
+    #[arg(long, env = "KMSD_BENCH_KMS_ENDPOINT")]
+    kms_endpoint: Option<String>,
+    /// A quick check of the harness itself: 1 s runs, 4 connections, short references.
+    #[arg(long)]
+    smoke: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Serve the bare axum echo reference (used by the harness itself).
+    #[command(hide = true)]
+    EchoServer,
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    if let Some(Sub::EchoServer) = cli.command {
+        return match reference::serve_echo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo server: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if cli.smoke {
+        (cli.duration, cli.warmup, cli.sign_seconds, cli.connections) = (1.0, 0.3, 0.2, 4);
+    }
+    match run(&cli) {
+        Ok(report) if report.errors() == 0 => ExitCode::SUCCESS,
+        Ok(report) => {
+            eprintln!("kmsd-bench: {} request(s) failed; the rates above are not valid", report.errors());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kmsd-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Report> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().context("executable has no directory")?.to_owned();
+    let target_dir = bin_dir.parent().map(Path::to_owned).unwrap_or_else(|| bin_dir.clone());
+    let kmsd = cli.kmsd.clone().unwrap_or_else(|| bin_dir.join("kmsd"));
+    anyhow::ensure!(kmsd.exists(), "{} not found: build it first (cargo build --release)", kmsd.display());
+    let out = cli.out.clone().unwrap_or_else(|| target_dir.join("bench"));
+    let work = cli.work_dir.clone().unwrap_or_else(|| target_dir.join("bench-work"));
+    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&work)?;
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let client_threads = cli.client_threads.unwrap_or(cores).max(1);
+    let wants = |w: &str| cli.only.iter().any(|o| o == w);
+    let cfg = LoadConfig {
+        connections: cli.connections,
+        warmup: Duration::from_secs_f64(cli.warmup),
+        duration: Duration::from_secs_f64(cli.duration),
+        max_requests: cli.max_requests,
+    };
+    let mut report = Report::new(cores, client_threads, cfg, &kmsd);
+    eprintln!("machine: {} x {}", report.cores, report.cpu_model);
+
+    eprintln!("raw sign rate ({cores} cores, {} s per measurement):", cli.sign_seconds);
+    report.sign = reference::sign_rates(cores, Duration::from_secs_f64(cli.sign_seconds))?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(client_threads).enable_all().build()?;
+    runtime.block_on(async {
+        if wants("echo") {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("echo-server");
+            let echo =
+                Server::start(cmd, &work.join("echo.log"), "echo listening", |l| Some((field(l, "public")?, None)))?;
+            let target = daemon::echo_target(echo.public, reference::token_sized_body());
+            let row = measure("POST /echo (bare axum JSON echo)", target, cfg, &echo, None).await?;
+            report.echo = Some(row.sample.rate());
+            report.rows.push(row);
+            echo.stop()?;
+        }
+        let issue_workloads = ["rs3072", "eddsa", "jwks", "introspect"];
+        if issue_workloads.iter().any(|w| wants(w)) {
+            let spec = DaemonSpec { name: "default", keysets: None, env: Vec::new() };
+            let d = Daemon::start(&kmsd, &work, &spec)?;
+            let identity = d.create_identity().await?;
+            if wants("rs3072") {
+                let row = measure("POST /v1/tokens RS256-3072", d.issue(&identity, None), cfg, &d.server, Some(&d));
+                report.push(row.await?, Reference::Sign(kmsd::keys::KeySpec::Rsa3072), 0.85);
+            }
+            if wants("eddsa") {
+                let target = d.issue(&identity, Some("EdDSA"));
+                let row = measure("POST /v1/tokens EdDSA", target, cfg, &d.server, Some(&d)).await?;
+                report.push(row, Reference::Echo, 0.60);
+            }
+            if wants("jwks") {
+                let row = measure("GET /.well-known/jwks.json", d.jwks(), cfg, &d.server, Some(&d)).await?;
+                report.push(row, Reference::Echo, 0.90);
+            }
+            if wants("introspect") {
+                let target = d.introspect(&identity).await?;
+                let row = measure("GET /v1/tokens/introspect (RS256-3072)", target, cfg, &d.server, Some(&d)).await?;
+                report.push(row, Reference::Echo, 0.50);
+            }
+            d.stop()?;
+        }
+        if wants("rs2048") {
+            let spec = DaemonSpec { name: "rsa2048", keysets: Some(keysets("vault")), env: Vec::new() };
+            let d = Daemon::start(&kmsd, &work, &spec)?;
+            let identity = d.create_identity().await?;
+            let row = measure("POST /v1/tokens RS256-2048", d.issue(&identity, None), cfg, &d.server, Some(&d)).await?;
+            report.push(row, Reference::Sign(kmsd::keys::KeySpec::Rsa2048), 0.85);
+            d.stop()?;
+        }
+        if wants("kms") {
+            match &cli.kms_endpoint {
+                Some(endpoint) => {
+                    let d = Daemon::start(&kmsd, &work, &kms_spec(endpoint))?;
+                    let identity = d.create_identity().await?;
+                    let target = d.issue(&identity, None);
+                    let row =
+                        measure("POST /v1/tokens RS256-2048 (AWS KMS emulator)", target, cfg, &d.server, Some(&d));
+                    report.push(row.await?, Reference::None, 0.0);
+                    d.stop()?;
+                }
+                None => {
+                    let note =
+                        "KMS-backed issuance skipped: no emulator (set KMSD_BENCH_KMS_ENDPOINT or --kms-endpoint)";
+                    eprintln!("note: {note}");
+                    report.notes.push(note.to_owned());
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    let (json, md) = (out.join("bench.json"), out.join("bench.md"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report.to_json())?)?;
+    std::fs::write(&md, report.markdown())?;
+    println!("{}", report.markdown());
+    eprintln!("wrote {} and {}", json.display(), md.display());
+    Ok(report)
+}
+
+/// The 2048-bit deployment: `access` is RS256-2048 on `backend`; edge and
+/// refresh as built in. The policy's `[tokens.keysets]` already maps RS256 to `access`.
+fn keysets(backend: &'static str) -> Vec<daemon::KeysetDecl> {
+    vec![
+        ("access", "RS256", Some(2048), backend),
+        ("edge", "EdDSA", None, "vault"),
+        ("refresh", "EdDSA", None, "vault"),
+    ]
+}
+
+/// `access` in AWS KMS (the emulator has no quota, so kmsd's own sign budget
+/// is lifted: the workload measures kmsd plus the emulator, not the budget).
+fn kms_spec(endpoint: &str) -> DaemonSpec {
+    let mut env = vec![
+        ("KMSD_AWS_KMS__ENDPOINT_URL".to_owned(), endpoint.to_owned()),
+        ("KMSD_AWS_KMS__REGION".to_owned(), "us-east-1".to_owned()),
+        ("KMSD_AWS_KMS__SIGN_RATE_RSA".to_owned(), "100000".to_owned()),
+        ("KMSD_AWS_KMS__BURST".to_owned(), "100000".to_owned()),
+    ];
+    for (k, v) in [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")] {
+        if std::env::var_os(k).is_none() {
+            env.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    DaemonSpec { name: "kms", keysets: Some(keysets("aws-kms")), env }
+}
+
+/// Runs one workload against `server`, with CPU/RSS snapshots of the server
+/// and of this process, and the daemon's store counters around it.
+async fn measure(
+    name: &str,
+    target: Target,
+    cfg: LoadConfig,
+    server: &Server,
+    daemon: Option<&Daemon>,
+) -> anyhow::Result<Row> {
+    eprintln!("{name}: {} connections, {:?} warm-up, {:?} measured", cfg.connections, cfg.warmup, cfg.duration);
+    let reads_before = store_reads(daemon).await?;
+    let (sample, before, after) = load::run(target, cfg, || (server.snap(), process::snap("self"))).await;
+    let reads_after = store_reads(daemon).await?;
+    let row = Row::new(name, sample, before, after, reads_before.zip(reads_after).map(|(b, a)| a.saturating_sub(b)));
+    eprintln!("  {}", row.summary());
+    Ok(row)
+}
+
+async fn store_reads(daemon: Option<&Daemon>) -> anyhow::Result<Option<u64>> {
+    match daemon {
+        Some(d) => Ok(Some(d.metric("kmsd_store_reads_total").await?)),
+        None => Ok(None),
+    }
+}
