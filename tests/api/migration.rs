@@ -15,23 +15,7 @@ const SECRET: &str = "legacy-shared-secret-0123456789abcdef";
 
 fn setup(dir: &std::path::Path) -> Vec<(String, String)> {
     let policy = dir.join("policy.toml");
-    std::fs::write(
-        &policy,
-        r#"
-[tokens]
-access_ttl_default = "4s"
-access_ttl_max = "4s"
-skew = "1s"
-[jwks]
-max_age_cap = "1s"
-verifier_cache = "0s"
-[rotation]
-publish_lead = "2s"
-overlap = "5s"
-margin = "1s"
-"#,
-    )
-    .unwrap();
+    std::fs::write(&policy, crate::rotation::FAST_POLICY).unwrap();
     let config = dir.join("kmsd.toml");
     std::fs::write(&config, "[migration]\nenabled = true\nkid = \"legacy-1\"\nlegacy_ttl_cap = \"6s\"\n").unwrap();
     vec![
@@ -75,8 +59,7 @@ impl M {
     }
 
     async fn introspect(&self, token: &str) -> Value {
-        let url = format!("{}/v1/tokens/introspect?token={token}", self.d.public);
-        client().get(url).header("x-api-key", &self.admin).send().await.unwrap().json().await.unwrap()
+        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
     }
 
     async fn act(&self, action: &str) -> (u16, Value) {
@@ -185,7 +168,7 @@ async fn a_sunset_that_came_due_while_down_happens_at_startup() {
     }
     // Restart with a reconcile tick an hour long: only the startup check can fire it.
     let policy = tmp.path().join("policy.toml");
-    let text = std::fs::read_to_string(&policy).unwrap().replace("[rotation]\n", "[rotation]\ntick = \"1h\"\n");
+    let text = std::fs::read_to_string(&policy).unwrap().replace("tick = \"1s\"", "tick = \"1h\"");
     std::fs::write(&policy, text).unwrap();
     let m = M::start(tmp.path(), &env, Some(admin)).await;
     assert_eq!(m.status().await["state"], "sunset");

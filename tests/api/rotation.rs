@@ -174,26 +174,12 @@ async fn emergency_revoke_takes_the_key_out_at_once_and_a_replacement_signs() {
     let before = issue(&d, &admin, &id).await;
     let token = before["accessToken"].as_str().unwrap();
     let kid = part(token, 0)["kid"].as_str().unwrap().to_owned();
-    let introspect = |t: String| {
-        let (base, key) = (d.public.clone(), admin.clone());
-        async move {
-            client()
-                .get(format!("{base}/v1/tokens/introspect?token={t}"))
-                .header("x-api-key", key)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    assert_ne!(introspect(token.into()).await, Value::Null);
+    assert_ne!(crate::api_keys::introspect(&d.public, &admin, token).await, Value::Null);
 
     let started = Instant::now();
     let (status, v) = call(&d.admin, &admin, "POST", &format!("/v1/admin/keys/{kid}/revoke"), None).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(introspect(token.into()).await, Value::Null);
+    assert_eq!(crate::api_keys::introspect(&d.public, &admin, token).await, Value::Null);
     assert!(started.elapsed() < Duration::from_secs(1), "rejected within 1 s");
     let replacement = v["replacementKeyId"].as_str().unwrap().to_owned();
     assert_ne!(replacement, kid);
@@ -237,15 +223,7 @@ async fn rollback_returns_the_previous_key_to_signing_and_its_successor_keeps_ve
     assert_eq!((v["keyId"].as_str(), v["rolledBackKeyId"].as_str()), (Some(first.as_str()), Some(second.as_str())));
     let t3 = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
     assert_eq!(part(&t3, 0)["kid"], first.as_str(), "the previous key signs again");
-    let v: Value = client()
-        .get(format!("{}/v1/tokens/introspect?token={t2}", d.public))
-        .header("x-api-key", &admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = crate::api_keys::introspect(&d.public, &admin, &t2).await;
     assert_ne!(v, Value::Null, "the rolled-back key's tokens still verify");
     let (kids, _) = jwks_kids(&d).await;
     assert!(kids.contains(&second) && kids.contains(&first));

@@ -40,8 +40,7 @@ impl Env {
     }
 
     pub async fn introspect(&self, token: &str) -> Value {
-        let url = format!("{}/v1/tokens/introspect?token={token}", self.d.public);
-        client().get(url).header("x-api-key", &self.admin).send().await.unwrap().json().await.unwrap()
+        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
     }
 
     pub fn jwks_url(&self) -> String {
@@ -504,15 +503,7 @@ async fn every_token_returned_before_a_crash_is_introspectable_or_revocable_afte
     let d = Daemon::start(tmp.path(), &[]);
     let mut introspectable = 0;
     for t in &tokens {
-        let v: Value = client()
-            .get(format!("{}/v1/tokens/introspect?token={t}", d.public))
-            .header("x-api-key", &admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = crate::api_keys::introspect(&d.public, &admin, t).await;
         if v != Value::Null {
             introspectable += 1;
         }
