@@ -13,19 +13,21 @@ use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_
 use crate::audit::AuditEvent;
 use crate::auth_limit::AuthLimiter;
 use crate::backend::{Guarded, KeyBackend};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::{BackendKind, Kid};
-use crate::kms::AwsKmsBackend;
+use crate::kms::{known_key_ids, AwsKmsBackend};
 use crate::metrics::Metrics;
+use crate::migration::{Migration, MigrationConfig};
 use crate::rotation::Rotation;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
 use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, VaultBackend, VaultError};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -45,6 +47,8 @@ pub enum AppError {
     Ring(#[from] RingError),
     #[error(transparent)]
     Rotation(#[from] crate::rotation::RotationError),
+    #[error("HS256 migration: {0}")]
+    Migration(#[from] crate::migration::MigrationError),
     #[error("listener: {0}")]
     Serve(std::io::Error),
 }
@@ -59,6 +63,14 @@ pub struct InitReport {
 pub struct App {
     state: AppState,
     touch_writer: TouchWriter,
+    orphans: Option<OrphanSearch>,
+}
+
+/// The startup search for orphaned KMS keys, which `serve` runs once in the
+/// background (see [`clean_kms_orphans`]).
+struct OrphanSearch {
+    kms: Arc<AwsKmsBackend>,
+    created_before: Timestamp,
 }
 
 impl App {
@@ -69,6 +81,8 @@ impl App {
     /// Creates the data dir (0700), the KEK file if configured, the store with
     /// the wrapped data key and a bootstrap admin API key, and the first key of
     /// every keyset. `bootstrap` supplies the admin key instead of generating one.
+    /// The data key is made and wrapped (perhaps by AWS KMS) before the store
+    /// is created, so a KEK that fails leaves no store behind.
     pub async fn init(config: &Config, clock: Arc<dyn Clock>, bootstrap: Option<&str>) -> Result<InitReport, AppError> {
         let store_path = config.store_path();
         if store_path.exists() {
@@ -76,17 +90,17 @@ impl App {
         }
         let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
         create_private_dir(&config.data_dir)?;
+        let (data_key, wrapped) = vault::new_data_key(&config.kek).await?;
         let store = Store::create(&store_path)?;
         let (key, generated) = match supplied {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
         };
         let record = ApiKeyRecord::new(&key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
-        let kek = config.kek.clone();
         let now = clock.now();
-        let data_key = store
+        store
             .write(move |w| {
-                let data_key = vault::init(w, &kek)?;
+                vault::init(w, &wrapped)?;
                 w.put_api_key(&record)?;
                 w.audit(AuditEvent::new(now, "system", "vault.init").target("vault"))?;
                 w.audit(
@@ -94,25 +108,32 @@ impl App {
                         .target(record.id.as_str())
                         .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
                 )?;
-                Ok::<_, AppError>(data_key)
+                Ok::<_, AppError>(())
             })
             .await?;
-        let ring = build_ring(config, store, data_key, clock).await?;
+        let (ring, _) = build_ring(config, store, data_key, clock).await?;
         let kids = ring.ensure_signers("system").await?;
         Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
     }
 
     /// Opens an initialized data dir. The KEK is checked against the stored
     /// wrapped data key before the store is opened for writing, so a wrong KEK
-    /// changes nothing on disk.
+    /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let path = config.store_path();
         if !path.exists() {
             return Err(AppError::NotInitialized { path: config.data_dir.clone() });
         }
-        let data_key = vault::unlock(&path, &config.kek)?;
+        let started = clock.now();
+        let data_key = vault::unlock(&path, &config.kek).await?;
         let store = Store::open(&path)?;
-        let ring = Arc::new(build_ring(&config, store.clone(), data_key, clock.clone()).await?);
+        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
+        let ring = Arc::new(ring);
+        // Keys created from now on (by this process) are younger than
+        // `started`; the grace covers other replicas sharing the store.
+        let orphans = kms
+            .filter(|_| config.aws_kms.orphan_cleanup)
+            .map(|kms| OrphanSearch { kms, created_before: started.minus(config.aws_kms.orphan_grace) });
         let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
         // Catch up at once: a keyset without a signer gets one, overdue
         // rotations and destructions happen before the first request.
@@ -122,6 +143,22 @@ impl App {
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
         let token_keysets = token_keysets(&config);
+        let migration = match &config.migration {
+            Some(m) => {
+                let settings = MigrationConfig {
+                    kid: m.kid.clone(),
+                    secret: std::env::var(&m.secret_env)
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Zeroizing::new(s.into_bytes())),
+                    legacy_ttl_cap: m.legacy_ttl_cap,
+                    skew: config.policy.tokens.skew,
+                    publish_lead: config.policy.rotation.publish_lead,
+                };
+                Some(Arc::new(Migration::start(store.clone(), clock.clone(), settings).await?))
+            }
+            None => None,
+        };
         let tokens = TokenService::start(
             ring.clone(),
             identities,
@@ -130,6 +167,7 @@ impl App {
             config.policy.tokens.clone(),
             config.issuer.clone(),
             token_keysets,
+            migration,
         )
         .await?;
         let state = AppState {
@@ -143,7 +181,7 @@ impl App {
             store,
             ring,
         };
-        Ok(App { state, touch_writer })
+        Ok(App { state, touch_writer, orphans })
     }
 
     pub fn state(&self) -> &AppState {
@@ -175,13 +213,15 @@ impl App {
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
         let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
-        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx));
+        let orphans = tokio::spawn(clean_kms_orphans(self.orphans, self.state.clone(), rx.clone()));
+        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx.clone()));
+        let sunset = tokio::spawn(sunset_timer(self.state.clone(), rx));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         let (a, b) = tokio::join!(public.into_future(), admin.into_future());
-        let _ = tokio::join!(touches, reports, gc, rotation);
+        let _ = tokio::join!(touches, reports, gc, orphans, rotation, sunset);
         a.and(b).map_err(AppError::Serve)
     }
 }
@@ -216,6 +256,25 @@ async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Rec
         }
         if stopping {
             return;
+        }
+    }
+}
+
+/// The HS256 sunset timer: fires once `sunset_at` passes (startup fires an
+/// overdue one before serving).
+async fn sunset_timer(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(migration) = state.tokens.migration().cloned() else { return };
+    let mut tick = tokio::time::interval(state.config.policy.tick);
+    tick.tick().await; // the first tick is immediate; startup already checked
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match migration.sunset_if_due().await {
+            Ok(true) => tracing::warn!("HS256 sunset reached: the legacy secret is wiped and HS256 tokens are refused"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "HS256 sunset could not be recorded; will retry"),
         }
     }
 }
@@ -255,20 +314,59 @@ async fn collect_garbage(state: AppState, mut stop: tokio::sync::watch::Receiver
     }
 }
 
+/// Schedules the deletion of the KMS keys kmsd created but never recorded (a
+/// crash between CreateKey and the store's commit), then audits what it did.
+/// The store is read now, so every recorded key is known; keys created after
+/// `created_before` are left alone. A failure is logged and the next start
+/// tries again; shutdown stops the search.
+async fn clean_kms_orphans(
+    search: Option<OrphanSearch>,
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(OrphanSearch { kms, created_before }) = search else { return };
+    let work = async {
+        let records = state.store.read(|r| r.keys()).await?;
+        let cleaned = kms.clean_orphans(&known_key_ids(&records), created_before).await?;
+        if !cleaned.is_empty() {
+            let keys: Vec<_> = cleaned
+                .iter()
+                .map(|o| serde_json::json!({ "keyId": o.key_id, "keyset": o.keyset, "kid": o.kid }))
+                .collect();
+            let event = AuditEvent::new(state.clock.now(), "system", "kms.orphan_cleanup")
+                .target("aws-kms")
+                .detail(serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }));
+            state.store.write(move |w| w.audit(event)).await?;
+        }
+        Ok::<_, anyhow::Error>(cleaned.len())
+    };
+    tokio::select! {
+        done = work => match done {
+            Ok(n) => tracing::info!(orphans = n, "KMS orphan search done"),
+            Err(e) => tracing::warn!(error = %e, "KMS orphan search failed; the next start tries again"),
+        },
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}
+
+/// The key ring over the configured backends, and the AWS KMS backend if a
+/// keyset uses it.
 async fn build_ring(
     config: &Config,
     store: Store,
     data_key: DataKey,
     clock: Arc<dyn Clock>,
-) -> Result<KeyRing, AppError> {
+) -> Result<(KeyRing, Option<Arc<AwsKmsBackend>>), AppError> {
     let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
     let mut backends = Backends::default().with(Guarded::new(vault));
+    let mut kms = None;
     // Only a deployment that declares an AWS KMS keyset needs AWS at all.
     if config.keysets.iter().any(|k| k.backend == BackendKind::AwsKms) {
-        let kms: Arc<dyn KeyBackend> = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
-        backends = backends.with(Guarded::new(kms));
+        let backend = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
+        backends = backends.with(Guarded::new(backend.clone()));
+        kms = Some(backend);
     }
-    Ok(KeyRing::open(store, backends, config.keysets.clone(), clock).await?)
+    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock).await?, kms))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {

@@ -6,11 +6,13 @@
 //! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
 //! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
 //! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
-//! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans.
+//! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans;
+//!   and a KMS key as the vault's KEK (envelope).
 //! - [`storage`]: the redb store; every table and record encoding.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
 //! - [`rotation`]: the reconcile loop (pure `plan`), revoke, rollback, pause.
+//! - [`migration`]: the HS256 cut-over state machine and its sunset timer.
 //! - [`identities`]: who tokens are issued to; suspend, retire, reactivate.
 //! - [`tokens`]: issue, refresh, revoke and verify relayauth tokens.
 //! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
@@ -41,6 +43,7 @@ pub mod keyring;
 pub mod keys;
 pub mod kms;
 pub mod metrics;
+pub mod migration;
 pub mod rotation;
 pub mod scopes;
 pub mod storage;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use kmsd::admin_client::AdminClient;
 use kmsd::app::App;
-use kmsd::clock::SystemClock;
+use kmsd::clock::{Clock, SystemClock};
 use kmsd::config::Config;
+use kmsd::kms::KmsKek;
 use kmsd::vault::KekSource;
 
 #[derive(Parser)]
@@ -40,6 +41,86 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signing keys: list, rotate, emergency revoke, rollback, pause/resume rotation (admin API).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The HS256 cut-over: status, advance, rollback, sunset (admin API).
+    #[command(subcommand)]
+    Migration(MigrationCommand),
+    /// Print the rotation timeline the configuration implies, from now (offline).
+    Plan {
+        /// How many rotations to show per keyset.
+        #[arg(long, default_value_t = 3)]
+        rotations: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Publish a new key now; it signs after the publish lead (or at once with --immediate).
+    Rotate {
+        #[arg(long, default_value = "access")]
+        keyset: String,
+        #[arg(long)]
+        immediate: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Emergency: out of JWKS now, its tokens refused, a replacement signs.
+    Revoke {
+        kid: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The previous, still-published key signs again.
+    Rollback {
+        #[arg(long, default_value = "access")]
+        keyset: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Freeze scheduled rotation.
+    Pause {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Unfreeze scheduled rotation.
+    Resume {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The next scheduled events, from the running daemon.
+    Plan {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrationCommand {
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// hs256 -> asymmetric (once the asymmetric key has been published for the publish lead).
+    Advance {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// asymmetric -> hs256, until sunset.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Sunset now (compromised secret): HS256 refused everywhere from now on.
+    Sunset {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,7 +177,8 @@ enum VaultCommand {
     /// Re-wrap the vault data key under a new key-encryption key, atomically.
     /// The daemon must be stopped. Afterwards, point the config at the new KEK.
     Rekey {
-        /// The new KEK: `file:PATH` (created 0600 if missing), `env:VAR` or `passphrase:VAR`.
+        /// The new KEK: `file:PATH` (created 0600 if missing), `env:VAR`, `passphrase:VAR`
+        /// or `aws-kms:KEY` (a KMS key id, ARN or alias; `[aws_kms]` settings apply).
         #[arg(long)]
         to: String,
     },
@@ -164,10 +246,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ApiKeys(cmd) => api_keys(cmd, &config).await,
+        Command::Keys(cmd) => keys(cmd, &config).await,
+        Command::Migration(cmd) => migration(cmd, &config).await,
+        Command::Plan { rotations } => {
+            print!("{}", kmsd::rotation::offline_plan(&config, clock.now(), rotations));
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify { admin }) => audit_verify(&config, admin).await,
         Command::Vault(VaultCommand::Rekey { to }) => {
-            let new = parse_kek(&to)?;
-            kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref())?;
+            let new = parse_kek(&to, &config)?;
+            kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref()).await?;
             println!("vault data key re-wrapped under the new KEK ({to}); update [vault] in the config before the next start");
             Ok(())
         }
@@ -228,6 +316,45 @@ async fn api_keys(cmd: ApiKeysCommand, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    const NEEDS: &str = "relayauth:admin:manage:*";
+    let (admin, method, path, body) = match cmd {
+        KeysCommand::List { admin } => (admin, "GET", "/v1/admin/keys".to_owned(), None),
+        KeysCommand::Rotate { keyset, immediate, admin } => (
+            admin,
+            "POST",
+            "/v1/admin/keys/rotate".to_owned(),
+            Some(serde_json::json!({ "keyset": keyset, "immediate": immediate })),
+        ),
+        KeysCommand::Revoke { kid, admin } => (admin, "POST", format!("/v1/admin/keys/{kid}/revoke"), None),
+        KeysCommand::Rollback { keyset, admin } => {
+            (admin, "POST", "/v1/admin/keys/rollback".to_owned(), Some(serde_json::json!({ "keyset": keyset })))
+        }
+        KeysCommand::Pause { admin } => (admin, "POST", "/v1/admin/rotation/pause".to_owned(), None),
+        KeysCommand::Resume { admin } => (admin, "POST", "/v1/admin/rotation/resume".to_owned(), None),
+        KeysCommand::Plan { admin } => (admin, "GET", "/v1/admin/rotation/plan".to_owned(), None),
+    };
+    let reply = admin_client(config, &admin, NEEDS)?.call(method, &path, body.as_ref()).await?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
+async fn migration(cmd: MigrationCommand, config: &Config) -> anyhow::Result<()> {
+    let (admin, action) = match cmd {
+        MigrationCommand::Status { admin } => (admin, None),
+        MigrationCommand::Advance { admin } => (admin, Some("advance")),
+        MigrationCommand::Rollback { admin } => (admin, Some("rollback")),
+        MigrationCommand::Sunset { admin } => (admin, Some("sunset")),
+    };
+    let client = admin_client(config, &admin, "relayauth:admin:manage:*")?;
+    let reply = match action {
+        None => client.call("GET", "/v1/admin/migration", None).await?,
+        Some(a) => client.call("POST", "/v1/admin/migration", Some(&serde_json::json!({ "action": a }))).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
 async fn init(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<()> {
     let bootstrap = std::env::var("KMSD_BOOTSTRAP_API_KEY").ok();
     let report = App::init(config, clock, bootstrap.as_deref()).await?;
@@ -242,12 +369,16 @@ async fn init(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_kek(text: &str) -> anyhow::Result<KekSource> {
+fn parse_kek(text: &str, config: &Config) -> anyhow::Result<KekSource> {
     match text.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(KekSource::File(path.into())),
         Some(("env", var)) if !var.is_empty() => Ok(KekSource::Env(var.into())),
         Some(("passphrase", var)) if !var.is_empty() => Ok(KekSource::Passphrase(var.into())),
-        _ => anyhow::bail!("--to must be file:PATH, env:VAR or passphrase:VAR"),
+        Some(("aws-kms", key_id)) => {
+            kmsd::kms::envelope::check_key_id(key_id).map_err(|e| anyhow::anyhow!("--to aws-kms:{key_id} {e}"))?;
+            Ok(KekSource::AwsKms(KmsKek { key_id: key_id.into(), settings: config.aws_kms.clone() }))
+        }
+        _ => anyhow::bail!("--to must be file:PATH, env:VAR, passphrase:VAR or aws-kms:KEY"),
     }
 }
 

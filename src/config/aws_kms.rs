@@ -44,6 +44,7 @@ pub(super) fn aws_kms_config(raw: AwsKmsSection, problems: &mut Problems) -> Aws
     if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&timeout) {
         problems.add("aws_kms.timeout", "must be within 1s..=60s");
     }
+    let orphan_grace = duration_or(problems, "aws_kms.orphan_grace", raw.orphan_grace, defaults.orphan_grace.as_secs());
     AwsKmsConfig {
         region: raw.region,
         endpoint_url: raw.endpoint_url,
@@ -53,5 +54,7 @@ pub(super) fn aws_kms_config(raw: AwsKmsSection, problems: &mut Problems) -> Aws
         ecc_budget,
         deletion_window_days: i32::try_from(days).unwrap_or(30),
         instance: raw.instance,
+        orphan_cleanup: raw.orphan_cleanup.unwrap_or(defaults.orphan_cleanup),
+        orphan_grace,
     }
 }

@@ -21,6 +21,16 @@ pub struct ConfigFile {
     pub vault: VaultSection,
     pub auth: AuthSection,
     pub aws_kms: AwsKmsSection,
+    pub migration: MigrationSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MigrationSection {
+    pub enabled: Option<bool>,
+    pub kid: Option<String>,
+    pub secret_env: Option<String>,
+    pub legacy_ttl_cap: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,11 +57,13 @@ pub struct HttpSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct VaultSection {
-    /// `file` (default), `env` or `passphrase`.
+    /// `file` (default), `env`, `passphrase` or `aws-kms`.
     pub kek: Option<String>,
     pub kek_file: Option<String>,
     pub kek_env: Option<String>,
     pub passphrase_env: Option<String>,
+    /// The KMS key for `kek = "aws-kms"`: key id, key ARN, alias or alias ARN.
+    pub kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +78,8 @@ pub struct AwsKmsSection {
     pub burst: Option<u32>,
     pub deletion_window_days: Option<u32>,
     pub instance: Option<String>,
+    pub orphan_cleanup: Option<bool>,
+    pub orphan_grace: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

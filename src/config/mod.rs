@@ -23,12 +23,13 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use duration::render as render_duration;
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 
 use crate::auth_limit::LimitPolicy;
 
 use crate::keys::{BackendKind, KeySpec, KeysetName};
-use crate::kms::AwsKmsConfig;
+use crate::kms::{AwsKmsConfig, KmsKek};
 use crate::storage::STORE_FILE;
 use crate::vault::KekSource;
 use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
@@ -67,9 +68,24 @@ pub struct Config {
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
     pub auth: AuthConfig,
-    /// Used only if a keyset has `backend = "aws-kms"`.
+    /// Used only if a keyset has `backend = "aws-kms"` or the vault's KEK is
+    /// in AWS KMS (`kek` holds a copy then).
     pub aws_kms: AwsKmsConfig,
+    /// The HS256 cut-over, when enabled.
+    pub migration: Option<MigrationSettings>,
 }
+
+/// `[migration]`: the legacy HS256 kid, where its secret comes from (an
+/// environment variable, read at startup, never stored in the config), and
+/// the longest lifetime of tokens the legacy system issued.
+#[derive(Clone, Debug)]
+pub struct MigrationSettings {
+    pub kid: String,
+    pub secret_env: String,
+    pub legacy_ttl_cap: Duration,
+}
+
+pub const DEFAULT_HS256_SECRET_ENV: &str = "KMSD_HS256_SECRET";
 
 /// Throttling of failed authentication and how often it is audited.
 #[derive(Clone, Debug)]
@@ -178,12 +194,20 @@ fn join(prefix: &str, field: &str) -> String {
 }
 
 fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut Problems) {
-    let vault = table.get("vault").and_then(|v| v.as_table());
-    let secret_vars: Vec<String> = ["kek_env", "passphrase_env"]
-        .iter()
-        .filter_map(|k| vault.and_then(|t| t.get(*k)).and_then(|v| v.as_str()).map(str::to_owned))
-        .chain([DEFAULT_KEK_ENV.to_owned(), DEFAULT_PASSPHRASE_ENV.to_owned()])
-        .collect();
+    let named = |section: &str, field: &str| {
+        table
+            .get(section)
+            .and_then(|v| v.as_table())
+            .and_then(|t| t.get(field))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let secret_vars: Vec<String> =
+        [named("vault", "kek_env"), named("vault", "passphrase_env"), named("migration", "secret_env")]
+            .into_iter()
+            .flatten()
+            .chain([DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV, DEFAULT_HS256_SECRET_ENV].map(str::to_owned))
+            .collect();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("KMSD_") else { continue };
         if RESERVED_ENV.contains(&name.as_str()) || secret_vars.contains(name) {
@@ -250,12 +274,13 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
         problems.add("http.body_limit_bytes", format!("{body_limit} is outside 1024..=16777216"));
     }
-    let kek = kek_source(&raw.vault, &data_dir, problems);
+    let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
+    let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {
         check_kek(kek, &data_dir, problems);
     }
     let auth = auth_config(raw.auth, problems);
-    let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
+    let migration = migration_settings(raw.migration, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     if let Some(p) = &policy {
@@ -273,6 +298,27 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         policy: policy?,
         auth,
         aws_kms,
+        migration,
+    })
+}
+
+fn migration_settings(m: file::MigrationSection, problems: &mut Problems) -> Option<MigrationSettings> {
+    if !m.enabled.unwrap_or(false) {
+        return None;
+    }
+    let kid = m.kid.unwrap_or_else(|| "hs256-legacy".into());
+    let kid_ok = !kid.is_empty()
+        && kid.len() <= 128
+        && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && crate::keys::Kid::parse(&kid).is_err();
+    if !kid_ok {
+        problems.add("migration.kid", "must be 1 to 128 of [A-Za-z0-9._-] and not look like a key thumbprint");
+    }
+    let legacy_ttl_cap = duration_or(problems, "migration.legacy_ttl_cap", m.legacy_ttl_cap, 86_400);
+    Some(MigrationSettings {
+        kid,
+        secret_env: m.secret_env.unwrap_or_else(|| DEFAULT_HS256_SECRET_ENV.into()),
+        legacy_ttl_cap,
     })
 }
 
@@ -321,16 +367,39 @@ fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Probl
     }
 }
 
-fn kek_source(v: &file::VaultSection, data_dir: &Path, problems: &mut Problems) -> Option<KekSource> {
-    match v.kek.as_deref().unwrap_or("file") {
+fn kek_source(
+    v: &file::VaultSection,
+    data_dir: &Path,
+    aws_kms: &AwsKmsConfig,
+    problems: &mut Problems,
+) -> Option<KekSource> {
+    let kek = v.kek.as_deref().unwrap_or("file");
+    if kek != "aws-kms" && v.kms_key_id.is_some() {
+        problems.add("vault.kms_key_id", format!("only applies to kek = \"aws-kms\", not {kek:?}"));
+    }
+    match kek {
         "file" => Some(KekSource::File(v.kek_file.as_ref().map_or_else(|| data_dir.join("vault.kek"), PathBuf::from))),
         "env" => Some(KekSource::Env(v.kek_env.clone().unwrap_or_else(|| DEFAULT_KEK_ENV.into()))),
         "passphrase" => {
             Some(KekSource::Passphrase(v.passphrase_env.clone().unwrap_or_else(|| DEFAULT_PASSPHRASE_ENV.into())))
         }
+        "aws-kms" => match v.kms_key_id.as_deref().map(|id| (id, crate::kms::envelope::check_key_id(id))) {
+            Some((id, Ok(()))) => Some(KekSource::AwsKms(KmsKek { key_id: id.to_owned(), settings: aws_kms.clone() })),
+            Some((_, Err(e))) => {
+                problems.add("vault.kms_key_id", e);
+                None
+            }
+            None => {
+                problems
+                    .add("vault.kms_key_id", "missing: kek = \"aws-kms\" needs the KMS key that wraps the data key");
+                None
+            }
+        },
         other => {
-            problems
-                .add("vault.kek", format!("{other:?} is not a KEK source (use \"file\", \"env\" or \"passphrase\")"));
+            problems.add(
+                "vault.kek",
+                format!("{other:?} is not a KEK source (use \"file\", \"env\", \"passphrase\" or \"aws-kms\")"),
+            );
             None
         }
     }
@@ -349,6 +418,7 @@ fn check_kek(kek: &KekSource, data_dir: &Path, problems: &mut Problems) {
             KekSource::File(_) => "vault.kek_file",
             KekSource::Env(_) => "vault.kek_env",
             KekSource::Passphrase(_) => "vault.passphrase_env",
+            KekSource::AwsKms(_) => "vault.kms_key_id",
         };
         problems.add(field, e.to_string());
     }

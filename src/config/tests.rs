@@ -115,6 +115,8 @@ sign_rate_rsa = 40
 burst = 7
 deletion_window_days = 7
 instance = "prod"
+orphan_cleanup = false
+orphan_grace = "30m"
 "#;
     let cfg = write(dir.path(), "kmsd.toml", &format!("keys_dir = {:?}\n{section}", keys.display().to_string()));
     let c = Config::load(Some(&cfg), &env(&[("KMSD_AWS_KMS__ENDPOINT_URL", "http://127.0.0.1:4566")])).unwrap();
@@ -124,6 +126,7 @@ instance = "prod"
     assert_eq!((k.timeout, k.max_attempts, k.deletion_window_days), (Duration::from_secs(5), Some(2), 7));
     assert_eq!((k.rsa_budget.rate, k.rsa_budget.burst, k.ecc_budget.rate, k.ecc_budget.burst), (40, 7, 150, 7));
     assert_eq!(k.instance.as_deref(), Some("prod"));
+    assert_eq!((k.orphan_cleanup, k.orphan_grace), (false, Duration::from_secs(1800)));
 
     let bad = r#"
 [aws_kms]
@@ -156,4 +159,33 @@ shard = 1
     let cfg = write(dir.path(), "odd.toml", &format!("keys_dir = {:?}\n", keys.display().to_string()));
     let err = Config::load(Some(&cfg), &[]).unwrap_err().to_string();
     assert!(err.contains("\"gcp-kms\" is not an available backend (use \"vault\" or \"aws-kms\")"), "{err}");
+}
+
+#[test]
+fn a_kek_in_aws_kms_names_its_key_and_uses_the_aws_kms_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_dir = ("KMSD_DATA_DIR", data.to_str().unwrap());
+    let vault = "[vault]\nkek = \"aws-kms\"\nkms_key_id = \"alias/kmsd-vault\"\n[aws_kms]\nregion = \"eu-west-1\"\n";
+    let cfg = write(dir.path(), "kms.toml", vault);
+    let c = Config::load(Some(&cfg), &env(&[data_dir])).unwrap();
+    let KekSource::AwsKms(kms) = &c.kek else { panic!("{:?}", c.kek) };
+    assert_eq!(kms.key_id, "alias/kmsd-vault");
+    assert_eq!(kms.settings, c.aws_kms);
+    assert_eq!(kms.settings.region.as_deref(), Some("eu-west-1"));
+
+    // Every mistake at once: no key, a malformed key, a key for another KEK.
+    let problems = |text: &str, extra: &[(&str, &str)]| {
+        let cfg = write(dir.path(), "bad.toml", text);
+        let err = Config::load(Some(&cfg), &env(&[&[data_dir], extra].concat())).unwrap_err();
+        err.0.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>()
+    };
+    let missing = problems("[vault]\nkek = \"aws-kms\"\n[aws_kms]\ntimeout = \"0s\"\n", &[]);
+    assert_eq!(missing.len(), 2, "{missing:?}");
+    assert!(missing[0].starts_with("aws_kms.timeout"), "{missing:?}");
+    assert!(missing[1].starts_with("vault.kms_key_id: missing"), "{missing:?}");
+    let malformed = problems(vault, &[("KMSD_VAULT__KMS_KEY_ID", "my key")]);
+    assert_eq!(malformed, ["vault.kms_key_id: is not a KMS key id, key ARN, alias name (alias/...) or alias ARN"]);
+    let stray = problems("[vault]\nkms_key_id = \"alias/kmsd-vault\"\n", &[]);
+    assert_eq!(stray, ["vault.kms_key_id: only applies to kek = \"aws-kms\", not \"file\""]);
 }

@@ -10,6 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{query_number, ApiError, AppState, Caller};
+use std::sync::Arc;
+
+use crate::keys::KeysetName;
+use crate::migration::{Migration, MigrationError};
 use crate::rotation::RotationError;
 use crate::storage::StorageError;
 
@@ -27,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/rotation/pause", post(pause))
         .route("/v1/admin/rotation/resume", post(resume))
         .route("/v1/admin/rotation/plan", get(rotation_plan))
+        .route("/v1/admin/migration", get(migration_status).post(migration_act))
         .route("/metrics", get(metrics))
 }
 
@@ -117,8 +122,11 @@ async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<J
 /// endpoints; it lives on the admin listener, which stays private.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lookups = state.api_keys.store_lookups();
+    let hs256 = state.tokens.migration().map_or(0, |m| m.verifications());
     let body = state.metrics.render(&[
         ("kmsd_api_key_store_lookups_total", "API key lookups that reached the store.", lookups),
+        ("kmsd_hs256_verifications_total", "Legacy HS256 tokens verified (migration).", hs256),
+        ("kmsd_rotation_failed_ticks_total", "Rotation reconcile ticks that failed.", state.rotation.failures()),
         ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
         ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),
     ]);
@@ -236,4 +244,66 @@ async fn resume(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 async fn rotation_plan(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
     Ok(Json(state.rotation.timeline()))
+}
+
+fn migration_error(e: MigrationError) -> ApiError {
+    match e {
+        MigrationError::Phase { .. } | MigrationError::TooEarly { .. } | MigrationError::NoAsymmetricKey => {
+            ApiError::new(StatusCode::CONFLICT, "migration_conflict", e.to_string())
+        }
+        other => ApiError::internal(&other),
+    }
+}
+
+fn migration(state: &AppState) -> Result<Arc<Migration>, ApiError> {
+    state.tokens.migration().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "migration_disabled",
+            "no HS256 migration is configured ([migration] enabled)",
+        )
+    })
+}
+
+/// `GET /v1/admin/migration`: phase, instants and HS256 verification counts.
+async fn migration_status(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
+    Ok(Json(migration(&state)?.status().await.map_err(migration_error)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationBody {
+    action: String,
+}
+
+/// `POST /v1/admin/migration {action: advance | rollback | sunset}`.
+async fn migration_act(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::json::ApiJson(b): super::json::ApiJson<MigrationBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(ADMIN_MANAGE)?;
+    let m = migration(&state)?;
+    let result = match b.action.as_str() {
+        "advance" => {
+            let now = state.clock.now();
+            let keyset = state.config.policy.tokens.keysets[0].clone();
+            let published = KeysetName::parse(&keyset)
+                .ok()
+                .and_then(|k| state.ring.active(&k, now))
+                .map(|k| k.schedule.published_at);
+            m.advance(published, &caller.id).await
+        }
+        "rollback" => m.rollback(&caller.id).await,
+        "sunset" => m.sunset_now(&caller.id).await,
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("unknown action {other:?} (advance, rollback or sunset)"),
+            ))
+        }
+    };
+    result.map_err(migration_error)?;
+    Ok(Json(m.status().await.map_err(migration_error)?))
 }

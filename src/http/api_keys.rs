@@ -12,7 +12,6 @@ use super::json::ApiJson;
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::api_keys::{ApiKeyError, ApiKeyRecord, NewApiKey};
 use crate::clock::Timestamp;
-use crate::scopes::GrantError;
 
 const MANAGE: &str = "relayauth:api-key:manage:*";
 const READ: &str = "relayauth:api-key:read:*";
@@ -43,15 +42,7 @@ pub fn view(r: &ApiKeyRecord) -> Value {
 fn error(e: ApiKeyError) -> ApiError {
     match e {
         ApiKeyError::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
-        ApiKeyError::Grant(GrantError::Invalid { scope, reason }) => {
-            ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
-        }
-        ApiKeyError::Grant(GrantError::Escalation { scope }) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "scope_escalation",
-            format!("cannot grant {scope:?}: the caller does not hold it"),
-        )
-        .with("scope", scope),
+        ApiKeyError::Grant(g) => g.into(),
         ApiKeyError::NotFound(id) => {
             ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", format!("API key {id} not found"))
         }

@@ -49,6 +49,24 @@ impl ApiError {
     }
 }
 
+/// A refused grant: 400 `invalid_scope` (malformed) or 403 `scope_escalation`.
+impl From<crate::scopes::GrantError> for ApiError {
+    fn from(e: crate::scopes::GrantError) -> Self {
+        use crate::scopes::GrantError;
+        match e {
+            GrantError::Invalid { scope, reason } => {
+                ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
+            }
+            GrantError::Escalation { scope } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "scope_escalation",
+                format!("cannot grant {scope:?}: the caller does not hold it"),
+            )
+            .with("scope", scope),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Map::new();

@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use super::json::ApiJson;
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::identities::{IdentityError, IdentityPatch, NewIdentity, Transition};
-use crate::scopes::GrantError;
 
 const MANAGE: &str = "relayauth:identity:manage:*";
 const READ: &str = "relayauth:identity:read:*";
@@ -30,15 +29,7 @@ pub fn routes() -> Router<AppState> {
 fn error(e: IdentityError) -> ApiError {
     match e {
         IdentityError::Invalid(m) => ApiError::bad_request("invalid_request", m),
-        IdentityError::Grant(GrantError::Invalid { scope, reason }) => {
-            ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
-        }
-        IdentityError::Grant(GrantError::Escalation { scope }) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "scope_escalation",
-            format!("cannot grant {scope:?}: the caller does not hold it"),
-        )
-        .with("scope", scope),
+        IdentityError::Grant(g) => g.into(),
         IdentityError::NotFound => not_found(),
         IdentityError::Duplicate(name) => ApiError::new(
             StatusCode::CONFLICT,

@@ -54,9 +54,7 @@ pub fn token_error(e: TokenError) -> ApiError {
             format!("scope {scope:?} is not held by both the identity and the caller"),
         )
         .with("scope", scope),
-        TokenError::InvalidScope { scope, reason } => {
-            ApiError::bad_request("invalid_scope", format!("scope {scope:?}: {reason}")).with("scope", scope)
-        }
+        TokenError::InvalidScope { scope, reason } => crate::scopes::GrantError::Invalid { scope, reason }.into(),
         TokenError::Invalid(m) => ApiError::bad_request("invalid_request", m),
         TokenError::UnsupportedAlgorithm(a) => {
             ApiError::bad_request("unsupported_algorithm", format!("algorithm {a:?} is not available"))

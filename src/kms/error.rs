@@ -25,7 +25,11 @@ pub struct KmsFailure {
     pub op: &'static str,
     pub code: Option<String>,
     pub class: Class,
+    /// Everything the SDK says, for logs.
     pub detail: String,
+    /// One line for a person: the code and message KMS answered, or the
+    /// chain of causes when it did not answer.
+    pub summary: String,
 }
 
 /// AWS error codes that a later retry may get past.
@@ -46,6 +50,21 @@ impl KmsFailure {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let detail = DisplayErrorContext(&err).to_string();
+        let summary = match &err {
+            SdkError::ServiceError(service) => match service.err().message() {
+                Some(message) => format!("{}: {message}", service.err().code().unwrap_or("unknown error")),
+                None => service.err().code().unwrap_or("unknown error").to_owned(),
+            },
+            other => {
+                let mut causes = vec![other.to_string()];
+                let mut source = std::error::Error::source(other);
+                while let Some(e) = source {
+                    causes.push(e.to_string());
+                    source = e.source();
+                }
+                causes.join(": ")
+            }
+        };
         let (code, class) = match &err {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().map(str::to_owned);
@@ -64,12 +83,13 @@ impl KmsFailure {
             // Not sent: the request could not be built (configuration).
             _ => (None, Class::Rejected),
         };
-        Self { op, code, class, detail }
+        Self { op, code, class, detail, summary }
     }
 
     /// A failure found by kmsd itself in what KMS answered.
     pub fn invalid_reply(op: &'static str, detail: impl Into<String>) -> Self {
-        Self { op, code: None, class: Class::Rejected, detail: detail.into() }
+        let detail = detail.into();
+        Self { op, code: None, class: Class::Rejected, summary: detail.clone(), detail }
     }
 
     pub fn is(&self, code: &str) -> bool {

@@ -14,12 +14,16 @@
 //! - Signing spends from kmsd's own budget per quota class (RSA, ECC), so a
 //!   spent budget is [`BackendError::Throttled`] and KMS is not called.
 //!
+//! - [`KmsKek`] is the other use of KMS: a symmetric key that wraps the
+//!   vault's data key (envelope encryption, see [`envelope`]).
+//!
 //! Not here: deciding when keys rotate or are destroyed (the key ring), and
-//! cleaning up orphans at startup ([`AwsKmsBackend::clean_orphans`] is the
-//! tool; the caller decides when to run it).
+//! when to clean up orphans ([`AwsKmsBackend::clean_orphans`] is the tool;
+//! `App` runs it once at startup, with the store's records and a grace).
 
 mod budget;
 mod der;
+pub mod envelope;
 mod error;
 mod inventory;
 mod keys;
@@ -35,6 +39,8 @@ use aws_sdk_kms::Client;
 
 pub use budget::{Budget, TokenBucket};
 pub use der::DerError;
+pub use envelope::{KmsEnvelope, KmsKek};
+pub use error::{Class, KmsFailure};
 pub use inventory::{known_key_ids, OrphanKey};
 
 use crate::backend::LoadedKeys;
@@ -49,7 +55,7 @@ pub const TAG_KEYSET: &str = "kmsd:keyset";
 pub const TAG_KID: &str = "kmsd:kid";
 pub const TAG_INSTANCE: &str = "kmsd:instance";
 
-/// The trusted `[aws_kms]` settings.
+/// The trusted `[aws_kms]` settings, for the backend and for a vault KEK in KMS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AwsKmsConfig {
     /// Overrides the region of the credential chain (`AWS_REGION`, profile).
@@ -68,6 +74,12 @@ pub struct AwsKmsConfig {
     /// Separates deployments that share an account and region: tags, alias
     /// and orphan search are scoped to it.
     pub instance: Option<String>,
+    /// Whether `kmsd serve` schedules the deletion of orphaned keys at startup.
+    pub orphan_cleanup: bool,
+    /// Only keys created at least this long before startup can be orphans: a
+    /// key another replica sharing the store has just created may not be
+    /// recorded yet.
+    pub orphan_grace: Duration,
 }
 
 impl Default for AwsKmsConfig {
@@ -83,6 +95,8 @@ impl Default for AwsKmsConfig {
             ecc_budget: Budget { rate: 150, burst: 50 },
             deletion_window_days: 30,
             instance: None,
+            orphan_cleanup: true,
+            orphan_grace: Duration::from_secs(600),
         }
     }
 }
@@ -108,34 +122,14 @@ impl AwsKmsBackend {
     /// Uses the standard AWS credential chain and region resolution, with
     /// `config`'s region and endpoint if set.
     pub async fn connect(config: AwsKmsConfig) -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        Self::from_sdk_config(&sdk, config)
+        Self::from_sdk_config(&load_sdk_config().await, config)
     }
 
     /// Uses an SDK configuration built by the caller (its credentials and
     /// region), with `config`'s region, endpoint, timeouts and retries on top.
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: AwsKmsConfig) -> Self {
-        let attempts =
-            config.max_attempts.or_else(|| sdk.retry_config().map(RetryConfig::max_attempts)).unwrap_or(3).max(1);
-        let max_backoff = Duration::from_secs(1);
-        let total = config.timeout.saturating_mul(attempts) + max_backoff.saturating_mul(attempts - 1);
-        let mut builder = aws_sdk_kms::config::Builder::from(sdk)
-            .retry_config(RetryConfig::standard().with_max_attempts(attempts).with_max_backoff(max_backoff))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(config.timeout)
-                    .operation_attempt_timeout(config.timeout)
-                    .operation_timeout(total)
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            builder = builder.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            builder = builder.endpoint_url(url.clone());
-        }
         Self {
-            client: Client::from_conf(builder.build()),
+            client: client(sdk, &config),
             rsa: TokenBucket::new(config.rsa_budget),
             ecc: TokenBucket::new(config.ecc_budget),
             config,
@@ -156,4 +150,35 @@ impl AwsKmsBackend {
             None => format!("alias/kmsd-{keyset}"),
         }
     }
+}
+
+/// The standard AWS credential chain and region resolution.
+async fn load_sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A KMS client on `sdk` with `config`'s region, endpoint, timeouts and
+/// retries: each attempt is capped at `timeout`, the whole call at
+/// `attempts * timeout` plus backoff.
+fn client(sdk: &aws_config::SdkConfig, config: &AwsKmsConfig) -> Client {
+    let attempts =
+        config.max_attempts.or_else(|| sdk.retry_config().map(RetryConfig::max_attempts)).unwrap_or(3).max(1);
+    let max_backoff = Duration::from_secs(1);
+    let total = config.timeout.saturating_mul(attempts) + max_backoff.saturating_mul(attempts - 1);
+    let mut builder = aws_sdk_kms::config::Builder::from(sdk)
+        .retry_config(RetryConfig::standard().with_max_attempts(attempts).with_max_backoff(max_backoff))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(config.timeout)
+                .operation_attempt_timeout(config.timeout)
+                .operation_timeout(total)
+                .build(),
+        );
+    if let Some(region) = &config.region {
+        builder = builder.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &config.endpoint_url {
+        builder = builder.endpoint_url(url.clone());
+    }
+    Client::from_conf(builder.build())
 }

@@ -175,7 +175,8 @@ impl Rotation {
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
-                let kid = self.create_successor(ks, activate_at, "scheduler", "key.rotate").await?;
+                let lead = self.policy.rotation.publish_lead;
+                let kid = self.create_successor(ks, activate_at, lead, "scheduler", "key.rotate").await?;
                 Ok(format!("{}: published {kid}, active at {activate_at}", ks.name))
             }
             Action::Destroy { kid } => {
@@ -196,11 +197,16 @@ impl Rotation {
     }
 
     /// Creates the successor of the keyset's active key, active at
-    /// `activate_at`, retiring the current key at that instant.
+    /// `activate_at` but never less than `lead` after it becomes visible,
+    /// retiring the current key at that instant. Times are whole seconds and
+    /// the key is recorded a fraction of a second after `now` was read, so a
+    /// key with a lead is published from the next whole second: verifiers get
+    /// the full lead however long key generation took.
     async fn create_successor(
         &self,
         ks: &Keyset,
         activate_at: Timestamp,
+        lead: Duration,
         actor: &str,
         action: &str,
     ) -> Result<Kid, RotationError> {
@@ -208,8 +214,10 @@ impl Rotation {
         let policy = self.policy.rotation.clone();
         let plan = move |now: Timestamp| {
             let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-            let at = activate_at.max(now);
-            (plan::successor(now, at), plan::rotation_updates(&refs, now, at, &policy).unwrap_or_default())
+            let published = if lead.is_zero() { now } else { now.plus(Duration::from_secs(1)) };
+            let at = activate_at.max(published.plus(lead));
+            let schedule = plan::successor(published, at);
+            (schedule, plan::rotation_updates(&refs, now, at, &policy).unwrap_or_default())
         };
         Ok(self.ring.create_key(ks, plan, action, actor).await?)
     }
@@ -229,7 +237,8 @@ impl Rotation {
             return Err(RotationError::InProgress(ks.name.to_string()));
         }
         let action = if immediate { "key.rotate_immediate" } else { "key.rotate" };
-        let new_kid = self.create_successor(&ks, activate_at, actor, action).await?;
+        let lead = if immediate { Duration::ZERO } else { self.policy.rotation.publish_lead };
+        let new_kid = self.create_successor(&ks, activate_at, lead, actor, action).await?;
         let new = self.ring.record(new_kid.as_str());
         let old_rec = old.as_ref().and_then(|k| self.ring.record(k.as_str()));
         Ok(Rotated {
@@ -351,4 +360,41 @@ impl Rotation {
             "events": events.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `kmsd plan`: the timeline the configuration implies, assuming each keyset's
+/// current key was activated at `now` (no store needed).
+pub fn offline_plan(config: &crate::config::Config, now: Timestamp, rotations: usize) -> String {
+    let p = &config.policy;
+    let r = &p.rotation;
+    let mut out = format!(
+        "policy: publish_lead {} | overlap {} | destroy_delay {} | jwks max-age cap {} | access ttl max {} | refresh ttl max {}\n",
+        crate::config::render_duration(r.publish_lead),
+        crate::config::render_duration(r.overlap),
+        crate::config::render_duration(r.destroy_delay),
+        crate::config::render_duration(p.jwks.max_age_cap),
+        crate::config::render_duration(p.tokens.access_ttl_max),
+        crate::config::render_duration(p.tokens.refresh_ttl_max),
+    );
+    for ks in &config.keysets {
+        out.push_str(&format!("\nkeyset {} ({}, {}):\n", ks.name, ks.spec.as_str(), ks.backend.as_str()));
+        let Some(schedule) = ks.schedule.as_deref().and_then(|s| CronSchedule::parse(s).ok()) else {
+            out.push_str("  no rotation schedule: the key signs until rotated by hand\n");
+            continue;
+        };
+        out.push_str(&format!("  schedule {:?}\n", schedule.as_str()));
+        let mut activated = now;
+        for n in 1..=rotations {
+            let Some(due) = schedule.next_after(activated) else { break };
+            let publish = due.minus(r.publish_lead).max(now);
+            let activate = due.max(publish.plus(r.publish_lead));
+            let removed = activate.plus(r.overlap);
+            out.push_str(&format!(
+                "  rotation {n}: publish {publish} -> signs {activate}; previous key leaves JWKS {removed}, destroyed {}\n",
+                removed.plus(r.destroy_delay)
+            ));
+            activated = activate;
+        }
+    }
+    out
 }

@@ -205,6 +205,11 @@ impl Store {
         Self::write_blocking(&self.db, f)
     }
 
+    /// [`read`](Self::read) for callers already off the runtime.
+    pub fn read_now<T>(&self, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        f(&Reader { txn: self.db.begin_read()? })
+    }
+
     fn write_blocking<T, E: From<StorageError>>(
         db: &Database,
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
@@ -317,6 +322,15 @@ impl Writer {
 
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.txn.open_table(META)?.get(key)?.map(|g| g.value().to_vec()))
+    }
+
+    /// Stores `value` (as decimal text) under `key` unless a larger one is there.
+    pub fn raise_meta_max(&mut self, key: &str, value: i64) -> Result<(), StorageError> {
+        let current = self.meta(key)?.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok());
+        if current.is_none_or(|c| c < value) {
+            self.put_meta(key, value.to_string().as_bytes())?;
+        }
+        Ok(())
     }
 
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<(), StorageError> {

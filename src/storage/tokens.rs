@@ -168,3 +168,70 @@ impl Writer {
         Ok(done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Algorithm;
+    use crate::storage::Store;
+    use crate::tokens::TokenType;
+
+    fn session(sid: &str, expires: i64, revoked: bool) -> SessionRecord {
+        SessionRecord {
+            sid: sid.into(),
+            identity_id: "agent_1".into(),
+            org_id: "org".into(),
+            scopes: vec![],
+            audience: vec![],
+            algorithm: Algorithm::EdDsa,
+            access_ttl: 1,
+            refresh_ttl: 1,
+            refresh_jti: "tok_r".into(),
+            previous_refresh_jti: None,
+            rotated_at: None,
+            created_at: Timestamp::from_unix(0),
+            expires_at: Timestamp::from_unix(expires),
+            revoked_at: revoked.then_some(Timestamp::from_unix(1)),
+        }
+    }
+
+    fn issued(jti: &str, exp: i64) -> IssuedToken {
+        IssuedToken {
+            jti: jti.into(),
+            sid: "s".into(),
+            identity_id: "agent_1".into(),
+            org_id: "org".into(),
+            kind: TokenType::Access,
+            exp: Timestamp::from_unix(exp),
+        }
+    }
+
+    #[test]
+    fn garbage_collection_removes_only_state_whose_tokens_all_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("s.redb")).unwrap();
+        store
+            .write_now(|w| {
+                w.put_session(&session("sess_old", 100, true))?;
+                w.put_session(&session("sess_live", 300, true))?;
+                w.put_issued(&issued("tok_old", 100))?;
+                w.put_issued(&issued("tok_live", 300))?;
+                w.revoke_jti("tok_old", Timestamp::from_unix(100))?;
+                w.revoke_jti("tok_live", Timestamp::from_unix(300))?;
+                Ok::<_, StorageError>(())
+            })
+            .unwrap();
+        let done = store.write_now(|w| w.collect_garbage(Timestamp::from_unix(200))).unwrap();
+        assert_eq!(done, Collected { sessions: 1, issued: 1, revoked: 1 });
+        let (jtis, sessions) = store.read_now(|r| r.revocations()).unwrap();
+        assert_eq!(jtis, [("tok_live".to_owned(), 300)]);
+        assert_eq!(sessions, [("sess_live".to_owned(), 300)]);
+        store
+            .write_now(|w| {
+                assert!(w.issued("tok_old")?.is_none() && w.issued("tok_live")?.is_some());
+                assert!(w.session("sess_old")?.is_none() && w.session("sess_live")?.is_some());
+                Ok::<_, StorageError>(())
+            })
+            .unwrap();
+    }
+}

@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use super::records::TokenType;
 use crate::encoding::{b64url, b64url_decode};
-use crate::keys::{Algorithm, Kid};
 
 /// `sub, org, wks, scopes, sponsorId, sponsorChain, token_type, iss, aud, exp,
 /// iat, jti, sid` then the optional claims; field order is wire order.
@@ -48,12 +47,12 @@ pub struct Header {
     pub kid: Option<String>,
 }
 
-pub fn header_b64(alg: Algorithm, kid: &Kid) -> String {
-    b64url(format!(r#"{{"alg":"{}","typ":"JWT","kid":"{}"}}"#, alg.as_str(), kid.as_str()).as_bytes())
+pub fn header_b64(alg: &str, kid: &str) -> String {
+    b64url(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#).as_bytes())
 }
 
 /// `base64url(header) . base64url(claims)`: the bytes that get signed.
-pub fn signing_input(alg: Algorithm, kid: &Kid, claims: &Claims) -> String {
+pub fn signing_input(alg: &str, kid: &str, claims: &Claims) -> String {
     let body = serde_json::to_vec(claims).unwrap_or_default();
     format!("{}.{}", header_b64(alg, kid), b64url(&body))
 }

@@ -18,6 +18,8 @@ use crate::storage::{StorageError, Store};
 pub struct Rows {
     pub session: SessionRecord,
     pub issued: Vec<IssuedToken>,
+    /// The exp of an HS256 access token, so the migration's sunset covers it.
+    pub hs256_exp: Option<crate::clock::Timestamp>,
 }
 
 type Request = (Rows, oneshot::Sender<Result<(), String>>);
@@ -61,11 +63,16 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>) {
         let (rows, waiters): (Vec<Rows>, Vec<_>) = batch.into_iter().unzip();
         let result = store
             .write(move |w| {
+                let mut hs256_max = None;
                 for r in &rows {
                     w.put_session(&r.session)?;
                     for t in &r.issued {
                         w.put_issued(t)?;
                     }
+                    hs256_max = hs256_max.max(r.hs256_exp);
+                }
+                if let Some(exp) = hs256_max {
+                    w.raise_meta_max(crate::migration::META_MAX_EXP, exp.unix())?;
                 }
                 Ok::<_, StorageError>(())
             })

@@ -34,6 +34,7 @@ use crate::encoding::random_hex;
 use crate::identities::{Identities, IdentityRecord, IdentityStatus};
 use crate::keyring::KeyRing;
 use crate::keys::{Algorithm, KeyRecord, KeysetName};
+use crate::migration::Migration;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store};
 
@@ -103,6 +104,8 @@ pub struct TokenPair {
     pub access_expires_at: Timestamp,
     pub refresh_expires_at: Timestamp,
     pub clamped: Vec<Clamp>,
+    /// The access token is HS256 (migration phase `hs256`).
+    pub hs256: bool,
 }
 
 pub struct TokenService {
@@ -115,13 +118,20 @@ pub struct TokenService {
     keysets: TokenKeysets,
     revocations: Revocations,
     commit: GroupCommit,
+    migration: Option<Arc<Migration>>,
 }
 
 /// A token about to be signed.
 struct Draft {
-    key: Arc<KeyRecord>,
+    signer: Signer,
     claims: Claims,
     clamp: Option<Clamp>,
+}
+
+enum Signer {
+    Key(Arc<KeyRecord>),
+    /// The legacy shared secret, during the HS256 migration's `hs256` phase.
+    Hs256(zeroize::Zeroizing<Vec<u8>>),
 }
 
 impl TokenService {
@@ -134,11 +144,16 @@ impl TokenService {
         policy: TokenPolicy,
         issuer: String,
         keysets: TokenKeysets,
+        migration: Option<Arc<Migration>>,
     ) -> Result<Self, StorageError> {
         let (jtis, sessions) = store.read(|r| r.revocations()).await?;
         let revocations = Revocations::load(jtis, sessions);
         let commit = GroupCommit::start(store.clone());
-        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit })
+        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit, migration })
+    }
+
+    pub fn migration(&self) -> Option<&Arc<Migration>> {
+        self.migration.as_ref()
     }
 
     pub fn identities(&self) -> &Identities {
@@ -203,7 +218,8 @@ impl TokenService {
             revoked_at: None,
         };
         let (pair, issued) = self.mint(&identity, &mut session, now).await?;
-        self.commit.commit(group_commit::Rows { session, issued }).await?;
+        let hs256_exp = pair.hs256.then_some(pair.access_expires_at);
+        self.commit.commit(group_commit::Rows { session, issued, hs256_exp }).await?;
         Ok(pair)
     }
 
@@ -243,6 +259,7 @@ impl TokenService {
             refresh_token,
             access_expires_at: Timestamp::from_unix(access.claims.exp),
             refresh_expires_at: Timestamp::from_unix(refresh.claims.exp),
+            hs256: matches!(access.signer, Signer::Hs256(_)),
             clamped: [access.clamp, refresh.clamp].into_iter().flatten().collect(),
         };
         Ok((pair, issued))
@@ -256,10 +273,22 @@ impl TokenService {
         kind: TokenType,
         now: Timestamp,
     ) -> Result<Draft, TokenError> {
-        let key = self.ring.active(keyset, now).ok_or_else(|| TokenError::NoSigner(keyset.to_string()))?;
-        let (requested, cap, key_end) = match kind {
-            TokenType::Access => (session.access_ttl, self.policy.access_ttl_max, key.schedule.removed_at),
-            TokenType::Refresh => (session.refresh_ttl, self.policy.refresh_ttl_max, key.schedule.destroy_at),
+        let legacy = match kind {
+            TokenType::Access => self.migration.as_ref().and_then(|m| m.signing_secret()),
+            TokenType::Refresh => None,
+        };
+        let signer = match legacy {
+            Some(secret) => Signer::Hs256(secret),
+            None => Signer::Key(self.ring.active(keyset, now).ok_or_else(|| TokenError::NoSigner(keyset.to_string()))?),
+        };
+        let key_end = match (&signer, kind) {
+            (Signer::Key(k), TokenType::Access) => k.schedule.removed_at,
+            (Signer::Key(k), TokenType::Refresh) => k.schedule.destroy_at,
+            (Signer::Hs256(_), _) => None,
+        };
+        let (requested, cap) = match kind {
+            TokenType::Access => (session.access_ttl, self.policy.access_ttl_max),
+            TokenType::Refresh => (session.refresh_ttl, self.policy.refresh_ttl_max),
         };
         let mut granted = requested.min(cap.as_secs());
         let mut reason = "policy_max";
@@ -294,12 +323,23 @@ impl TokenService {
             parent_token_id: None,
             budget: None,
         };
-        Ok(Draft { key, claims, clamp })
+        Ok(Draft { signer, claims, clamp })
     }
 
     async fn sign(&self, d: &Draft) -> Result<String, TokenError> {
-        let input = signing_input(d.key.algorithm(), &d.key.kid, &d.claims);
-        let sig = self.ring.sign(&d.key, input.as_bytes()).await?;
+        let (input, sig) = match &d.signer {
+            Signer::Key(key) => {
+                let input = signing_input(key.algorithm().as_str(), key.kid.as_str(), &d.claims);
+                let sig = self.ring.sign(key, input.as_bytes()).await?;
+                (input, sig)
+            }
+            Signer::Hs256(secret) => {
+                let kid = self.migration.as_ref().map_or("", |m| m.kid());
+                let input = signing_input("HS256", kid, &d.claims);
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+                (input.clone(), aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref().to_vec())
+            }
+        };
         Ok(format!("{input}.{}", crate::encoding::b64url(&sig)))
     }
 

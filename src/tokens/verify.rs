@@ -2,9 +2,10 @@
 //! validation, bearer authentication and refresh. Everything is answered from
 //! memory (key ring, revocations, identities); nothing reads storage.
 
-use super::claims::{split, Claims};
+use super::claims::{split, Claims, Compact};
 use super::records::TokenType;
 use super::TokenService;
+use crate::clock::Timestamp;
 use crate::identities::IdentityStatus;
 use crate::keys::KeyState;
 
@@ -43,6 +44,9 @@ impl TokenService {
             return Err(VerifyError::Header);
         }
         let kid = jws.header.kid.as_deref().ok_or(VerifyError::Header)?;
+        if jws.header.alg == "HS256" {
+            return self.verify_hs256(kid, &jws, expect, now);
+        }
         let key = self.ring.record(kid).ok_or(VerifyError::UnknownKey)?;
         let state = key.state_at(now);
         let refresh_keyset = self.keysets.refresh.as_ref() == Some(&key.keyset);
@@ -60,6 +64,26 @@ impl TokenService {
             return Err(VerifyError::AlgorithmMismatch);
         }
         if !key.public.verify(jws.signing_input.as_bytes(), &jws.signature) {
+            return Err(VerifyError::Signature);
+        }
+        let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;
+        self.check_claims(&claims, expect, now.unix())?;
+        Ok(claims)
+    }
+
+    /// Legacy HS256 access tokens, only while the migration still accepts them.
+    fn verify_hs256(
+        &self,
+        kid: &str,
+        jws: &Compact<'_>,
+        expect: TokenType,
+        now: Timestamp,
+    ) -> Result<Claims, VerifyError> {
+        let migration = self.migration.as_ref().ok_or(VerifyError::UnknownKey)?;
+        if expect != TokenType::Access || kid != migration.kid() {
+            return Err(VerifyError::UnknownKey);
+        }
+        if !migration.verify(kid, jws.signing_input.as_bytes(), &jws.signature) {
             return Err(VerifyError::Signature);
         }
         let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;

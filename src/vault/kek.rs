@@ -1,9 +1,11 @@
 //! Key-encryption key sources and the wrapped data key.
 //!
 //! The KEK comes from a key file (base64url of 32 random bytes, mode 0600), an
-//! environment variable holding the same, or a passphrase in an environment
-//! variable stretched with Argon2id. It only ever wraps the vault's data key;
-//! the wrapped form ([`WrappedDataKey`]) is what the store keeps.
+//! environment variable holding the same, a passphrase in an environment
+//! variable stretched with Argon2id, or it is a symmetric AWS KMS key that
+//! never leaves KMS (envelope encryption, see `kms_kek`). It only ever wraps
+//! the vault's data key; the wrapped form ([`WrappedDataKey`]) is what the
+//! store keeps.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,8 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::kms_kek;
 use super::seal::{DataKey, Kek, SealError, SecretKey, DATA_KEY_AAD};
 use crate::encoding::{b64url, b64url_decode};
+use crate::kms::KmsKek;
 
 /// Where the KEK comes from (the trusted form of the `[vault]` config).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +24,7 @@ pub enum KekSource {
     File(PathBuf),
     Env(String),
     Passphrase(String),
+    AwsKms(KmsKek),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +47,19 @@ pub enum KekError {
         "the key-encryption key does not unwrap the vault's data key (wrong KEK for this store); nothing was changed"
     )]
     Wrong,
-    #[error("the vault data key was wrapped by a {stored} KEK but the config names a {configured} KEK")]
+    #[error("the vault data key is wrapped under kek = \"{stored}\" but the config names kek = \"{configured}\"")]
     KindMismatch { stored: &'static str, configured: &'static str },
     #[error("stored vault data key record is corrupt: {0}")]
     Corrupt(String),
+    #[error("AWS KMS is unavailable ({op} with key {key_id}): {reason}; nothing was changed")]
+    KmsUnavailable { key_id: String, op: &'static str, reason: String },
+    #[error("AWS KMS refused {op} with key {key_id}: {reason}; nothing was changed")]
+    KmsRefused { key_id: String, op: &'static str, reason: String },
+    #[error(
+        "AWS KMS key {key_id} does not unwrap the vault's data key (wrapped under {wrapped_by} for vault {vault_id}: \
+         wrong KMS key for this store, or an encryption context that does not match): {reason}; nothing was changed"
+    )]
+    KmsWrong { key_id: String, wrapped_by: String, vault_id: String, reason: String },
     #[error("argon2: {0}")]
     Argon2(String),
     #[error(transparent)]
@@ -62,30 +76,56 @@ pub struct Argon2Params {
 }
 
 /// The vault data key, wrapped under a KEK, as stored in the `meta` table.
+///
+/// Version 2 added the optional fields; a version 1 record (without them)
+/// still decodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WrappedDataKey {
     pub v: u32,
     pub kek: KekKind,
     pub argon2: Option<Argon2Params>,
+    /// The data key under the KEK: AES-256-GCM (base64url of the sealed
+    /// layout), or for AWS KMS the CiphertextBlob (base64url).
     pub sealed: String,
+    /// Names the vault (base64url of 16 random bytes, made at init and kept
+    /// across rekeys); a KMS KEK binds the ciphertext to it through the
+    /// encryption context `kmsd:vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_id: Option<String>,
+    /// The ARN of the KMS key that wrapped the data key (AWS KMS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
 }
 
+/// The record version this code writes; it reads every version up to it.
+pub const WRAPPED_VERSION: u32 = 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum KekKind {
     File,
     Env,
     Passphrase,
+    AwsKms,
 }
 
 impl KekKind {
-    fn as_str(self) -> &'static str {
+    /// The `[vault] kek` value (and the stored form).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::File => "file",
             Self::Env => "env",
             Self::Passphrase => "passphrase",
+            Self::AwsKms => "aws-kms",
         }
     }
+}
+
+/// A new vault id: base64url of 16 random bytes.
+pub fn new_vault_id() -> Result<String, KekError> {
+    let mut id = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut id).map_err(|_| SealError::Random)?;
+    Ok(b64url(&id))
 }
 
 impl KekSource {
@@ -94,16 +134,18 @@ impl KekSource {
             Self::File(_) => KekKind::File,
             Self::Env(_) => KekKind::Env,
             Self::Passphrase(_) => KekKind::Passphrase,
+            Self::AwsKms(_) => KekKind::AwsKms,
         }
     }
 
     /// Checks that the source can be read, without deriving anything (for
-    /// `check-config`).
+    /// `check-config`). An AWS KMS key is only checked by using it.
     pub fn check(&self) -> Result<(), KekError> {
         match self {
             Self::File(path) => read_key_file(path).map(drop),
             Self::Env(var) => key_from_text(&env_var(var)?, &format!("environment variable {var}")).map(drop),
             Self::Passphrase(var) => passphrase(var).map(drop),
+            Self::AwsKms(_) => Ok(()),
         }
     }
 
@@ -125,8 +167,39 @@ impl KekSource {
         file.sync_all().map_err(create)
     }
 
-    /// Wraps `data_key` under this KEK (a fresh salt for a passphrase).
-    pub fn wrap(&self, data_key: &DataKey) -> Result<WrappedDataKey, KekError> {
+    /// A new data key for the vault `vault_id`, and its wrapped form (AWS KMS
+    /// generates it: GenerateDataKey).
+    pub async fn generate(&self, vault_id: &str) -> Result<(DataKey, WrappedDataKey), KekError> {
+        if let Self::AwsKms(kms) = self {
+            return kms_kek::generate(kms, vault_id).await;
+        }
+        let data_key = SecretKey::generate()?;
+        let wrapped = self.wrap_locally(&data_key, vault_id)?;
+        Ok((data_key, wrapped))
+    }
+
+    /// Wraps `data_key` of the vault `vault_id` under this KEK.
+    pub async fn wrap(&self, data_key: &DataKey, vault_id: &str) -> Result<WrappedDataKey, KekError> {
+        match self {
+            Self::AwsKms(kms) => kms_kek::wrap(kms, data_key, vault_id).await,
+            local => local.wrap_locally(data_key, vault_id),
+        }
+    }
+
+    /// Unwraps a stored data key. [`KekError::Wrong`] (or, for AWS KMS,
+    /// [`KekError::KmsWrong`]) if this KEK is not the one that wrapped it.
+    pub async fn unwrap(&self, wrapped: &WrappedDataKey) -> Result<DataKey, KekError> {
+        if wrapped.kek != self.kind() {
+            return Err(KekError::KindMismatch { stored: wrapped.kek.as_str(), configured: self.kind().as_str() });
+        }
+        match self {
+            Self::AwsKms(kms) => kms_kek::unwrap(kms, wrapped).await,
+            local => local.unwrap_locally(wrapped),
+        }
+    }
+
+    /// Wraps under a local KEK: AES-256-GCM (a fresh salt for a passphrase).
+    fn wrap_locally(&self, data_key: &DataKey, vault_id: &str) -> Result<WrappedDataKey, KekError> {
         let argon2 = match self {
             Self::Passphrase(_) => {
                 let mut salt = [0u8; 16];
@@ -137,24 +210,23 @@ impl KekSource {
         };
         let kek = self.derive(argon2.as_ref())?;
         let sealed = kek.seal(DATA_KEY_AAD, data_key.expose())?;
-        Ok(WrappedDataKey { v: 1, kek: self.kind(), argon2, sealed: b64url(&sealed) })
+        Ok(WrappedDataKey {
+            v: WRAPPED_VERSION,
+            kek: self.kind(),
+            argon2,
+            sealed: b64url(&sealed),
+            vault_id: Some(vault_id.to_owned()),
+            kms_key_id: None,
+        })
     }
 
-    /// Unwraps a stored data key. [`KekError::Wrong`] if this KEK is not the one
-    /// that wrapped it.
-    pub fn unwrap(&self, wrapped: &WrappedDataKey) -> Result<DataKey, KekError> {
-        if wrapped.kek != self.kind() {
-            return Err(KekError::KindMismatch { stored: wrapped.kek.as_str(), configured: self.kind().as_str() });
-        }
+    fn unwrap_locally(&self, wrapped: &WrappedDataKey) -> Result<DataKey, KekError> {
         let kek = self.derive(wrapped.argon2.as_ref())?;
-        let sealed = b64url_decode(&wrapped.sealed).map_err(|e| KekError::Corrupt(e.to_string()))?;
-        let plain = kek.open(DATA_KEY_AAD, &sealed).map_err(|e| match e {
+        let plain = kek.open(DATA_KEY_AAD, &wrapped.sealed_bytes()?).map_err(|e| match e {
             SealError::Authentication => KekError::Wrong,
             other => KekError::Seal(other),
         })?;
-        let bytes: [u8; 32] =
-            plain.as_slice().try_into().map_err(|_| KekError::Corrupt("data key is not 32 bytes".into()))?;
-        Ok(SecretKey::from_bytes(bytes))
+        data_key_from(&plain)
     }
 
     fn derive(&self, argon2: Option<&Argon2Params>) -> Result<Kek, KekError> {
@@ -165,8 +237,34 @@ impl KekSource {
             (Self::Passphrase(_), None) => {
                 Err(KekError::Corrupt("passphrase-wrapped key without Argon2 parameters".into()))
             }
+            (Self::AwsKms(_), _) => Err(KekError::Corrupt("an AWS KMS key is not a local KEK".into())),
         }
     }
+}
+
+impl WrappedDataKey {
+    /// Decodes a stored record, refusing a version this code does not know.
+    pub fn decode(bytes: &[u8]) -> Result<Self, KekError> {
+        let wrapped: Self = serde_json::from_slice(bytes).map_err(|e| KekError::Corrupt(e.to_string()))?;
+        if !(1..=WRAPPED_VERSION).contains(&wrapped.v) {
+            return Err(KekError::Corrupt(format!("unsupported record version {}", wrapped.v)));
+        }
+        Ok(wrapped)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(super) fn sealed_bytes(&self) -> Result<Vec<u8>, KekError> {
+        b64url_decode(&self.sealed).map_err(|e| KekError::Corrupt(e.to_string()))
+    }
+}
+
+/// A data key from its unwrapped bytes.
+pub(super) fn data_key_from(plain: &[u8]) -> Result<DataKey, KekError> {
+    let bytes: [u8; 32] = plain.try_into().map_err(|_| KekError::Corrupt("data key is not 32 bytes".into()))?;
+    Ok(SecretKey::from_bytes(bytes))
 }
 
 fn read_key_file(path: &Path) -> Result<Kek, KekError> {
@@ -222,21 +320,64 @@ fn stretch(passphrase: &str, params: &Argon2Params) -> Result<Kek, KekError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_key_file_wraps_and_only_it_unwraps() {
+    #[tokio::test]
+    async fn a_key_file_wraps_and_only_it_unwraps() {
         let dir = tempfile::tempdir().unwrap();
         let a = KekSource::File(dir.path().join("a.kek"));
         let b = KekSource::File(dir.path().join("b.kek"));
         a.create_if_missing().unwrap();
         b.create_if_missing().unwrap();
         let data_key = SecretKey::generate().unwrap();
-        let wrapped = a.wrap(&data_key).unwrap();
-        assert_eq!(a.unwrap(&wrapped).unwrap().expose(), data_key.expose());
-        assert!(matches!(b.unwrap(&wrapped), Err(KekError::Wrong)));
+        let wrapped = a.wrap(&data_key, "vault-1").await.unwrap();
+        assert_eq!(wrapped.vault_id.as_deref(), Some("vault-1"));
+        assert_eq!(a.unwrap(&wrapped).await.unwrap().expose(), data_key.expose());
+        assert!(matches!(b.unwrap(&wrapped).await, Err(KekError::Wrong)));
         assert!(matches!(
-            KekSource::Env("KMSD_TEST_UNSET_VAR".into()).unwrap(&wrapped),
+            KekSource::Env("KMSD_TEST_UNSET_VAR".into()).unwrap(&wrapped).await,
             Err(KekError::KindMismatch { .. })
         ));
+    }
+
+    /// A record written before vault ids and KMS KEKs (version 1) still
+    /// decodes and unwraps. The bytes were made outside kmsd (Python
+    /// `cryptography`, AES-256-GCM, the sealed layout): KEK = 1..=32, data
+    /// key = [7; 32].
+    #[tokio::test]
+    async fn a_version_1_record_still_decodes_and_unwraps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.kek");
+        std::fs::write(&path, "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA\n").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let v1 = br#"{"v":1,"kek":"file","argon2":null,"sealed":"AWRlZmdoaWprbG1ub2dYdEuWhbt-_1Conx8r_zvzmB_M-OHwBqfV5fh-5u50LiIiCIcOVd71qNTKd4r5Bg"}"#;
+        let wrapped = WrappedDataKey::decode(v1).unwrap();
+        assert_eq!((wrapped.v, wrapped.kek, wrapped.vault_id.as_deref()), (1, KekKind::File, None));
+        let data_key = KekSource::File(path).unwrap(&wrapped).await.unwrap();
+        assert_eq!(data_key.expose(), &[7u8; 32]);
+    }
+
+    /// The stored encodings, pinned: a local KEK's and an AWS KMS KEK's.
+    #[test]
+    fn the_wrapped_record_encoding_is_pinned() {
+        let kms = WrappedDataKey {
+            v: WRAPPED_VERSION,
+            kek: KekKind::AwsKms,
+            argon2: None,
+            sealed: "AQID".into(),
+            vault_id: Some("dmF1bHQ".into()),
+            kms_key_id: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
+        };
+        assert_eq!(
+            String::from_utf8(kms.encode()).unwrap(),
+            r#"{"v":2,"kek":"aws-kms","argon2":null,"sealed":"AQID","vault_id":"dmF1bHQ","kms_key_id":"arn:aws:kms:us-east-1:111122223333:key/k"}"#
+        );
+        let file = WrappedDataKey { kek: KekKind::File, kms_key_id: None, ..kms.clone() };
+        assert_eq!(
+            String::from_utf8(file.encode()).unwrap(),
+            r#"{"v":2,"kek":"file","argon2":null,"sealed":"AQID","vault_id":"dmF1bHQ"}"#
+        );
+        assert_eq!(WrappedDataKey::decode(&kms.encode()).unwrap(), kms);
+        let future = br#"{"v":3,"kek":"file","argon2":null,"sealed":"AQID"}"#;
+        assert!(matches!(WrappedDataKey::decode(future), Err(KekError::Corrupt(m)) if m.contains("version 3")));
     }
 
     #[cfg(unix)]

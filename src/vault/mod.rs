@@ -5,6 +5,7 @@
 //! Private key bytes never leave this module unencrypted.
 
 mod kek;
+mod kms_kek;
 mod material;
 mod seal;
 
@@ -12,11 +13,13 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-pub use kek::{KekError, KekSource, WrappedDataKey};
+pub use kek::{new_vault_id, KekError, KekKind, KekSource, WrappedDataKey};
 pub use material::{MaterialError, PrivateKey};
 pub use seal::{DataKey, SealError, SecretKey};
 
+use crate::audit::AuditEvent;
 use crate::backend::{BackendError, CreatedKey, KeyBackend, LoadedKeys};
+use crate::clock::Clock;
 use crate::keys::{BackendKind, KeyHandle, KeySpec, KeysetName, Kid, PublicKey};
 use crate::storage::{StorageError, Store, Writer, META_DATA_KEY};
 
@@ -34,37 +37,33 @@ pub enum VaultError {
 
 /// Reads the wrapped data key from the store at `path` without opening it for
 /// writing, and unwraps it with `kek`. Called before the store is opened, so a
-/// wrong KEK leaves the file untouched.
-pub fn unlock(path: &Path, kek: &KekSource) -> Result<DataKey, VaultError> {
+/// wrong KEK (or a KMS that refuses) leaves the file untouched.
+pub async fn unlock(path: &Path, kek: &KekSource) -> Result<DataKey, VaultError> {
     let bytes = Store::peek_meta(path, META_DATA_KEY)?.ok_or(VaultError::NoDataKey)?;
-    Ok(kek.unwrap(&parse_wrapped(&bytes)?)?)
+    Ok(kek.unwrap(&WrappedDataKey::decode(&bytes)?).await?)
 }
 
-/// Creates a data key, wraps it under `kek` and records it in `w`.
-pub fn init(w: &mut Writer, kek: &KekSource) -> Result<DataKey, VaultError> {
+/// A new vault's data key, wrapped under `kek` (which may call AWS KMS, so it
+/// runs before the store exists); [`init`] then records it.
+pub async fn new_data_key(kek: &KekSource) -> Result<(DataKey, WrappedDataKey), VaultError> {
     kek.create_if_missing()?;
-    let data_key = SecretKey::generate().map_err(KekError::from)?;
-    w.put_meta(META_DATA_KEY, &encode_wrapped(&kek.wrap(&data_key)?))?;
-    Ok(data_key)
+    let (data_key, wrapped) = kek.generate(&new_vault_id()?).await?;
+    check_unwraps(kek, &wrapped, &data_key).await?;
+    Ok((data_key, wrapped))
 }
 
-/// Re-wraps the data key under `new`, in `w`'s transaction: the store holds
-/// either the old wrapping or the new one, never neither. Private keys are not
-/// re-encrypted (they are sealed under the data key, which does not change).
-pub fn rekey(w: &mut Writer, current: &KekSource, new: &KekSource) -> Result<(), VaultError> {
-    let bytes = w.meta(META_DATA_KEY)?.ok_or(VaultError::NoDataKey)?;
-    let data_key = current.unwrap(&parse_wrapped(&bytes)?)?;
-    new.create_if_missing()?;
-    w.put_meta(META_DATA_KEY, &encode_wrapped(&new.wrap(&data_key)?))?;
-    Ok(())
+/// Records a new vault's wrapped data key in `w`.
+pub fn init(w: &mut Writer, wrapped: &WrappedDataKey) -> Result<(), VaultError> {
+    Ok(w.put_meta(META_DATA_KEY, &wrapped.encode())?)
 }
 
-fn parse_wrapped(bytes: &[u8]) -> Result<WrappedDataKey, KekError> {
-    serde_json::from_slice(bytes).map_err(|e| KekError::Corrupt(e.to_string()))
-}
-
-fn encode_wrapped(w: &WrappedDataKey) -> Vec<u8> {
-    serde_json::to_vec(w).unwrap_or_default()
+/// Unwraps `wrapped` with `kek` again before it is written: a KEK that can
+/// wrap but not unwrap (say, a KMS key policy without `kms:Decrypt`) must not
+/// lock the vault.
+async fn check_unwraps(kek: &KekSource, wrapped: &WrappedDataKey, data_key: &DataKey) -> Result<(), KekError> {
+    let back = kek.unwrap(wrapped).await?;
+    aws_lc_rs::constant_time::verify_slices_are_equal(back.expose(), data_key.expose())
+        .map_err(|_| KekError::Corrupt("the new wrapping does not unwrap to the data key".into()))
 }
 
 /// The vault as a [`KeyBackend`].
@@ -146,22 +145,38 @@ impl KeyBackend for VaultBackend {
 }
 
 /// `kmsd vault rekey`: opens the store (which must not be in use), re-wraps the
-/// data key from `current` to `new` and records the event, in one transaction.
-pub fn rekey_store(
+/// data key from `current` to `new` and records the new wrapping with its audit
+/// event in one transaction: the store holds either the old wrapping or the
+/// new one, never neither. The KEKs (maybe AWS KMS) are used before that
+/// transaction, while this process holds the store exclusively, so nothing
+/// can change the record in between. Private keys are not re-encrypted (they
+/// are sealed under the data key, which does not change); the vault id is
+/// kept (one is made for a record from before vault ids).
+pub async fn rekey_store(
     path: &Path,
     current: &KekSource,
     new: &KekSource,
-    clock: &dyn crate::clock::Clock,
+    clock: &dyn Clock,
 ) -> Result<(), VaultError> {
     let store = Store::open(path)?;
-    let now = clock.now();
-    store.write_now(|w| {
-        rekey(w, current, new)?;
-        w.audit(
-            crate::audit::AuditEvent::new(now, "cli", "vault.rekey")
-                .target("vault")
-                .detail(serde_json::json!({ "kek": format!("{:?}", new.kind()).to_lowercase() })),
-        )?;
-        Ok::<_, VaultError>(())
-    })
+    let stored = store.read(|r| r.meta(META_DATA_KEY)).await?.ok_or(VaultError::NoDataKey)?;
+    let old = WrappedDataKey::decode(&stored)?;
+    let data_key = current.unwrap(&old).await?;
+    let vault_id = match old.vault_id {
+        Some(id) => id,
+        None => new_vault_id()?,
+    };
+    new.create_if_missing()?;
+    let wrapped = new.wrap(&data_key, &vault_id).await?;
+    check_unwraps(new, &wrapped, &data_key).await?;
+    let event = AuditEvent::new(clock.now(), "cli", "vault.rekey")
+        .target("vault")
+        .detail(serde_json::json!({ "kek": new.kind().as_str() }));
+    store
+        .write(move |w| {
+            w.put_meta(META_DATA_KEY, &wrapped.encode())?;
+            w.audit(event)?;
+            Ok::<_, VaultError>(())
+        })
+        .await
 }

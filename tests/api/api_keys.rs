@@ -29,6 +29,12 @@ pub async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET /v1/tokens/introspect?token=` with an API key: the claims, or `null`.
+pub async fn introspect(base: &str, key: &str, token: &str) -> Value {
+    let url = format!("{base}/v1/tokens/introspect?token={token}");
+    client().get(url).header("x-api-key", key).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn create_key(base: &str, with: &str, scopes: &[&str]) -> (u16, Value) {
     call(base, with, "POST", "/v1/api-keys", Some(json!({ "name": "test", "scopes": scopes }))).await
 }

@@ -156,6 +156,15 @@ pub fn keys_dir(parent: &Path, sets: &[(&str, &str, Option<u32>)]) -> PathBuf {
     dir
 }
 
+/// Appends `line` to the declarations of the keysets `names` in `keys`.
+pub fn add_to_keysets(keys: &Path, names: &[&str], line: &str) {
+    for name in names {
+        let path = keys.join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{line}\n")).unwrap();
+    }
+}
+
 pub fn sha256_file(path: &Path) -> String {
     kmsd::encoding::sha256_hex(&std::fs::read(path).unwrap())
 }

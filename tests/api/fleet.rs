@@ -43,12 +43,18 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
 }
 
-pub fn pyjwt(mode: &'static str, jwks_url: &str, issuer: &str, audience: &str) -> LineVerifier {
+/// `mode`: `gateway` (caches for the max-age kmsd sends, no early refetch),
+/// `pyjwk` (PyJWKClient, refetch on unknown kid at most once per `seconds`),
+/// or `fixed` (caches for `seconds` whatever max-age says).
+pub fn pyjwt(mode: &'static str, seconds: u32, jwks_url: &str, issuer: &str, audience: &str) -> LineVerifier {
     let mut cmd = Command::new(crate::python::python());
-    // PyJWKClient refetches on an unknown kid at most once per cooldown; 1 s is
-    // inside the test policy's 2 s publish lead.
-    cmd.arg(root().join("python").join("gateway.py")).args([mode, jwks_url, issuer, audience, "1"]);
-    LineVerifier::spawn(if mode == "gateway" { "pyjwt-gateway" } else { "pyjwt-pyjwkclient" }, cmd)
+    cmd.arg(root().join("python").join("gateway.py")).args([mode, jwks_url, issuer, audience, &seconds.to_string()]);
+    let name = match mode {
+        "gateway" => "pyjwt-gateway",
+        "fixed" => "pyjwt-fixed-cache",
+        _ => "pyjwt-pyjwkclient",
+    };
+    LineVerifier::spawn(name, cmd)
 }
 
 pub fn jose(jwks_url: &str, issuer: &str, audience: &str) -> LineVerifier {

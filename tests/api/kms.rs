@@ -1,10 +1,16 @@
 //! The AWS KMS backend against the moto emulator (`tests/kms/`): the shared
 //! backend contract, what the emulator's corrections buy (stock moto's faults
-//! are caught), key state, kmsd's sign budget, outages and timeouts, orphans,
-//! and the daemon with an AWS KMS keyset.
+//! are caught), key state, kmsd's sign budget, outages and timeouts, orphans;
+//! and the daemon with AWS KMS keysets: tokens, rotation, revoke, destroy,
+//! startup orphan cleanup, a partition and the sign budget over HTTP; and the
+//! vault's data key wrapped by a KMS key (envelope).
 
 mod deployment;
 mod emulator;
+mod faults;
+mod lifecycle;
+mod proxy;
+mod vault_kek;
 
 use std::collections::HashSet;
 use std::net::TcpListener;

@@ -40,8 +40,7 @@ impl Env {
     }
 
     pub async fn introspect(&self, token: &str) -> Value {
-        let url = format!("{}/v1/tokens/introspect?token={token}", self.d.public);
-        client().get(url).header("x-api-key", &self.admin).send().await.unwrap().json().await.unwrap()
+        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
     }
 
     pub fn jwks_url(&self) -> String {
@@ -63,7 +62,9 @@ fn flip_payload_byte(token: &str) -> String {
     parts.join(".")
 }
 
-const PYJWT_VERIFY: &str = r#"
+/// Verifies each token (argv 4..) with PyJWT's `PyJWKClient` against the JWKS
+/// at argv 1, for issuer argv 2 and audience argv 3; one JSON line per token.
+pub const PYJWT_VERIFY: &str = r#"
 import json, sys, time
 import jwt
 url, issuer, audience = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -502,15 +503,7 @@ async fn every_token_returned_before_a_crash_is_introspectable_or_revocable_afte
     let d = Daemon::start(tmp.path(), &[]);
     let mut introspectable = 0;
     for t in &tokens {
-        let v: Value = client()
-            .get(format!("{}/v1/tokens/introspect?token={t}", d.public))
-            .header("x-api-key", &admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = crate::api_keys::introspect(&d.public, &admin, t).await;
         if v != Value::Null {
             introspectable += 1;
         }

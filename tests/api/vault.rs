@@ -9,7 +9,7 @@ use crate::daemon::{bootstrap_key, client, keys_dir, run, sha256_file, text, Dae
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 
-async fn kids(d: &Daemon) -> Vec<String> {
+pub async fn kids(d: &Daemon) -> Vec<String> {
     let body: Value =
         client().get(format!("{}/.well-known/jwks.json", d.public)).send().await.unwrap().json().await.unwrap();
     let mut kids: Vec<String> =
@@ -18,7 +18,7 @@ async fn kids(d: &Daemon) -> Vec<String> {
     kids
 }
 
-fn store(tmp: &std::path::Path) -> std::path::PathBuf {
+pub fn store(tmp: &std::path::Path) -> std::path::PathBuf {
     tmp.join("kmsd-data").join("kmsd.redb")
 }
 

@@ -9,6 +9,9 @@ Modes:
   gateway   caches the JWKS for exactly the Cache-Control max-age kmsd sent
             and never refetches early on an unknown kid (as many API gateways
             do): a token whose kid is not in the cached set fails.
+  fixed     like gateway, but caches the set for a fixed lifetime (the 5th
+            argument, seconds) whatever max-age says: a verifier whose cache
+            outlives kmsd's publish lead.
   pyjwk     PyJWT's own PyJWKClient with its default cache (5 min), which
             refetches the set on an unknown kid at most once per cooldown
             (PyJWT's default is 30 s; the fleet test passes one shorter than
@@ -26,8 +29,9 @@ LEEWAY = 30
 
 
 class Gateway:
-    def __init__(self, url):
+    def __init__(self, url, fixed_lifetime=None):
         self.url = url
+        self.fixed_lifetime = fixed_lifetime
         self.keys = {}
         self.expires = 0.0
         self.fetches = 0
@@ -38,7 +42,8 @@ class Gateway:
             body = json.load(resp)
         self.fetches += 1
         m = re.search(r"max-age=(\d+)", cache)
-        self.expires = time.monotonic() + (int(m.group(1)) if m else 0)
+        lifetime = self.fixed_lifetime if self.fixed_lifetime is not None else (int(m.group(1)) if m else 0)
+        self.expires = time.monotonic() + lifetime
         self.keys = {k["kid"]: jwt.PyJWK(k) for k in body["keys"]}
 
     def key_for(self, token):
@@ -61,7 +66,12 @@ class PyJwk:
 def main():
     mode, url, issuer, audience = sys.argv[1:5]
     cooldown = float(sys.argv[5]) if len(sys.argv) > 5 else 30.0
-    verifier = Gateway(url) if mode == "gateway" else PyJwk(url, cooldown)
+    if mode == "gateway":
+        verifier = Gateway(url)
+    elif mode == "fixed":
+        verifier = Gateway(url, fixed_lifetime=cooldown)
+    else:
+        verifier = PyJwk(url, cooldown)
     for line in sys.stdin:
         token = line.strip()
         if not token:

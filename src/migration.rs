@@ -1,0 +1,323 @@
+//! The HS256 cut-over, as a persisted state machine with a computed sunset:
+//!
+//! ```text
+//! hs256       signs access tokens HS256 (legacy secret + kid); the asymmetric
+//!             key is already published in the JWKS
+//! asymmetric  signs RS256/EdDSA; still verifies HS256 until sunset_at
+//! sunset      secret wiped from memory; HS256 refused everywhere
+//! ```
+//!
+//! `sunset_at = max(latest exp of any HS256 token kmsd issued,
+//! cutover_at + legacy_ttl_cap) + skew`. The latest exp is written with each
+//! HS256 token's rows (group commit), so it survives a crash. The secret is
+//! never published, logged or returned, and `Debug` redacts it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::audit::AuditEvent;
+use crate::clock::{Clock, Timestamp};
+use crate::storage::{StorageError, Store};
+
+pub const META_STATE: &str = "hs256_migration";
+pub const META_MAX_EXP: &str = "hs256_max_exp";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Hs256,
+    Asymmetric,
+    Sunset,
+}
+
+impl Phase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Hs256 => "hs256",
+            Self::Asymmetric => "asymmetric",
+            Self::Sunset => "sunset",
+        }
+    }
+}
+
+/// The persisted state (meta table, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationState {
+    pub phase: Phase,
+    pub started_at: Timestamp,
+    pub cutover_at: Option<Timestamp>,
+    pub sunset_at: Option<Timestamp>,
+}
+
+/// What the config says about the cut-over.
+#[derive(Clone)]
+pub struct MigrationConfig {
+    pub kid: String,
+    pub secret: Option<Zeroizing<Vec<u8>>>,
+    pub legacy_ttl_cap: Duration,
+    pub skew: Duration,
+    pub publish_lead: Duration,
+}
+
+impl std::fmt::Debug for MigrationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationConfig")
+            .field("kid", &self.kid)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("legacy_ttl_cap", &self.legacy_ttl_cap)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("the HS256 secret is not available (set it in the environment variable named by migration.secret_env)")]
+    NoSecret,
+    #[error("cannot {action} in phase {phase}")]
+    Phase { action: &'static str, phase: &'static str },
+    #[error("the asymmetric key was published at {published}; advancing is allowed from {allowed} (publish lead)")]
+    TooEarly { published: Timestamp, allowed: Timestamp },
+    #[error("the keyset that replaces HS256 has no active key")]
+    NoAsymmetricKey,
+    #[error("stored migration state is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub struct Migration {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: MigrationConfig,
+    state: Mutex<MigrationState>,
+    secret: Mutex<Option<Zeroizing<Vec<u8>>>>,
+    verifications: AtomicU64,
+    last_verification: AtomicU64,
+}
+
+impl Migration {
+    /// Loads (or starts, in phase `hs256`) the cut-over. A sunset that came due
+    /// while kmsd was down happens here, before anything is served.
+    pub async fn start(store: Store, clock: Arc<dyn Clock>, config: MigrationConfig) -> Result<Self, MigrationError> {
+        let stored = store.read(|r| r.meta(META_STATE)).await?;
+        let now = clock.now();
+        let state = match stored {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| MigrationError::Corrupt(e.to_string()))?,
+            None => {
+                let s = MigrationState { phase: Phase::Hs256, started_at: now, cutover_at: None, sunset_at: None };
+                let bytes = serde_json::to_vec(&s).unwrap_or_default();
+                store
+                    .write(move |w| {
+                        w.put_meta(META_STATE, &bytes)?;
+                        w.audit(AuditEvent::new(now, "system", "migration.start").target("hs256"))?;
+                        Ok::<_, StorageError>(())
+                    })
+                    .await?;
+                s
+            }
+        };
+        if state.phase != Phase::Sunset && config.secret.is_none() {
+            return Err(MigrationError::NoSecret);
+        }
+        let secret = config.secret.clone().filter(|_| state.phase != Phase::Sunset);
+        let m = Self {
+            store,
+            clock,
+            config,
+            state: Mutex::new(state),
+            secret: Mutex::new(secret),
+            verifications: AtomicU64::new(0),
+            last_verification: AtomicU64::new(0),
+        };
+        m.sunset_if_due().await?;
+        Ok(m)
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.config.kid
+    }
+
+    pub fn state(&self) -> MigrationState {
+        self.state.lock().map(|s| s.clone()).unwrap_or(MigrationState {
+            phase: Phase::Sunset,
+            started_at: Timestamp::from_unix(0),
+            cutover_at: None,
+            sunset_at: None,
+        })
+    }
+
+    /// The HS256 key to sign access tokens with, in phase `hs256` only.
+    pub fn signing_secret(&self) -> Option<Zeroizing<Vec<u8>>> {
+        if self.state().phase != Phase::Hs256 {
+            return None;
+        }
+        self.secret.lock().ok()?.clone()
+    }
+
+    /// Verifies an HS256 signature, counting it; false after sunset.
+    pub fn verify(&self, kid: &str, signing_input: &[u8], signature: &[u8]) -> bool {
+        let state = self.state();
+        let now = self.clock.now();
+        let open = match state.phase {
+            Phase::Hs256 => true,
+            Phase::Asymmetric => state.sunset_at.is_some_and(|s| now < s),
+            Phase::Sunset => false,
+        };
+        if !open || kid != self.config.kid {
+            return false;
+        }
+        let Some(secret) = self.secret.lock().ok().and_then(|s| s.clone()) else { return false };
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret);
+        let ok = aws_lc_rs::hmac::verify(&key, signing_input, signature).is_ok();
+        if ok {
+            self.verifications.fetch_add(1, Ordering::Relaxed);
+            self.last_verification.store(u64::try_from(now.unix()).unwrap_or(0), Ordering::Relaxed);
+        }
+        ok
+    }
+
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// The status document for the admin API.
+    pub async fn status(&self) -> Result<serde_json::Value, MigrationError> {
+        let s = self.state();
+        let max_exp = self.max_hs256_exp().await?;
+        let last = self.last_verification.load(Ordering::Relaxed);
+        Ok(serde_json::json!({
+            "state": s.phase.as_str(),
+            "kid": self.config.kid,
+            "startedAt": s.started_at.to_iso(),
+            "cutoverAt": s.cutover_at.map(|t| t.to_iso()),
+            "sunsetAt": s.sunset_at.map(|t| t.to_iso()),
+            "latestHs256TokenExpiresAt": max_exp.map(|t| t.to_iso()),
+            "legacyTtlCapSeconds": self.config.legacy_ttl_cap.as_secs(),
+            "hs256Verifications": self.verifications(),
+            "lastHs256VerificationAt": (last > 0).then(|| Timestamp::from_unix(i64::try_from(last).unwrap_or(0)).to_iso()),
+        }))
+    }
+
+    async fn max_hs256_exp(&self) -> Result<Option<Timestamp>, MigrationError> {
+        let bytes = self.store.read(|r| r.meta(META_MAX_EXP)).await?;
+        Ok(bytes.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok()).map(Timestamp::from_unix))
+    }
+
+    /// `hs256 -> asymmetric`, once the replacement key (published at
+    /// `asymmetric_published_at`) has been in the JWKS for the publish lead.
+    pub async fn advance(
+        &self,
+        asymmetric_published_at: Option<Timestamp>,
+        actor: &str,
+    ) -> Result<MigrationState, MigrationError> {
+        let now = self.clock.now();
+        let current = self.state();
+        if current.phase != Phase::Hs256 {
+            return Err(MigrationError::Phase { action: "advance", phase: current.phase.as_str() });
+        }
+        let published = asymmetric_published_at.ok_or(MigrationError::NoAsymmetricKey)?;
+        let allowed = published.plus(self.config.publish_lead);
+        if now < allowed {
+            return Err(MigrationError::TooEarly { published, allowed });
+        }
+        let max_exp = self.max_hs256_exp().await?;
+        let sunset_at = sunset_at(now, max_exp, self.config.legacy_ttl_cap, self.config.skew);
+        let next =
+            MigrationState { phase: Phase::Asymmetric, cutover_at: Some(now), sunset_at: Some(sunset_at), ..current };
+        let detail = serde_json::json!({
+            "sunsetAt": sunset_at.to_iso(),
+            "latestHs256TokenExpiresAt": max_exp.map(|t| t.to_iso()),
+        });
+        self.commit(next, actor, "migration.advance", detail).await
+    }
+
+    /// `asymmetric -> hs256`, allowed until sunset.
+    pub async fn rollback(&self, actor: &str) -> Result<MigrationState, MigrationError> {
+        let current = self.state();
+        let open = current.phase == Phase::Asymmetric && current.sunset_at.is_some_and(|s| self.clock.now() < s);
+        if !open {
+            return Err(MigrationError::Phase { action: "roll back", phase: current.phase.as_str() });
+        }
+        let next = MigrationState { phase: Phase::Hs256, cutover_at: None, sunset_at: None, ..current };
+        self.commit(next, actor, "migration.rollback", serde_json::Value::Null).await
+    }
+
+    /// Sunset at once (e.g. the secret leaked): HS256 is refused from now on.
+    pub async fn sunset_now(&self, actor: &str) -> Result<MigrationState, MigrationError> {
+        let current = self.state();
+        if current.phase == Phase::Sunset {
+            return Err(MigrationError::Phase { action: "sunset", phase: "sunset" });
+        }
+        let now = self.clock.now();
+        let next = MigrationState { phase: Phase::Sunset, sunset_at: Some(now), ..current };
+        self.commit(next, actor, "migration.sunset_now", serde_json::Value::Null).await
+    }
+
+    /// The timer: sunset once `sunset_at` has passed (also called at startup).
+    pub async fn sunset_if_due(&self) -> Result<bool, MigrationError> {
+        let current = self.state();
+        let due = current.phase == Phase::Asymmetric && current.sunset_at.is_some_and(|s| self.clock.now() >= s);
+        if !due {
+            return Ok(false);
+        }
+        let next = MigrationState { phase: Phase::Sunset, ..current };
+        self.commit(next, "scheduler", "migration.sunset", serde_json::Value::Null).await?;
+        Ok(true)
+    }
+
+    async fn commit(
+        &self,
+        next: MigrationState,
+        actor: &str,
+        action: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<MigrationState, MigrationError> {
+        let now = self.clock.now();
+        let bytes = serde_json::to_vec(&next).unwrap_or_default();
+        let event = AuditEvent::new(now, actor, action).target(next.phase.as_str()).detail(detail);
+        self.store
+            .write(move |w| {
+                w.put_meta(META_STATE, &bytes)?;
+                w.audit(event)?;
+                Ok::<_, StorageError>(())
+            })
+            .await?;
+        if next.phase == Phase::Sunset {
+            if let Ok(mut s) = self.secret.lock() {
+                *s = None; // Zeroizing wipes the bytes on drop.
+            }
+        }
+        if let Ok(mut s) = self.state.lock() {
+            *s = next.clone();
+        }
+        Ok(next)
+    }
+}
+
+/// DESIGN.md: `max(latest HS256 exp kmsd issued, cutover + legacy cap) + skew`.
+pub fn sunset_at(
+    cutover: Timestamp,
+    latest_exp: Option<Timestamp>,
+    legacy_ttl_cap: Duration,
+    skew: Duration,
+) -> Timestamp {
+    latest_exp.unwrap_or(cutover).max(cutover.plus(legacy_ttl_cap)).plus(skew)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sunset_covers_both_kmsds_own_tokens_and_the_legacy_cap() {
+        let t = Timestamp::from_unix;
+        let (cap, skew) = (Duration::from_secs(3600), Duration::from_secs(60));
+        assert_eq!(sunset_at(t(1000), None, cap, skew), t(4660));
+        assert_eq!(sunset_at(t(1000), Some(t(2000)), cap, skew), t(4660));
+        assert_eq!(sunset_at(t(1000), Some(t(9000)), cap, skew), t(9060));
+    }
+}

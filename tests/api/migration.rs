@@ -1,0 +1,192 @@
+//! The HS256 cut-over against the real daemon: HS256 tokens in phase `hs256`
+//! (checked by PyJWT with the shared secret), the publish-lead gate, the
+//! computed sunset, rollback, the sunset timer (also across a restart), an
+//! operator's immediate sunset, and the secret never leaving kmsd.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::api_keys::call;
+use crate::daemon::{bootstrap_key, client, Daemon};
+use crate::tokens::{part, ISSUER};
+
+const SECRET: &str = "legacy-shared-secret-0123456789abcdef";
+
+fn setup(dir: &std::path::Path) -> Vec<(String, String)> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, crate::rotation::FAST_POLICY).unwrap();
+    let config = dir.join("kmsd.toml");
+    std::fs::write(&config, "[migration]\nenabled = true\nkid = \"legacy-1\"\nlegacy_ttl_cap = \"6s\"\n").unwrap();
+    vec![
+        ("KMSD_POLICY_FILE".into(), policy.display().to_string()),
+        ("KMSD_CONFIG".into(), config.display().to_string()),
+        ("KMSD_HS256_SECRET".into(), SECRET.into()),
+    ]
+}
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+struct M {
+    d: Daemon,
+    admin: String,
+    id: String,
+}
+
+impl M {
+    async fn start(dir: &std::path::Path, env: &[(String, String)], admin: Option<String>) -> M {
+        let d = Daemon::start(dir, &refs(env));
+        let admin = admin.unwrap_or_else(|| bootstrap_key(&d.output()));
+        let (_, v) = call(&d.public, &admin, "GET", "/v1/identities", None).await;
+        let id = match v["data"].as_array().and_then(|a| a.first()) {
+            Some(i) => i["id"].as_str().unwrap().to_owned(),
+            None => {
+                let body = json!({ "name": "legacy", "sponsorId": "u", "scopes": ["relayfile:fs:read:/a/*"] });
+                let (_, v) = call(&d.public, &admin, "POST", "/v1/identities", Some(body)).await;
+                v["id"].as_str().unwrap().to_owned()
+            }
+        };
+        M { d, admin, id }
+    }
+
+    async fn token(&self) -> String {
+        let (status, v) =
+            call(&self.d.public, &self.admin, "POST", "/v1/tokens", Some(json!({ "identityId": self.id }))).await;
+        assert_eq!(status, 201, "{v}");
+        v["accessToken"].as_str().unwrap().to_owned()
+    }
+
+    async fn introspect(&self, token: &str) -> Value {
+        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
+    }
+
+    async fn act(&self, action: &str) -> (u16, Value) {
+        call(&self.d.admin, &self.admin, "POST", "/v1/admin/migration", Some(json!({ "action": action }))).await
+    }
+
+    async fn status(&self) -> Value {
+        call(&self.d.admin, &self.admin, "GET", "/v1/admin/migration", None).await.1
+    }
+}
+
+const PYJWT_HS256: &str = r#"
+import json, sys
+import jwt
+try:
+    c = jwt.decode(sys.argv[2], sys.argv[1], algorithms=["HS256"], audience="relayfile", issuer=sys.argv[3])
+    print(json.dumps({"ok": True, "sub": c["sub"]}))
+except Exception as e:
+    print(json.dumps({"ok": False, "error": type(e).__name__}))
+"#;
+
+fn ts(v: &Value) -> i64 {
+    kmsd::clock::Timestamp::parse_iso(v.as_str().unwrap()).unwrap().unix()
+}
+
+#[tokio::test]
+async fn hs256_tokens_verify_until_the_computed_sunset_and_never_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let m = M::start(tmp.path(), &env, None).await;
+    assert_eq!(m.status().await["state"], "hs256");
+    let legacy = m.token().await;
+    assert_eq!(part(&legacy, 0), json!({ "alg": "HS256", "typ": "JWT", "kid": "legacy-1" }));
+    let t = legacy.clone();
+    let py = tokio::task::spawn_blocking(move || crate::python::run(PYJWT_HS256, &[SECRET, &t, ISSUER])).await.unwrap();
+    assert!(py.contains("\"ok\": true"), "PyJWT verifies kmsd's HS256 token with the shared secret: {py}");
+    assert_ne!(m.introspect(&legacy).await, Value::Null);
+
+    // The asymmetric key must have been published for the publish lead.
+    let (status, v) = m.act("advance").await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("migration_conflict")), "{v}");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let latest = m.token().await;
+    let latest_exp = part(&latest, 1)["exp"].as_i64().unwrap();
+    let (status, v) = m.act("advance").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["state"], "asymmetric");
+    let cutover = ts(&v["cutoverAt"]);
+    let sunset = ts(&v["sunsetAt"]);
+    assert_eq!(sunset, latest_exp.max(cutover + 6) + 1, "sunset_at = max(latest HS256 exp, cutover + cap) + skew");
+    assert_eq!(part(&m.token().await, 0)["alg"], "RS256", "asymmetric signing after the cut-over");
+    assert_ne!(m.introspect(&latest).await, Value::Null, "HS256 still verifies before sunset");
+
+    // Rollback before sunset resumes HS256 signing; advancing again restarts the clock.
+    let (status, v) = m.act("rollback").await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("hs256")));
+    let again = m.token().await;
+    assert_eq!(part(&again, 0)["alg"], "HS256");
+    let (status, v) = m.act("advance").await;
+    assert_eq!(status, 200, "{v}");
+    let sunset = ts(&v["sunsetAt"]);
+    assert!(v["hs256Verifications"].as_u64().unwrap() >= 2, "HS256 verifications are counted: {v}");
+
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    while now() <= sunset + 1 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(m.status().await["state"], "sunset", "the timer fired");
+    assert_eq!(m.introspect(&again).await, Value::Null, "HS256 refused after sunset");
+    let (status, _) = m.act("rollback").await;
+    assert_eq!(status, 409, "no rollback after sunset");
+
+    // The secret is nowhere: JWKS, API output, logs.
+    let jwks =
+        client().get(format!("{}/.well-known/jwks.json", m.d.public)).send().await.unwrap().text().await.unwrap();
+    assert!(!jwks.contains("oct") && !jwks.contains("legacy-1"));
+    let (_, audit) = call(&m.d.admin, &m.admin, "GET", "/v1/admin/audit?limit=1000", None).await;
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["migration.start", "migration.advance", "migration.rollback", "migration.sunset"] {
+        assert!(actions.contains(&a), "{a} audited: {actions:?}");
+    }
+    let (_, out) = m.d.stop();
+    let b64 = kmsd::encoding::b64url(SECRET.as_bytes());
+    for hay in [&jwks, &audit.to_string(), &out] {
+        assert!(!hay.contains(SECRET) && !hay.contains(&b64), "secret leaked");
+    }
+}
+
+#[tokio::test]
+async fn a_sunset_that_came_due_while_down_happens_at_startup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let m = M::start(tmp.path(), &env, None).await;
+    let legacy = m.token().await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (status, v) = m.act("advance").await;
+    assert_eq!(status, 200, "{v}");
+    let sunset = ts(&v["sunsetAt"]);
+    let admin = m.admin.clone();
+    m.d.stop();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    while now() <= sunset {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Restart with a reconcile tick an hour long: only the startup check can fire it.
+    let policy = tmp.path().join("policy.toml");
+    let text = std::fs::read_to_string(&policy).unwrap().replace("tick = \"1s\"", "tick = \"1h\"");
+    std::fs::write(&policy, text).unwrap();
+    let m = M::start(tmp.path(), &env, Some(admin)).await;
+    assert_eq!(m.status().await["state"], "sunset");
+    assert_eq!(m.introspect(&legacy).await, Value::Null);
+}
+
+#[tokio::test]
+async fn an_operator_can_sunset_at_once_and_it_is_audited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let m = M::start(tmp.path(), &env, None).await;
+    let legacy = m.token().await;
+    let (status, v) = m.act("sunset").await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("sunset")));
+    assert_eq!(m.introspect(&legacy).await, Value::Null);
+    assert_eq!(part(&m.token().await, 0)["alg"], "RS256");
+    let (_, audit) = call(&m.d.admin, &m.admin, "GET", "/v1/admin/audit?limit=1000", None).await;
+    assert!(audit["events"].as_array().unwrap().iter().any(|e| e["action"] == "migration.sunset_now"));
+    let (status, v) = m.act("jump").await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_request")));
+}
