@@ -15,7 +15,7 @@ use crate::auth_limit::AuthLimiter;
 use crate::backend::{Guarded, KeyBackend};
 use crate::clock::{Clock, Timestamp};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::{BackendKind, Kid};
@@ -170,7 +170,7 @@ impl App {
             migration,
         )
         .await?;
-        let state = AppState {
+        let state = AppState::new(Services {
             rotation: Arc::new(rotation),
             tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
@@ -180,7 +180,7 @@ impl App {
             api_keys,
             store,
             ring,
-        };
+        });
         Ok(App { state, touch_writer, orphans })
     }
 

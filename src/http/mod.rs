@@ -34,9 +34,14 @@ use crate::rotation::Rotation;
 use crate::storage::Store;
 use crate::tokens::TokenService;
 
-/// Everything a handler may use; cheap to clone.
+/// Everything a handler may use; cheap to clone: one reference count, since
+/// axum clones the state for every request (handler and `State` extractor),
+/// and every count the two cores both touch is a contended cache line.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+/// The shared services behind [`AppState`] (which dereferences to them).
+pub struct Services {
     pub config: Arc<Config>,
     pub clock: Arc<dyn Clock>,
     pub store: Store,
@@ -46,6 +51,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<TokenService>,
     pub rotation: Arc<Rotation>,
+}
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
 }
 
 /// The public listener: health, JWKS, discovery, tokens, identities, raw
