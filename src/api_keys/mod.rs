@@ -85,9 +85,6 @@ struct Inner {
     lookups: AtomicU64,
     /// Records of keys that authenticated, by hash (write-through on revoke).
     cache: KeyCache,
-    /// Hashes that authenticated since start (bounded): lets the auth-failure
-    /// limiter wave known-good keys through without a store lookup.
-    known_good: Mutex<HashMap<String, Timestamp>>,
     /// When `lastUsedAt` was last queued for each key.
     last_touched: Mutex<HashMap<ApiKeyId, Timestamp>>,
     touches: mpsc::Sender<(ApiKeyId, Timestamp)>,
@@ -106,7 +103,6 @@ impl ApiKeys {
             store: store.clone(),
             lookups: AtomicU64::new(0),
             cache: KeyCache::default(),
-            known_good: Mutex::new(HashMap::new()),
             last_touched: Mutex::new(HashMap::new()),
             touches: tx,
         };
@@ -118,11 +114,10 @@ impl ApiKeys {
         self.inner.lookups.load(Ordering::Relaxed)
     }
 
-    /// Whether `presented` authenticated successfully before (no store access).
+    /// Whether `presented` is a key that authenticated before and is still
+    /// cached (no store access): the auth-failure limiter waves these through.
     pub fn is_known_good(&self, presented: &str) -> bool {
-        ApiKeySecret::parse(presented)
-            .ok()
-            .is_some_and(|s| self.inner.known_good.lock().map(|m| m.contains_key(&s.hash())).unwrap_or(false))
+        ApiKeySecret::parse(presented).ok().is_some_and(|s| self.inner.cache.get(&s.hash()).is_some())
     }
 
     /// Authenticates a presented key. Format and checksum are checked before
@@ -149,12 +144,6 @@ impl ApiKeys {
         };
         if !record.authenticates(&secret, now) {
             return Err(ApiKeyAuthError::NotAccepted);
-        }
-        if let Ok(mut known) = self.inner.known_good.lock() {
-            if known.len() >= 10_000 {
-                known.clear();
-            }
-            known.insert(hash, now);
         }
         self.touch(&record.id, now);
         Ok(ApiKeyRecord::clone(&record))

@@ -386,8 +386,7 @@ pub fn offline_plan(config: &crate::config::Config, now: Timestamp, rotations: u
         let mut activated = now;
         for n in 1..=rotations {
             let Some(due) = schedule.next_after(activated) else { break };
-            let publish = due.minus(r.publish_lead).max(now);
-            let activate = due.max(publish.plus(r.publish_lead));
+            let (publish, activate) = plan::rotation_instants(due, now, r.publish_lead);
             let removed = activate.plus(r.overlap);
             out.push_str(&format!(
                 "  rotation {n}: publish {publish} -> signs {activate}; previous key leaves JWKS {removed}, destroyed {}\n",

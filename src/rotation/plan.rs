@@ -73,8 +73,15 @@ pub fn next_rotation(
     policy: &RotationPolicy,
 ) -> Option<(Timestamp, Timestamp)> {
     let due = schedule.next_after(last_activation(records))?;
-    let publish = due.minus(policy.publish_lead).max(now);
-    Some((publish, due.max(publish.plus(policy.publish_lead))))
+    Some(rotation_instants(due, now, policy.publish_lead))
+}
+
+/// When a rotation due at `due` publishes its key and activates it, seen from
+/// `now`: published `lead` before `due` (or now, if that has passed) and never
+/// active less than `lead` after publication.
+pub fn rotation_instants(due: Timestamp, now: Timestamp, lead: std::time::Duration) -> (Timestamp, Timestamp) {
+    let publish = due.minus(lead).max(now);
+    (publish, due.max(publish.plus(lead)))
 }
 
 /// The schedule of a successor published at `now` and active at `activate_at`.

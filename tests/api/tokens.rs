@@ -514,3 +514,22 @@ async fn every_token_returned_before_a_crash_is_introspectable_or_revocable_afte
     }
     assert_eq!(introspectable, tokens.len(), "every returned token verifies after the restart");
 }
+
+#[tokio::test]
+async fn lifetimes_above_the_policy_cap_are_clamped_and_the_reply_says_so() {
+    let e = start(&[]);
+    let id = e.identity("clamp", &["relayfile:fs:read:/a/*"]).await;
+    let (status, pair) =
+        e.issue(&e.admin, json!({ "identityId": id, "expiresIn": 999_999, "refreshTokenTtlSeconds": 60 })).await;
+    assert_eq!(status, 201, "{pair}");
+    assert_eq!(
+        pair["clamped"],
+        json!([{ "token": "access", "requestedSeconds": 999_999, "grantedSeconds": 86_400, "reason": "policy_max" }])
+    );
+    let c = part(pair["accessToken"].as_str().unwrap(), 1);
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 86_400);
+    let r = part(pair["refreshToken"].as_str().unwrap(), 1);
+    assert_eq!(r["exp"].as_i64().unwrap() - r["iat"].as_i64().unwrap(), 60, "a refresh lifetime under the cap is kept");
+    let (_, plain) = e.issue(&e.admin, json!({ "identityId": id })).await;
+    assert!(plain.get("clamped").is_none(), "no clamp, no field: {plain}");
+}
