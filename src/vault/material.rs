@@ -25,6 +25,8 @@ pub enum MaterialError {
     Parse(&'static str),
     #[error("signing failed")]
     Sign,
+    #[error("two computations of the same Ed25519 signature differ (a fault); nothing was released")]
+    Fault,
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -107,7 +109,10 @@ impl PrivateKey {
                     .map_err(|_| MaterialError::Sign)?;
                 Ok(sig)
             }
-            Self::Ed25519(kp) => Ok(kp.sign(message).as_ref().to_vec()),
+            // Ed25519 is deterministic, so a fault in either computation shows
+            // as a difference; a faulty signature must never leave, since with
+            // a good one it can reveal the key.
+            Self::Ed25519(kp) => agree(kp.sign(message).as_ref(), kp.sign(message).as_ref()),
             Self::P256(kp) => {
                 Ok(kp.sign(&SystemRandom::new(), message).map_err(|_| MaterialError::Sign)?.as_ref().to_vec())
             }
@@ -115,9 +120,24 @@ impl PrivateKey {
     }
 }
 
+/// The signature, if both computations of it are the same.
+fn agree(first: &[u8], second: &[u8]) -> Result<Vec<u8>, MaterialError> {
+    if first == second {
+        Ok(first.to_vec())
+    } else {
+        Err(MaterialError::Fault)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differing_computations_of_a_deterministic_signature_release_nothing() {
+        assert_eq!(agree(b"sig", b"sig").unwrap(), b"sig");
+        assert!(matches!(agree(b"sig", b"sih"), Err(MaterialError::Fault)));
+    }
 
     #[test]
     fn every_spec_generates_signs_and_round_trips_through_pkcs8() {

@@ -126,7 +126,18 @@ impl KeyBackend for VaultBackend {
 
     async fn sign(&self, kid: &Kid, message: &[u8]) -> Result<Vec<u8>, BackendError> {
         let key = self.loaded.get(kid).ok_or_else(|| BackendError::NotFound { backend: NAME, kid: kid.clone() })?;
-        key.sign(message).map_err(|e| BackendError::Rejected { backend: NAME, reason: e.to_string() })
+        key.sign(message).map_err(|e| match e {
+            MaterialError::Fault => corrupt(kid, e.to_string()),
+            _ => BackendError::Rejected { backend: NAME, reason: e.to_string() },
+        })
+    }
+
+    /// RSA: aws-lc verifies every private-key result with the public exponent
+    /// before returning it (the Boneh-DeMillo-Lipton check, `rsa_impl.c`).
+    /// Ed25519: [`PrivateKey::sign`] computes the signature twice and compares.
+    /// P-256 signatures are randomised, so neither applies: the guard verifies.
+    fn checks_own_signatures(&self, public: &PublicKey) -> bool {
+        matches!(public, PublicKey::Rsa { .. } | PublicKey::Ed25519 { .. })
     }
 
     async fn disable(&self, kid: &Kid) -> Result<(), BackendError> {
@@ -158,7 +169,7 @@ pub async fn rekey_store(
     new: &KekSource,
     clock: &dyn Clock,
 ) -> Result<(), VaultError> {
-    let store = Store::open(path)?;
+    let store = Store::open(path, 16 << 20)?;
     let stored = store.read(|r| r.meta(META_DATA_KEY)).await?.ok_or(VaultError::NoDataKey)?;
     let old = WrappedDataKey::decode(&stored)?;
     let data_key = current.unwrap(&old).await?;
