@@ -126,7 +126,7 @@ impl App {
         }
         let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek).await?;
-        let store = Store::open(&path)?;
+        let store = Store::open(&path, config.store_cache_bytes)?;
         let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
         let ring = Arc::new(ring);
         // Keys created from now on (by this process) are younger than

@@ -18,6 +18,7 @@ pub struct ConfigFile {
     pub policy_file: Option<String>,
     pub listen: ListenSection,
     pub http: HttpSection,
+    pub storage: StorageSection,
     pub vault: VaultSection,
     pub auth: AuthSection,
     pub aws_kms: AwsKmsSection,
@@ -52,6 +53,12 @@ pub struct ListenSection {
 #[serde(default)]
 pub struct HttpSection {
     pub body_limit_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StorageSection {
+    pub cache_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,6 +64,8 @@ pub struct Config {
     pub listen_public: SocketAddr,
     pub listen_admin: SocketAddr,
     pub body_limit: usize,
+    /// Memory redb may use for cached and pending pages (`storage.cache_mib`).
+    pub store_cache_bytes: usize,
     pub kek: KekSource,
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
@@ -274,6 +276,10 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
         problems.add("http.body_limit_bytes", format!("{body_limit} is outside 1024..=16777216"));
     }
+    let cache_mib = raw.storage.cache_mib.unwrap_or(64);
+    if !(4..=65_536).contains(&cache_mib) {
+        problems.add("storage.cache_mib", format!("{cache_mib} is outside 4..=65536"));
+    }
     let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {
@@ -293,6 +299,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         listen_public: listen_public?,
         listen_admin: listen_admin?,
         body_limit: usize::try_from(body_limit).ok()?,
+        store_cache_bytes: usize::try_from(cache_mib << 20).ok()?,
         kek: kek?,
         keysets,
         policy: policy?,

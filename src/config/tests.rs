@@ -70,6 +70,7 @@ fn environment_overrides_nested_fields_and_skips_secrets() {
         &env(&[
             ("KMSD_LISTEN__PUBLIC", "127.0.0.1:9000"),
             ("KMSD_HTTP__BODY_LIMIT_BYTES", "2048"),
+            ("KMSD_STORAGE__CACHE_MIB", "16"),
             ("KMSD_VAULT_KEK", "c2VjcmV0"),
             ("KMSD_BOOTSTRAP_API_KEY", "rak_x"),
             ("PATH", "/bin"),
@@ -78,6 +79,7 @@ fn environment_overrides_nested_fields_and_skips_secrets() {
     .unwrap();
     assert_eq!(c.listen_public.port(), 9000);
     assert_eq!(c.body_limit, 2048);
+    assert_eq!(c.store_cache_bytes, 16 << 20);
     let err = Config::load(None, &env(&[("KMSD_LISTEN__NOPE", "1")])).unwrap_err();
     assert_eq!(err.0[0].path, "listen.nope");
 }

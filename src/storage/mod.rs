@@ -124,9 +124,13 @@ impl Store {
         Ok(Self { db: Arc::new(db), counters: Arc::default() })
     }
 
-    /// Opens an existing store for reading and writing.
-    pub fn open(path: &Path) -> Result<Self, StorageError> {
-        let db = Database::open(path).map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+    /// Opens an existing store for reading and writing, with redb's cache of
+    /// pages (read and pending writes together) bounded by `cache_bytes`.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StorageError> {
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .open(path)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
         let store = Self { db: Arc::new(db), counters: Arc::default() };
         let txn = store.db.begin_read()?;
         check_schema(txn.open_table(META)?.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
