@@ -30,7 +30,7 @@ use crate::audit::AuditEvent;
 use crate::backend::BackendError;
 use crate::clock::{Clock, Timestamp};
 use crate::config::TokenPolicy;
-use crate::encoding::random_hex;
+use crate::encoding::time_ordered_hex;
 use crate::identities::{Identities, IdentityRecord, IdentityStatus};
 use crate::keyring::KeyRing;
 use crate::keys::{Algorithm, KeyRecord, KeysetName};
@@ -202,7 +202,7 @@ impl TokenService {
             None => Ok(default.as_secs()),
         };
         let mut session = SessionRecord {
-            sid: format!("sess_{}", random_hex(16)),
+            sid: format!("sess_{}", time_ordered_hex()),
             identity_id: identity.id.clone(),
             org_id: identity.org_id.clone(),
             scopes,
@@ -316,7 +316,7 @@ impl TokenService {
             aud,
             exp: now.plus(Duration::from_secs(granted)).unix(),
             iat: now.unix(),
-            jti: format!("tok_{}", random_hex(16)),
+            jti: format!("tok_{}", time_ordered_hex()),
             sid: session.sid.clone(),
             nbf: None,
             meta: None,
