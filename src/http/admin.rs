@@ -123,9 +123,12 @@ async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<J
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let lookups = state.api_keys.store_lookups();
     let hs256 = state.tokens.migration().map_or(0, |m| m.verifications());
+    let (verify_hits, verify_misses) = state.tokens.verify_cache_counts();
     let body = state.metrics.render(&[
         ("kmsd_api_key_store_lookups_total", "API key lookups that reached the store.", lookups),
         ("kmsd_hs256_verifications_total", "Legacy HS256 tokens verified (migration).", hs256),
+        ("kmsd_token_verify_cache_hits_total", "Token verifications of a token already checked.", verify_hits),
+        ("kmsd_token_verify_cache_misses_total", "Token verifications that checked a signature.", verify_misses),
         ("kmsd_rotation_failed_ticks_total", "Rotation reconcile ticks that failed.", state.rotation.failures()),
         ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
         ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),

@@ -14,6 +14,7 @@ mod claims;
 mod group_commit;
 mod records;
 mod revocations;
+mod verified;
 mod verify;
 
 use std::sync::Arc;
@@ -119,6 +120,7 @@ pub struct TokenService {
     revocations: Revocations,
     commit: GroupCommit,
     migration: Option<Arc<Migration>>,
+    verified: verified::Verified,
 }
 
 /// A token about to be signed.
@@ -149,7 +151,8 @@ impl TokenService {
         let (jtis, sessions) = store.read(|r| r.revocations()).await?;
         let revocations = Revocations::load(jtis, sessions);
         let commit = GroupCommit::start(store.clone());
-        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit, migration })
+        let verified = verified::Verified::default();
+        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit, migration, verified })
     }
 
     pub fn migration(&self) -> Option<&Arc<Migration>> {
@@ -466,6 +469,11 @@ impl TokenService {
             self.revocations.revoke_session(sid, (*until).max(now.plus(self.policy.access_ttl_max)));
         }
         Ok(revoked.len())
+    }
+
+    /// Verifications answered without a signature check, and those that needed one.
+    pub fn verify_cache_counts(&self) -> (u64, u64) {
+        self.verified.counts()
     }
 
     /// Whether a jti is revoked (the public revocation check).

@@ -1,13 +1,18 @@
 //! Verification of tokens kmsd issued: the checks behind introspection,
 //! validation, bearer authentication and refresh. Everything is answered from
-//! memory (key ring, revocations, identities); nothing reads storage.
+//! memory (key ring, revocations, identities); nothing reads storage. A token
+//! seen before skips only the signature check and the parse
+//! ([`super::verified`]); every other check runs on every call.
+
+use std::sync::Arc;
 
 use super::claims::{split, Claims, Compact};
 use super::records::TokenType;
+use super::verified::Checked;
 use super::TokenService;
 use crate::clock::Timestamp;
 use crate::identities::IdentityStatus;
-use crate::keys::KeyState;
+use crate::keys::{KeyRecord, KeyState};
 
 /// Why a token was refused. `Expired` and `Revoked` have their own error
 /// codes; everything else is `invalid_token`.
@@ -39,6 +44,11 @@ impl TokenService {
     /// Verifies a token of kind `expect` and returns its claims.
     pub fn verify(&self, token: &str, expect: TokenType) -> Result<Claims, VerifyError> {
         let now = self.clock.now();
+        if let Some(hit) = self.verified.get(token) {
+            self.trust(&hit.kid, &hit.alg, expect, now)?;
+            self.check_claims(&hit.claims, expect, now.unix())?;
+            return Ok(hit.claims.clone());
+        }
         let jws = split(token).ok_or(VerifyError::Malformed)?;
         if jws.header.typ.as_deref() != Some("JWT") {
             return Err(VerifyError::Header);
@@ -47,6 +57,19 @@ impl TokenService {
         if jws.header.alg == "HS256" {
             return self.verify_hs256(kid, &jws, expect, now);
         }
+        let key = self.trust(kid, &jws.header.alg, expect, now)?;
+        if !key.public.verify(jws.signing_input.as_bytes(), &jws.signature) {
+            return Err(VerifyError::Signature);
+        }
+        let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;
+        self.check_claims(&claims, expect, now.unix())?;
+        let checked = Checked { kid: kid.to_owned(), alg: jws.header.alg.clone(), claims: claims.clone() };
+        self.verified.insert(token, checked);
+        Ok(claims)
+    }
+
+    /// The key `kid` if kmsd trusts it, now, for tokens of kind `expect` with `alg`.
+    fn trust(&self, kid: &str, alg: &str, expect: TokenType, now: Timestamp) -> Result<Arc<KeyRecord>, VerifyError> {
         let key = self.ring.record(kid).ok_or(VerifyError::UnknownKey)?;
         let state = key.state_at(now);
         let refresh_keyset = self.keysets.refresh.as_ref() == Some(&key.keyset);
@@ -60,15 +83,10 @@ impl TokenService {
         if !trusted {
             return Err(VerifyError::UnknownKey);
         }
-        if jws.header.alg != key.algorithm().as_str() {
+        if alg != key.algorithm().as_str() {
             return Err(VerifyError::AlgorithmMismatch);
         }
-        if !key.public.verify(jws.signing_input.as_bytes(), &jws.signature) {
-            return Err(VerifyError::Signature);
-        }
-        let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;
-        self.check_claims(&claims, expect, now.unix())?;
-        Ok(claims)
+        Ok(key)
     }
 
     /// Legacy HS256 access tokens, only while the migration still accepts them.
