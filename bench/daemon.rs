@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicUsize;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -78,6 +79,8 @@ impl Daemon {
             addr: self.server.public,
             method,
             path,
+            more_paths: Vec::new(),
+            turn: AtomicUsize::new(0),
             headers,
             body: body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
             expect,
@@ -129,6 +132,38 @@ impl Daemon {
         })
     }
 
+    /// Introspection of `count` distinct access tokens, taken in turn: with
+    /// more of them than kmsd remembers as checked, every request pays the
+    /// signature verification.
+    pub async fn introspect_distinct(&self, identity: &str, count: usize) -> anyhow::Result<Target> {
+        let mut tasks = Vec::new();
+        let per_task = count.div_ceil(32);
+        for _ in 0..32 {
+            let issue = self.issue(identity, None);
+            tasks.push(tokio::spawn(async move {
+                let mut tokens = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let (status, body) = load::once(&issue).await?;
+                    anyhow::ensure!(status == issue.expect, "issuing: {status}");
+                    let pair: Value = serde_json::from_slice(&body)?;
+                    let token = pair["accessToken"].as_str().context("token reply without accessToken")?;
+                    tokens.push(format!("/v1/tokens/introspect?token={token}"));
+                }
+                Ok::<_, anyhow::Error>(tokens)
+            }));
+        }
+        let mut paths = Vec::with_capacity(count);
+        for t in tasks {
+            paths.extend(t.await??);
+        }
+        let first = paths.pop().context("no tokens issued")?;
+        Ok(Target {
+            body_contains: "\"sub\"",
+            more_paths: paths,
+            ..self.target(Method::GET, first, None, StatusCode::OK)
+        })
+    }
+
     async fn call(&self, target: Target) -> anyhow::Result<Value> {
         let (status, body) = load::once(&target).await?;
         if status != target.expect {
@@ -144,6 +179,8 @@ impl Daemon {
             addr: admin,
             method: Method::GET,
             path: "/metrics".into(),
+            more_paths: Vec::new(),
+            turn: AtomicUsize::new(0),
             headers: Vec::new(),
             body: Bytes::new(),
             expect: StatusCode::OK,
@@ -177,6 +214,8 @@ pub fn echo_target(addr: SocketAddr, body: String) -> Target {
         addr,
         method: Method::POST,
         path: "/echo".into(),
+        more_paths: Vec::new(),
+        turn: AtomicUsize::new(0),
         headers: vec![(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body: Bytes::from(body),
         expect: StatusCode::OK,

@@ -6,7 +6,7 @@
 //! body check per workload); anything else is an error, in the warm-up too.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,9 @@ pub struct Target {
     pub method: Method,
     /// Path and query.
     pub path: String,
+    /// Further paths: when given, requests take `path` and these in turn.
+    pub more_paths: Vec<String>,
+    pub turn: AtomicUsize,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     pub expect: StatusCode,
@@ -31,7 +34,9 @@ pub struct Target {
 
 impl Target {
     fn request(&self) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
-        let mut req = Request::builder().method(self.method.clone()).uri(self.path.as_str());
+        let n = self.turn.fetch_add(1, Ordering::Relaxed) % (self.more_paths.len() + 1);
+        let path = if n == 0 { &self.path } else { &self.more_paths[n - 1] };
+        let mut req = Request::builder().method(self.method.clone()).uri(path.as_str());
         req = req.header(hyper::header::HOST, self.addr.to_string());
         for (k, v) in &self.headers {
             req = req.header(k, v);
