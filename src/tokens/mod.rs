@@ -220,9 +220,10 @@ impl TokenService {
             expires_at: now,
             revoked_at: None,
         };
+        let ticket = self.commit.ticket();
         let (pair, issued) = self.mint(&identity, &mut session, now).await?;
         let hs256_exp = pair.hs256.then_some(pair.access_expires_at);
-        self.commit.commit(group_commit::Rows { session, issued, hs256_exp }).await?;
+        self.commit.commit(group_commit::Rows { session, issued, hs256_exp }, ticket).await?;
         Ok(pair)
     }
 
