@@ -137,8 +137,7 @@ struct RefreshBody {
 }
 
 async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Json<Value>, ApiError> {
-    let grace = state.config.policy.tokens.refresh_reuse_grace;
-    let pair = state.tokens.refresh(&body.refresh_token, grace).await.map_err(token_error)?;
+    let pair = state.tokens.refresh(&body.refresh_token).await.map_err(token_error)?;
     Ok(Json(pair_json(&pair)))
 }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::records::{IssuedToken, SessionRecord};
-use crate::storage::{StorageError, Store};
+use crate::storage::{StorageError, Store, Writer};
 
 /// Rows of one issuance or refresh.
 pub struct Rows {
@@ -30,6 +30,21 @@ pub struct Rows {
     pub issued: Vec<IssuedToken>,
     /// The exp of an HS256 access token, so the migration's sunset covers it.
     pub hs256_exp: Option<crate::clock::Timestamp>,
+}
+
+impl Rows {
+    /// Writes the rows: the one way token rows reach the store, batched here
+    /// for issuance and in the refresh's own transaction.
+    pub fn put(&self, w: &mut Writer) -> Result<(), StorageError> {
+        w.put_session(&self.session)?;
+        for t in &self.issued {
+            w.put_issued(t)?;
+        }
+        if let Some(exp) = self.hs256_exp {
+            w.raise_meta_max(crate::migration::META_MAX_EXP, exp.unix())?;
+        }
+        Ok(())
+    }
 }
 
 type Request = (Rows, oneshot::Sender<Result<(), String>>);
@@ -105,23 +120,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, in_flight: Arc<At
             }
         }
         let (rows, waiters): (Vec<Rows>, Vec<_>) = batch.into_iter().unzip();
-        let result = store
-            .write(move |w| {
-                let mut hs256_max = None;
-                for r in &rows {
-                    w.put_session(&r.session)?;
-                    for t in &r.issued {
-                        w.put_issued(t)?;
-                    }
-                    hs256_max = hs256_max.max(r.hs256_exp);
-                }
-                if let Some(exp) = hs256_max {
-                    w.raise_meta_max(crate::migration::META_MAX_EXP, exp.unix())?;
-                }
-                Ok::<_, StorageError>(())
-            })
-            .await
-            .map_err(|e| e.to_string());
+        let result = store.write(move |w| rows.iter().try_for_each(|r| r.put(w))).await.map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "group commit of token rows failed");
         }

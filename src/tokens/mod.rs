@@ -222,8 +222,7 @@ impl TokenService {
         };
         let ticket = self.commit.ticket();
         let (pair, issued) = self.mint(&identity, &mut session, now).await?;
-        let hs256_exp = pair.hs256.then_some(pair.access_expires_at);
-        self.commit.commit(group_commit::Rows { session, issued, hs256_exp }, ticket).await?;
+        self.commit.commit(rows(&pair, session, issued), ticket).await?;
         Ok(pair)
     }
 
@@ -350,7 +349,7 @@ impl TokenService {
     /// Exchanges a refresh token for a new pair. Single use: presenting a spent
     /// refresh token (outside the configured grace for the immediately previous
     /// one) revokes the whole session.
-    pub async fn refresh(&self, token: &str, grace: Duration) -> Result<TokenPair, TokenError> {
+    pub async fn refresh(&self, token: &str) -> Result<TokenPair, TokenError> {
         let claims = self.verify(token, TokenType::Refresh)?;
         let now = self.clock.now();
         let identity = self.identities.get_any(&claims.sub).ok_or(VerifyError::Revoked)?;
@@ -361,12 +360,14 @@ impl TokenService {
         if session.scopes.is_empty() {
             return Err(VerifyError::Revoked.into());
         }
-        let mut next = session.clone();
-        let (pair, issued) = self.mint(&identity, &mut next, now).await?;
+        let (pair, issued) = self.mint(&identity, &mut session, now).await?;
+        let mut rows = rows(&pair, session, issued);
         let presented = claims.jti.clone();
+        let grace = self.policy.refresh_reuse_grace;
         let outcome = self
             .store
             .write(move |w| {
+                let next = &mut rows.session;
                 let Some(mut current) = w.session(&next.sid)? else { return Ok(Rotation::Gone) };
                 if current.revoked_at.is_some() {
                     return Ok(Rotation::Gone);
@@ -390,10 +391,7 @@ impl TokenService {
                     next.previous_refresh_jti = current.previous_refresh_jti.clone();
                     next.rotated_at = current.rotated_at;
                 }
-                w.put_session(&next)?;
-                for t in &issued {
-                    w.put_issued(t)?;
-                }
+                rows.put(w)?;
                 Ok::<_, StorageError>(Rotation::Rotated)
             })
             .await?;
@@ -489,6 +487,11 @@ impl TokenService {
         self.revocations.collect(before);
         Ok(done)
     }
+}
+
+/// The rows a freshly minted pair leaves in the store.
+fn rows(pair: &TokenPair, session: SessionRecord, issued: Vec<IssuedToken>) -> group_commit::Rows {
+    group_commit::Rows { session, issued, hs256_exp: pair.hs256.then_some(pair.access_expires_at) }
 }
 
 enum Rotation {

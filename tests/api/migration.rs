@@ -14,10 +14,16 @@ use crate::tokens::{part, ISSUER};
 const SECRET: &str = "legacy-shared-secret-0123456789abcdef";
 
 fn setup(dir: &std::path::Path) -> Vec<(String, String)> {
+    setup_capped(dir, "6s")
+}
+
+/// `legacy_ttl_cap` is what the legacy system's tokens could live at most.
+fn setup_capped(dir: &std::path::Path, legacy_ttl_cap: &str) -> Vec<(String, String)> {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, crate::rotation::FAST_POLICY).unwrap();
     let config = dir.join("kmsd.toml");
-    std::fs::write(&config, "[migration]\nenabled = true\nkid = \"legacy-1\"\nlegacy_ttl_cap = \"6s\"\n").unwrap();
+    let migration = format!("[migration]\nenabled = true\nkid = \"legacy-1\"\nlegacy_ttl_cap = \"{legacy_ttl_cap}\"\n");
+    std::fs::write(&config, migration).unwrap();
     vec![
         ("KMSD_POLICY_FILE".into(), policy.display().to_string()),
         ("KMSD_CONFIG".into(), config.display().to_string()),
@@ -189,4 +195,27 @@ async fn an_operator_can_sunset_at_once_and_it_is_audited() {
     assert!(audit["events"].as_array().unwrap().iter().any(|e| e["action"] == "migration.sunset_now"));
     let (status, v) = m.act("jump").await;
     assert_eq!((status, v["code"].as_str()), (400, Some("invalid_request")));
+}
+
+/// A refresh in phase `hs256` signs an HS256 access token too; the sunset
+/// must wait for it like for any other (here it outlives the legacy cap).
+#[tokio::test]
+async fn an_hs256_token_minted_by_a_refresh_moves_the_sunset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup_capped(tmp.path(), "1s");
+    let m = M::start(tmp.path(), &env, None).await;
+    let (status, pair) = call(&m.d.public, &m.admin, "POST", "/v1/tokens", Some(json!({ "identityId": m.id }))).await;
+    assert_eq!(status, 201, "{pair}");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let body = json!({ "refreshToken": pair["refreshToken"] });
+    let (status, refreshed) = call(&m.d.public, "", "POST", "/v1/tokens/refresh", Some(body)).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let access = refreshed["accessToken"].as_str().unwrap();
+    assert_eq!(part(access, 0)["alg"], "HS256");
+    let refreshed_exp = part(access, 1)["exp"].as_i64().unwrap();
+    let (status, v) = m.act("advance").await;
+    assert_eq!(status, 200, "{v}");
+    let cutover = ts(&v["cutoverAt"]);
+    assert!(refreshed_exp > cutover + 1, "the refreshed token outlives the legacy cap");
+    assert_eq!(ts(&v["sunsetAt"]), refreshed_exp + 1, "sunset_at = latest HS256 exp + skew");
 }
