@@ -122,6 +122,12 @@ mod tests {
         assert!(split("a.b").is_none());
         assert!(split("a.b.c.d").is_none());
         assert!(split("!!.e30.AA").is_none());
-        assert!(split(&"a".repeat(MAX_TOKEN_LEN + 1)).is_none());
+        // A well-formed token refused for its length alone.
+        let header = crate::encoding::b64url(br#"{"alg":"EdDSA","kid":"k"}"#);
+        let sized = |len: usize| format!("{header}.{}.AA", "A".repeat((len - header.len() - 4) / 4 * 4));
+        let (fits, over) = (sized(MAX_TOKEN_LEN), sized(MAX_TOKEN_LEN + 8));
+        assert!(fits.len() <= MAX_TOKEN_LEN && over.len() > MAX_TOKEN_LEN);
+        assert!(split(&fits).is_some());
+        assert!(split(&over).is_none());
     }
 }

@@ -87,6 +87,17 @@ except Exception as e:
     print(json.dumps({"ok": False, "error": type(e).__name__}))
 "#;
 
+/// `token` re-signed with the shared secret to expire in an hour: a legacy
+/// token that only the sunset (not its own exp) can stop.
+fn long_lived(token: &str) -> String {
+    let mut claims = part(token, 1);
+    claims["exp"] = json!(claims["iat"].as_i64().unwrap() + 3600);
+    let header = token.split('.').next().unwrap();
+    let input = format!("{header}.{}", kmsd::encoding::b64url(claims.to_string().as_bytes()));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    format!("{input}.{}", kmsd::encoding::b64url(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+}
+
 fn ts(v: &Value) -> i64 {
     kmsd::clock::Timestamp::parse_iso(v.as_str().unwrap()).unwrap().unix()
 }
@@ -128,6 +139,8 @@ async fn hs256_tokens_verify_until_the_computed_sunset_and_never_after() {
     assert_eq!(status, 200, "{v}");
     let sunset = ts(&v["sunsetAt"]);
     assert!(v["hs256Verifications"].as_u64().unwrap() >= 2, "HS256 verifications are counted: {v}");
+    let again = long_lived(&again);
+    assert_ne!(m.introspect(&again).await, Value::Null, "an unexpired HS256 token verifies before sunset");
 
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     while now() <= sunset + 1 {
@@ -166,6 +179,8 @@ async fn a_sunset_that_came_due_while_down_happens_at_startup() {
     let (status, v) = m.act("advance").await;
     assert_eq!(status, 200, "{v}");
     let sunset = ts(&v["sunsetAt"]);
+    let legacy = long_lived(&legacy);
+    assert_ne!(m.introspect(&legacy).await, Value::Null, "an unexpired HS256 token verifies before sunset");
     let admin = m.admin.clone();
     m.d.stop();
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;

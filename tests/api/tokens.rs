@@ -138,6 +138,7 @@ async fn pyjwt_and_jose_accept_our_tokens_and_reject_wrong_audience_expiry_and_t
 async fn every_token_follows_the_relayauth_verifier_rules() {
     let e = start(&[]);
     let id = e.identity("rules", &["relayfile:fs:read:/x/*", "relaycast:channel:send:*", "specialist:invoke"]).await;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let (status, pair) = e.issue(&e.admin, json!({ "identityId": id })).await;
     assert_eq!(status, 201, "{pair}");
     for field in ["accessToken", "refreshToken", "accessTokenExpiresAt", "refreshTokenExpiresAt"] {
@@ -179,7 +180,8 @@ async fn every_token_follows_the_relayauth_verifier_rules() {
         let c = part(token, 1);
         assert_eq!(c["token_type"], kind);
         assert!(c["aud"].is_array());
-        assert!(c["iat"].as_i64().unwrap() <= now + 1);
+        let iat = c["iat"].as_i64().unwrap();
+        assert!(before <= iat && iat <= now, "iat {iat} is the issuance second ({before}..={now})");
         let chain = c["sponsorChain"].as_array().unwrap();
         assert_eq!(chain[0], c["sponsorId"]);
         assert_eq!(chain.last().unwrap(), &c["sub"]);
