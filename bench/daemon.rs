@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicUsize;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -76,15 +75,9 @@ impl Daemon {
             headers.push((hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json")));
         }
         Target {
-            addr: self.server.public,
-            method,
-            path,
-            more_paths: Vec::new(),
-            turn: AtomicUsize::new(0),
             headers,
             body: body.map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
-            expect,
-            body_contains: "",
+            ..Target::new(self.server.public, method, path, expect)
         }
     }
 
@@ -136,9 +129,10 @@ impl Daemon {
     /// more of them than kmsd remembers as checked, every request pays the
     /// signature verification.
     pub async fn introspect_distinct(&self, identity: &str, count: usize) -> anyhow::Result<Target> {
+        const TASKS: usize = 32;
         let mut tasks = Vec::new();
-        let per_task = count.div_ceil(32);
-        for _ in 0..32 {
+        for task in 0..TASKS {
+            let per_task = count / TASKS + usize::from(task < count % TASKS);
             let issue = self.issue(identity, None);
             tasks.push(tokio::spawn(async move {
                 let mut tokens = Vec::with_capacity(per_task);
@@ -172,24 +166,19 @@ impl Daemon {
         Ok(serde_json::from_slice(&body)?)
     }
 
-    /// A counter from the admin listener's `/metrics` (0 if absent).
+    /// A counter from the admin listener's `/metrics`; an error if it is not
+    /// there (a renamed counter must not read as a believable 0).
     pub async fn metric(&self, name: &str) -> anyhow::Result<u64> {
-        let Some(admin) = self.server.admin else { return Ok(0) };
-        let target = Target {
-            addr: admin,
-            method: Method::GET,
-            path: "/metrics".into(),
-            more_paths: Vec::new(),
-            turn: AtomicUsize::new(0),
-            headers: Vec::new(),
-            body: Bytes::new(),
-            expect: StatusCode::OK,
-            body_contains: "",
-        };
-        let (_, body) = load::once(&target).await?;
+        let admin = self.server.admin.context("daemon without an admin listener")?;
+        let target = Target::new(admin, Method::GET, "/metrics".into(), StatusCode::OK);
+        let (status, body) = load::once(&target).await?;
+        anyhow::ensure!(status == StatusCode::OK, "GET /metrics: {status}");
         let text = String::from_utf8_lossy(&body);
         let prefix = format!("{name} ");
-        Ok(text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("/metrics has no counter {name}"))
     }
 
     /// SIGTERM; the daemon must drain and exit 0. The data dir is removed.
@@ -211,14 +200,9 @@ fn header(value: &str) -> HeaderValue {
 /// The echo reference's request.
 pub fn echo_target(addr: SocketAddr, body: String) -> Target {
     Target {
-        addr,
-        method: Method::POST,
-        path: "/echo".into(),
-        more_paths: Vec::new(),
-        turn: AtomicUsize::new(0),
         headers: vec![(hyper::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body: Bytes::from(body),
-        expect: StatusCode::OK,
         body_contains: "\"accessToken\"",
+        ..Target::new(addr, Method::POST, "/echo".into(), StatusCode::OK)
     }
 }

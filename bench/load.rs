@@ -33,6 +33,21 @@ pub struct Target {
 }
 
 impl Target {
+    /// A request to `path` answered with `expect`: no headers, no body, no body check.
+    pub fn new(addr: SocketAddr, method: Method, path: String, expect: StatusCode) -> Target {
+        Target {
+            addr,
+            method,
+            path,
+            more_paths: Vec::new(),
+            turn: AtomicUsize::new(0),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            expect,
+            body_contains: "",
+        }
+    }
+
     fn request(&self) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
         let n = self.turn.fetch_add(1, Ordering::Relaxed) % (self.more_paths.len() + 1);
         let path = if n == 0 { &self.path } else { &self.more_paths[n - 1] };

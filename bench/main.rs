@@ -61,6 +61,7 @@ struct Cli {
     #[arg(
         long,
         value_delimiter = ',',
+        value_parser = ["echo", "rs3072", "eddsa", "jwks", "introspect", "introspect-distinct", "rs2048", "kms"],
         default_value = "echo,rs3072,eddsa,jwks,introspect,introspect-distinct,rs2048,kms"
     )]
     only: Vec<String>,
