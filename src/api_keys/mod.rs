@@ -122,10 +122,10 @@ impl ApiKeys {
 
     /// Authenticates a presented key. Format and checksum are checked before
     /// anything else; a key that authenticated before is answered from memory
-    /// (expiry and revocation still apply), any other from the store.
+    /// (expiry and revocation still apply), any other from the store. The key
+    /// is hashed once per call.
     pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyAuthError> {
-        let secret = ApiKeySecret::parse(presented)?;
-        let hash = secret.hash();
+        let hash = ApiKeySecret::parse(presented)?.hash();
         let record = match self.inner.cache.get(&hash) {
             Some(rec) => rec,
             None => {
@@ -135,14 +135,15 @@ impl ApiKeys {
                 let Some(rec) = self.inner.store.read(move |r| r.api_key_by_hash(&lookup)).await? else {
                     return Err(ApiKeyAuthError::NotAccepted);
                 };
-                let rec = Arc::new(rec);
-                if rec.authenticates(&secret, now) {
-                    self.inner.cache.fill(hash.clone(), rec.clone(), seen);
+                if !rec.authenticates(&hash, now) {
+                    return Err(ApiKeyAuthError::NotAccepted);
                 }
+                let rec = Arc::new(rec);
+                self.inner.cache.fill(hash.clone(), rec.clone(), seen);
                 rec
             }
         };
-        if !record.authenticates(&secret, now) {
+        if !record.authenticates(&hash, now) {
             return Err(ApiKeyAuthError::NotAccepted);
         }
         self.touch(&record.id, now);

@@ -77,12 +77,12 @@ impl ApiKeyRecord {
         }
     }
 
-    /// Whether this record authenticates `secret` at `now`: hash equal
-    /// (compared in constant time), not revoked, not expired.
-    pub fn authenticates(&self, secret: &ApiKeySecret, now: Timestamp) -> bool {
+    /// Whether this record authenticates the key whose hash is `key_hash`
+    /// ([`ApiKeySecret::hash`]) at `now`: hash equal (compared in constant
+    /// time), not revoked, not expired.
+    pub fn authenticates(&self, key_hash: &str, now: Timestamp) -> bool {
         let same =
-            aws_lc_rs::constant_time::verify_slices_are_equal(self.key_hash.as_bytes(), secret.hash().as_bytes())
-                .is_ok();
+            aws_lc_rs::constant_time::verify_slices_are_equal(self.key_hash.as_bytes(), key_hash.as_bytes()).is_ok();
         same && self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
     }
 }
@@ -99,12 +99,12 @@ mod tests {
         let key = ApiKeySecret::generate().unwrap();
         let now = Timestamp::from_unix(1000);
         let mut rec = ApiKeyRecord::new(&key, DEFAULT_ORG, "k", vec![], now);
-        assert!(rec.authenticates(&key, now));
-        assert!(!rec.authenticates(&ApiKeySecret::generate().unwrap(), now));
+        assert!(rec.authenticates(&key.hash(), now));
+        assert!(!rec.authenticates(&ApiKeySecret::generate().unwrap().hash(), now));
         rec.expires_at = Some(Timestamp::from_unix(1001));
-        assert!(!rec.authenticates(&key, Timestamp::from_unix(1001)));
+        assert!(!rec.authenticates(&key.hash(), Timestamp::from_unix(1001)));
         rec.expires_at = None;
         rec.revoked_at = Some(now);
-        assert!(!rec.authenticates(&key, now));
+        assert!(!rec.authenticates(&key.hash(), now));
     }
 }
