@@ -209,7 +209,8 @@ impl Store {
         Self::write_blocking(&self.db, f)
     }
 
-    /// [`read`](Self::read) for callers already off the runtime.
+    /// [`read`](Self::read) without a blocking task, for tests.
+    #[cfg(test)]
     pub fn read_now<T>(&self, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
         f(&Reader { txn: self.db.begin_read()? })
     }

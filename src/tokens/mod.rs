@@ -20,11 +20,13 @@ mod verify;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use claims::{signing_input, Claims};
-pub use group_commit::GroupCommit;
+pub use claims::Claims;
 pub use records::{IssuedToken, SessionRecord, TokenType};
-pub use revocations::Revocations;
 pub use verify::VerifyError;
+
+use claims::signing_input;
+use group_commit::GroupCommit;
+use revocations::Revocations;
 
 use crate::api_keys::Actor;
 use crate::audit::AuditEvent;
@@ -32,7 +34,7 @@ use crate::backend::BackendError;
 use crate::clock::{Clock, Timestamp};
 use crate::config::TokenPolicy;
 use crate::encoding::time_ordered_hex;
-use crate::identities::{Identities, IdentityRecord, IdentityStatus};
+use crate::identities::{Identities, IdentityError, IdentityRecord, IdentityStatus};
 use crate::keyring::KeyRing;
 use crate::keys::{Algorithm, KeyRecord, KeysetName};
 use crate::migration::Migration;
@@ -161,10 +163,6 @@ impl TokenService {
 
     pub fn identities(&self) -> &Identities {
         &self.identities
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.issuer
     }
 
     /// Issues a token pair for an identity of the caller's org.
@@ -441,7 +439,10 @@ impl TokenService {
                 self.revocations.revoke_session(&sid, until.max(now.plus(keep)));
             }
             RevokeTarget::Identity(id) => {
-                self.identities.revoke_tokens(actor, &id, now).await.map_err(|_| TokenError::NotFound)?;
+                self.identities.revoke_tokens(actor, &id, now).await.map_err(|e| match e {
+                    IdentityError::Storage(e) => TokenError::Storage(e),
+                    _ => TokenError::NotFound,
+                })?;
                 self.revoke_sessions_of(&id, now).await?;
             }
         }

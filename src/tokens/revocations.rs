@@ -32,8 +32,7 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, jti: &str, sid: &str) -> bool {
-        let jti_hit = self.jtis.read().map(|m| m.contains_key(jti)).unwrap_or(true);
-        jti_hit || self.sessions.read().map(|m| m.contains_key(sid)).unwrap_or(true)
+        self.is_jti_revoked(jti) || self.sessions.read().map(|m| m.contains_key(sid)).unwrap_or(true)
     }
 
     pub fn is_jti_revoked(&self, jti: &str) -> bool {
@@ -41,23 +40,11 @@ impl Revocations {
     }
 
     /// Forgets revocations whose tokens all expired before `before`.
-    pub fn collect(&self, before: Timestamp) -> usize {
-        let mut n = 0;
+    pub fn collect(&self, before: Timestamp) {
         for map in [&self.jtis, &self.sessions] {
             if let Ok(mut m) = map.write() {
-                let len = m.len();
                 m.retain(|_, until| *until >= before.unix());
-                n += len - m.len();
             }
         }
-        n
-    }
-
-    pub fn len(&self) -> usize {
-        self.jtis.read().map(|m| m.len()).unwrap_or(0) + self.sessions.read().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
