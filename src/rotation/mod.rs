@@ -25,7 +25,7 @@ use crate::audit::AuditEvent;
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Keyset, Policy};
 use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
-use crate::keys::{KeyHandle, KeyRecord, KeyState, KeysetName, Kid};
+use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid};
 use crate::storage::{StorageError, Store};
 
 const META_PAUSED: &str = "rotation_paused";
@@ -165,11 +165,7 @@ impl Rotation {
                 Ok(format!("{}: created {kid} (active now)", ks.name))
             }
             Action::Promote { kid } => {
-                let mut k = refs
-                    .iter()
-                    .find(|r| r.kid == kid)
-                    .map(|r| (*r).clone())
-                    .ok_or(RotationError::UnknownKey(kid.to_string()))?;
+                let mut k = owned(refs, &kid)?;
                 k.schedule.activated_at = now;
                 self.ring.put(vec![k], AuditEvent::new(now, "scheduler", "key.promote").target(kid.as_str())).await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
@@ -180,11 +176,7 @@ impl Rotation {
                 Ok(format!("{}: published {kid}, active at {activate_at}", ks.name))
             }
             Action::Destroy { kid } => {
-                let mut k = refs
-                    .iter()
-                    .find(|r| r.kid == kid)
-                    .map(|r| (*r).clone())
-                    .ok_or(RotationError::UnknownKey(kid.to_string()))?;
+                let mut k = owned(refs, &kid)?;
                 if let Some(b) = self.ring.backends().get(k.backend) {
                     b.backend().destroy(&kid).await.map_err(RingError::from)?;
                 }
@@ -231,7 +223,7 @@ impl Rotation {
         let now = self.clock.now();
         let records = self.records_of(&ks.name);
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-        let old = refs.iter().find(|r| r.state_at(now) == KeyState::Active).map(|r| r.kid.clone());
+        let old = plan::active_and_waiting(&refs, now).0.map(|r| r.kid.clone());
         let activate_at = if immediate { now } else { now.plus(self.policy.rotation.publish_lead) };
         if plan::rotation_updates(&refs, now, activate_at, &self.policy.rotation).is_none() {
             return Err(RotationError::InProgress(ks.name.to_string()));
@@ -345,7 +337,7 @@ impl Rotation {
                 }
             }
             let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-            let waiting = refs.iter().any(|r| matches!(r.state_at(now), KeyState::Planned | KeyState::Pending));
+            let waiting = plan::active_and_waiting(&refs, now).1.is_some();
             if let (Some(s), false, false) = (self.schedules.get(&ks.name), self.is_paused(), waiting) {
                 if let Some((publish, activate)) = plan::next_rotation(now, &refs, s, &self.policy.rotation) {
                     events.push((publish, json!({ "at": publish.to_iso(), "keyset": ks.name.as_str(), "kid": null, "event": "publish_next_key" })));
@@ -360,6 +352,11 @@ impl Rotation {
             "events": events.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
         })
     }
+}
+
+/// An owned copy of the record of `kid` among `refs`.
+fn owned(refs: &[&KeyRecord], kid: &Kid) -> Result<KeyRecord, RotationError> {
+    refs.iter().find(|r| &r.kid == kid).map(|r| (*r).clone()).ok_or(RotationError::UnknownKey(kid.to_string()))
 }
 
 /// `kmsd plan`: the timeline the configuration implies, assuming each keyset's

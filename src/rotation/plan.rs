@@ -30,15 +30,14 @@ pub fn plan(
     paused: bool,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
-    let active = records.iter().find(|r| r.state_at(now) == KeyState::Active);
-    let waiting = records.iter().find(|r| matches!(r.state_at(now), KeyState::Planned | KeyState::Pending));
-    match (active, waiting) {
+    match active_and_waiting(records, now) {
         (None, None) => actions.push(Action::Initial),
         (None, Some(w)) => actions.push(Action::Promote { kid: w.kid.clone() }),
         (Some(_), None) if !paused => {
-            if let Some(due) = schedule.and_then(|s| s.next_after(last_activation(records))) {
-                if now >= due.minus(policy.publish_lead) {
-                    actions.push(Action::Successor { activate_at: due.max(now.plus(policy.publish_lead)) });
+            // The same instants the JWKS max-age and the admin timeline promise.
+            if let Some((publish, activate_at)) = schedule.and_then(|s| next_rotation(now, records, s, policy)) {
+                if publish <= now {
+                    actions.push(Action::Successor { activate_at });
                 }
             }
         }
@@ -101,7 +100,10 @@ pub fn retire(key: &KeyRecord, at: Timestamp, policy: &RotationPolicy) -> KeyRec
 }
 
 /// The active key of the keyset and the key that waits to succeed it.
-fn active_and_waiting<'a>(records: &[&'a KeyRecord], now: Timestamp) -> (Option<&'a KeyRecord>, Option<&'a KeyRecord>) {
+pub(crate) fn active_and_waiting<'a>(
+    records: &[&'a KeyRecord],
+    now: Timestamp,
+) -> (Option<&'a KeyRecord>, Option<&'a KeyRecord>) {
     let active = records.iter().find(|r| r.state_at(now) == KeyState::Active).copied();
     let waiting = records.iter().find(|r| matches!(r.state_at(now), KeyState::Planned | KeyState::Pending)).copied();
     (active, waiting)
