@@ -245,7 +245,10 @@ impl TokenService {
         let (a, r) = tokio::join!(self.sign(&access), self.sign(&refresh));
         let (access_token, refresh_token) = (a?, r?);
         session.refresh_jti = refresh.claims.jti.clone();
-        session.expires_at = Timestamp::from_unix(refresh.claims.exp);
+        // Until every token the session ever issued has expired (an access
+        // token may outlive its refresh token): what a revocation must cover.
+        let last = Timestamp::from_unix(access.claims.exp.max(refresh.claims.exp));
+        session.expires_at = session.expires_at.max(last);
         let row = |d: &Draft| IssuedToken {
             jti: d.claims.jti.clone(),
             sid: session.sid.clone(),

@@ -31,7 +31,9 @@ pub struct SessionRecord {
     pub previous_refresh_jti: Option<String>,
     pub rotated_at: Option<Timestamp>,
     pub created_at: Timestamp,
-    /// When the current refresh token expires; the session is garbage after.
+    /// When the last token the session issued expires (an access token may
+    /// outlive its refresh token); the session is garbage after, and a
+    /// revocation of it must last until then (also across a restart).
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }

@@ -535,3 +535,49 @@ async fn lifetimes_above_the_policy_cap_are_clamped_and_the_reply_says_so() {
     let (_, plain) = e.issue(&e.admin, json!({ "identityId": id })).await;
     assert!(plain.get("clamped").is_none(), "no clamp, no field: {plain}");
 }
+
+/// A session revocation lasts as long as the session's longest-lived token,
+/// across a restart (whose startup garbage collection drops what has ended):
+/// here the access token outlives the refresh token.
+#[tokio::test]
+async fn a_revoked_session_stays_revoked_across_a_restart_while_its_access_token_lives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy.toml");
+    // Access tokens may live 8 s: room for a slow restart inside their life.
+    let text = crate::rotation::FAST_POLICY
+        .replace("access_ttl_max = \"4s\"", "access_ttl_max = \"8s\"")
+        .replace("overlap = \"5s\"", "overlap = \"9s\"");
+    std::fs::write(&policy, text).unwrap();
+    let env = [("KMSD_POLICY_FILE", policy.to_str().unwrap())];
+    let d = Daemon::start(tmp.path(), &env);
+    let admin = bootstrap_key(&d.output());
+    let body = json!({ "name": "short-refresh", "sponsorId": "u", "scopes": ["relayfile:fs:read:/a/*"] });
+    let (_, v) = call(&d.public, &admin, "POST", "/v1/identities", Some(body)).await;
+    let body = json!({ "identityId": v["id"], "expiresIn": 8, "refreshTokenTtlSeconds": 1 });
+    let (status, pair) = call(&d.public, &admin, "POST", "/v1/tokens", Some(body)).await;
+    assert_eq!(status, 201, "{pair}");
+    let access = pair["accessToken"].as_str().unwrap().to_owned();
+    let c = part(&access, 1);
+    let (iat, exp) = (c["iat"].as_i64().unwrap(), c["exp"].as_i64().unwrap());
+    assert_eq!(exp, iat + 8);
+    assert_eq!(part(pair["refreshToken"].as_str().unwrap(), 1)["exp"].as_i64().unwrap(), iat + 1);
+    let (status, _) =
+        call(&d.public, &admin, "POST", "/v1/tokens/revoke", Some(json!({ "sessionId": c["sid"] }))).await;
+    assert_eq!(status, 204);
+    d.stop();
+    // Past the refresh token's exp + skew (so its end is garbage at startup), within the access token's.
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    while now() < iat + 3 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = Daemon::start(tmp.path(), &env);
+    // The startup collection (the refresh token's row is garbage either way).
+    let started = std::time::Instant::now();
+    while !d.output().contains("collected expired token state") {
+        assert!(started.elapsed() < Duration::from_secs(30), "no startup collection: {}", d.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = crate::api_keys::introspect(&d.public, &admin, &access).await;
+    assert!(now() <= exp, "the access token was still unexpired when introspected");
+    assert_eq!(v, Value::Null, "the session's revocation outlived a restart");
+}
