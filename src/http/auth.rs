@@ -86,7 +86,12 @@ async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result
     match (bearer, api_key) {
         (None, None) => Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key")),
         (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access) {
-            Ok(c) => Ok(Caller { id: c.sub, org_id: c.org, scopes: c.scopes, sponsor_chain: Some(c.sponsor_chain) }),
+            Ok(c) => Ok(Caller {
+                id: c.sub.clone(),
+                org_id: c.org.clone(),
+                scopes: c.scopes.clone(),
+                sponsor_chain: Some(c.sponsor_chain.clone()),
+            }),
             Err(e) => match api_key {
                 // A valid bearer wins; an invalid one falls back to the key.
                 Some(key) => api_key_caller(state, client, &key).await,

@@ -1,6 +1,8 @@
 //! `/v1/tokens*`: issue, refresh, revoke, introspect, validate, and the public
 //! revocation check the relayauth verifier SDKs call.
 
+use std::sync::Arc;
+
 use axum::extract::{Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -175,7 +177,7 @@ async fn introspect(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<Option<Claims>>, ApiError> {
+) -> Result<Json<Option<Arc<Claims>>>, ApiError> {
     caller.require(READ)?;
     let token = query
         .as_deref()

@@ -24,7 +24,7 @@ pub const GENERATION: usize = 4096;
 pub struct Checked {
     pub kid: String,
     pub alg: String,
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
 }
 
 type Digest = [u8; 32];
@@ -98,7 +98,7 @@ mod tests {
             "exp": 20, "iat": 10, "jti": jti, "sid": "sess_1"
         }))
         .unwrap();
-        Checked { kid: "k".into(), alg: "EdDSA".into(), claims }
+        Checked { kid: "k".into(), alg: "EdDSA".into(), claims: Arc::new(claims) }
     }
 
     #[test]

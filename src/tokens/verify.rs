@@ -41,8 +41,9 @@ pub enum VerifyError {
 }
 
 impl TokenService {
-    /// Verifies a token of kind `expect` and returns its claims.
-    pub fn verify(&self, token: &str, expect: TokenType) -> Result<Claims, VerifyError> {
+    /// Verifies a token of kind `expect` and returns its claims (shared with
+    /// the memo of checked tokens: a hit copies nothing).
+    pub fn verify(&self, token: &str, expect: TokenType) -> Result<Arc<Claims>, VerifyError> {
         let now = self.clock.now();
         if let Some(hit) = self.verified.get(token) {
             self.trust(&hit.kid, &hit.alg, expect, now)?;
@@ -61,7 +62,7 @@ impl TokenService {
         if !key.public.verify(jws.signing_input.as_bytes(), &jws.signature) {
             return Err(VerifyError::Signature);
         }
-        let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;
+        let claims: Arc<Claims> = Arc::new(serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?);
         self.check_claims(&claims, expect, now.unix())?;
         let checked = Checked { kid: kid.to_owned(), alg: jws.header.alg.clone(), claims: claims.clone() };
         self.verified.insert(token, checked);
@@ -96,7 +97,7 @@ impl TokenService {
         jws: &Compact<'_>,
         expect: TokenType,
         now: Timestamp,
-    ) -> Result<Claims, VerifyError> {
+    ) -> Result<Arc<Claims>, VerifyError> {
         let migration = self.migration.as_ref().ok_or(VerifyError::UnknownKey)?;
         if expect != TokenType::Access || kid != migration.kid() {
             return Err(VerifyError::UnknownKey);
@@ -104,7 +105,7 @@ impl TokenService {
         if !migration.verify(kid, jws.signing_input.as_bytes(), &jws.signature) {
             return Err(VerifyError::Signature);
         }
-        let claims: Claims = serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?;
+        let claims: Arc<Claims> = Arc::new(serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?);
         self.check_claims(&claims, expect, now.unix())?;
         Ok(claims)
     }
