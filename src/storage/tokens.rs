@@ -121,51 +121,42 @@ impl Writer {
     /// Removes sessions, issued-token rows and revocations that ended before
     /// `before`: nothing they describe can still verify.
     pub fn collect_garbage(&mut self, before: Timestamp) -> Result<Collected, StorageError> {
-        let mut done = Collected::default();
-        {
-            let mut t = self.txn.open_table(SESSIONS)?;
-            let dead: Vec<String> = t
-                .iter()?
-                .filter_map(Result::ok)
-                .filter_map(|(k, v)| {
-                    let s = SessionRecord::decode("sessions", k.value(), v.value()).ok()?;
-                    (s.expires_at < before).then(|| k.value().to_owned())
-                })
-                .collect();
-            for k in &dead {
-                t.remove(k.as_str())?;
-            }
-            done.sessions = dead.len();
+        let sessions = self.remove_where(SESSIONS, |k, v| {
+            SessionRecord::decode("sessions", k, v).is_ok_and(|s| s.expires_at < before)
+        })?;
+        let issued =
+            self.remove_where(ISSUED, |k, v| IssuedToken::decode("issued_tokens", k, v).is_ok_and(|t| t.exp < before))?;
+        let mut t = self.txn.open_table(REVOKED)?;
+        let dead: Vec<String> = t
+            .iter()?
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.value() < before.unix())
+            .map(|(k, _)| k.value().to_owned())
+            .collect();
+        for k in &dead {
+            t.remove(k.as_str())?;
         }
-        {
-            let mut t = self.txn.open_table(ISSUED)?;
-            let dead: Vec<String> = t
-                .iter()?
-                .filter_map(Result::ok)
-                .filter_map(|(k, v)| {
-                    let s = IssuedToken::decode("issued_tokens", k.value(), v.value()).ok()?;
-                    (s.exp < before).then(|| k.value().to_owned())
-                })
-                .collect();
-            for k in &dead {
-                t.remove(k.as_str())?;
-            }
-            done.issued = dead.len();
+        Ok(Collected { sessions, issued, revoked: dead.len() })
+    }
+
+    /// Removes the records of `table` for which `dead(key, bytes)` holds
+    /// (a record that does not decode is kept); returns how many.
+    fn remove_where(
+        &mut self,
+        table: redb::TableDefinition<&str, &[u8]>,
+        dead: impl Fn(&str, &[u8]) -> bool,
+    ) -> Result<usize, StorageError> {
+        let mut t = self.txn.open_table(table)?;
+        let keys: Vec<String> = t
+            .iter()?
+            .filter_map(Result::ok)
+            .filter(|(k, v)| dead(k.value(), v.value()))
+            .map(|(k, _)| k.value().to_owned())
+            .collect();
+        for k in &keys {
+            t.remove(k.as_str())?;
         }
-        {
-            let mut t = self.txn.open_table(REVOKED)?;
-            let dead: Vec<String> = t
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| v.value() < before.unix())
-                .map(|(k, _)| k.value().to_owned())
-                .collect();
-            for k in &dead {
-                t.remove(k.as_str())?;
-            }
-            done.revoked = dead.len();
-        }
-        Ok(done)
+        Ok(keys.len())
     }
 }
 
