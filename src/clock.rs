@@ -79,6 +79,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// The capability to tell the time.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
+
+    /// Milliseconds since the UNIX epoch, for what must not be rounded to
+    /// whole seconds (how long a verifier may cache the JWKS). Clocks that
+    /// only know seconds answer the start of the current second.
+    fn now_millis(&self) -> i64 {
+        self.now().unix().saturating_mul(1000)
+    }
+}
+
+/// Whole seconds from `now_ms` (milliseconds) until `later`, rounded down:
+/// a cache lifetime that never runs past `later` (zero if it has passed).
+pub fn whole_seconds_until(now_ms: i64, later: Timestamp) -> Duration {
+    let ms = later.unix().saturating_mul(1000).saturating_sub(now_ms);
+    Duration::from_secs(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
 }
 
 /// The operating system's wall clock.
@@ -89,6 +103,11 @@ impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
+    fn now_millis(&self) -> i64 {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        i64::try_from(ms).unwrap_or(i64::MAX)
     }
 }
 
@@ -108,6 +127,23 @@ mod tests {
         let t = Timestamp::from_unix(100);
         assert_eq!(t.until(Timestamp::from_unix(40)), Duration::ZERO);
         assert_eq!(t.until(Timestamp::from_unix(160)), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn whole_seconds_until_rounds_down_at_sub_second_instants() {
+        let change = Timestamp::from_unix(100);
+        assert_eq!(whole_seconds_until(99_600, change), Duration::ZERO, "0.4 s left: a 1 s cache would outlive it");
+        assert_eq!(whole_seconds_until(98_200, change), Duration::from_secs(1));
+        assert_eq!(whole_seconds_until(99_000, change), Duration::from_secs(1));
+        assert_eq!(whole_seconds_until(100_000, change), Duration::ZERO);
+        assert_eq!(whole_seconds_until(100_500, change), Duration::ZERO, "past");
+    }
+
+    #[test]
+    fn the_system_clock_agrees_with_itself_to_the_second() {
+        let c = SystemClock;
+        let (s, ms) = (c.now().unix(), c.now_millis());
+        assert!((ms / 1000 - s).abs() <= 1, "{s} vs {ms}");
     }
 }
 

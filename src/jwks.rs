@@ -9,9 +9,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::clock::Timestamp;
+use crate::clock::{whole_seconds_until, Timestamp};
 use crate::encoding::b64url;
 use crate::keys::{Algorithm, KeyRecord};
+
+/// `max-age` at `now_ms` (milliseconds): `cap`, shortened so that a cache
+/// counting from now ends no later than the earliest of `changes`. Whole
+/// seconds rounded down: at 99.6 s with a change at 100 s it is 0, not 1
+/// (which would keep the old set until 100.6 s).
+pub fn max_age(now_ms: i64, cap: Duration, changes: impl IntoIterator<Item = Timestamp>) -> Duration {
+    changes.into_iter().map(|at| whole_seconds_until(now_ms, at)).fold(cap, Duration::min)
+}
 
 #[derive(Debug, Clone)]
 pub struct JwksSnapshot {
@@ -57,9 +65,10 @@ impl JwksSnapshot {
         self.valid_until.is_none_or(|until| now < until)
     }
 
-    /// `max-age` to send at `now`: the cap, shortened to end at the next change.
-    pub fn max_age(&self, now: Timestamp, cap: Duration) -> Duration {
-        self.valid_until.map_or(cap, |until| cap.min(now.until(until)))
+    /// `max-age` to send at `now_ms` (milliseconds): the cap, shortened to
+    /// end at the next change.
+    pub fn max_age(&self, now_ms: i64, cap: Duration) -> Duration {
+        max_age(now_ms, cap, self.valid_until)
     }
 
     /// Whether an `If-None-Match` header value matches this snapshot.
@@ -111,18 +120,29 @@ mod tests {
         let at_40 = JwksSnapshot::render(&ring, t(40));
         assert_eq!(kids(&at_40), [old.kid.to_string()]);
         assert_eq!(at_40.valid_until, Some(t(50)));
-        assert_eq!(at_40.max_age(t(40), Duration::from_secs(300)), Duration::from_secs(10));
+        assert_eq!(at_40.max_age(40_000, Duration::from_secs(300)), Duration::from_secs(10));
+        assert_eq!(at_40.max_age(49_600, Duration::from_secs(300)), Duration::ZERO, "0.4 s before the change");
+        assert_eq!(at_40.max_age(48_200, Duration::from_secs(300)), Duration::from_secs(1));
         assert!(!at_40.is_current(t(50)));
 
         let at_60 = JwksSnapshot::render(&ring, t(60));
         assert_eq!(kids(&at_60).len(), 2);
-        assert_eq!(at_60.max_age(t(60), Duration::from_secs(30)), Duration::from_secs(30));
+        assert_eq!(at_60.max_age(60_000, Duration::from_secs(30)), Duration::from_secs(30));
         assert_ne!(at_60.etag, at_40.etag);
 
         let at_100 = JwksSnapshot::render(&ring, t(100));
         assert_eq!(kids(&at_100), [new.kid.to_string()]);
         assert_eq!(at_100.valid_until, None);
         assert_eq!(at_100.algorithms, [Algorithm::EdDsa]);
+    }
+
+    #[test]
+    fn max_age_ends_at_the_earliest_change_rounded_down() {
+        let cap = Duration::from_secs(300);
+        assert_eq!(max_age(99_600, cap, [t(100)]), Duration::ZERO);
+        assert_eq!(max_age(98_200, cap, [t(100)]), Duration::from_secs(1));
+        assert_eq!(max_age(98_200, cap, [t(500), t(100)]), Duration::from_secs(1));
+        assert_eq!(max_age(98_200, Duration::from_secs(1), []), Duration::from_secs(1));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub struct KeyRing {
     records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
     jwks: RwLock<Arc<JwksSnapshot>>,
     mutation: tokio::sync::Mutex<()>,
-    cooldown_until: AtomicI64,
+    cooldown_until_ms: AtomicI64,
     next_publication: AtomicI64,
 }
 
@@ -106,7 +106,7 @@ impl KeyRing {
             records: RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect())),
             jwks: RwLock::new(Arc::new(jwks)),
             mutation: tokio::sync::Mutex::new(()),
-            cooldown_until: AtomicI64::new(0),
+            cooldown_until_ms: AtomicI64::new(0),
             next_publication: AtomicI64::new(i64::MAX),
         })
     }
@@ -250,9 +250,11 @@ impl KeyRing {
         self.mutation.lock().await
     }
 
-    /// Keeps the JWKS `max-age` short until `until` (after an emergency revoke).
-    pub fn cool_down(&self, until: Timestamp) {
-        self.cooldown_until.store(until.unix(), Ordering::Relaxed);
+    /// Keeps the JWKS `max-age` short for `period` from now (after an
+    /// emergency revoke), counted in milliseconds like `max-age` itself.
+    pub fn cool_down(&self, period: Duration) {
+        let ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+        self.cooldown_until_ms.store(self.clock.now_millis().saturating_add(ms), Ordering::Relaxed);
     }
 
     /// The next instant a key is planned to be published (the next scheduled
@@ -261,15 +263,15 @@ impl KeyRing {
         self.next_publication.store(at.map_or(i64::MAX, Timestamp::unix), Ordering::Relaxed);
     }
 
-    /// The `max-age` to send for `snapshot` at `now`.
-    pub fn max_age(&self, snapshot: &JwksSnapshot, now: Timestamp, cap: Duration) -> Duration {
-        let mut age = snapshot.max_age(now, cap);
+    /// The `max-age` to send for `snapshot` at `now_ms` (milliseconds: a
+    /// whole-second `now` would let a cache outlive the next change by up to
+    /// a second).
+    pub fn max_age(&self, snapshot: &JwksSnapshot, now_ms: i64, cap: Duration) -> Duration {
         let next = self.next_publication.load(Ordering::Relaxed);
-        if next != i64::MAX {
-            age = age.min(now.until(Timestamp::from_unix(next)));
-        }
-        if now.unix() < self.cooldown_until.load(Ordering::Relaxed) {
-            age = age.min(COOLDOWN_MAX_AGE);
+        let planned = (next != i64::MAX).then(|| Timestamp::from_unix(next));
+        let age = crate::jwks::max_age(now_ms, cap, snapshot.valid_until.into_iter().chain(planned));
+        if now_ms < self.cooldown_until_ms.load(Ordering::Relaxed) {
+            return age.min(COOLDOWN_MAX_AGE);
         }
         age
     }

@@ -21,7 +21,7 @@ pub fn routes() -> Router<AppState> {
 async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Metrics::inc(&state.metrics.jwks_requests);
     let snapshot = state.ring.jwks();
-    let max_age = state.ring.max_age(&snapshot, state.clock.now(), state.config.policy.jwks.max_age_cap);
+    let max_age = state.ring.max_age(&snapshot, state.clock.now_millis(), state.config.policy.jwks.max_age_cap);
     let cache = format!("public, max-age={}, must-revalidate", max_age.as_secs());
     let mut common = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&cache) {

@@ -273,8 +273,7 @@ impl Rotation {
             self.ring.put(revocation.updates, event).await?;
             self.ring.active(&ks.name, now).map(|r| r.kid.clone())
         };
-        self.ring
-            .cool_down(now.plus(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache));
+        self.ring.cool_down(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache);
         if let Some(b) = self.ring.backends().get(target.backend) {
             if let Err(e) = b.backend().disable(&target.kid).await {
                 tracing::error!(kid = %target.kid, error = %e, "revoked key could not be disabled in its backend; it is refused by kmsd regardless");
