@@ -1,6 +1,9 @@
 //! The key ring: every key version kmsd knows, held in memory, with the backend
 //! that holds each private half. It answers which key of a keyset signs now,
-//! which keys are published, and renders the JWKS snapshot when either changes.
+//! which keys are published, and renders the JWKS snapshots when either
+//! changes: one for token keysets (`/.well-known/jwks.json`, what verifiers
+//! trust for tokens) and one per `sign` keyset, so a raw-signing key is never
+//! in the document that token verifiers trust.
 //!
 //! Writes go to the store first (record and audit event in one transaction)
 //! and only then to memory, so memory never shows a key the store lacks.
@@ -13,7 +16,7 @@ use std::time::Duration;
 use crate::audit::AuditEvent;
 use crate::backend::{BackendError, Guarded};
 use crate::clock::{Clock, Timestamp};
-use crate::config::Keyset;
+use crate::config::{KeyUse, Keyset};
 use crate::jwks::JwksSnapshot;
 use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeysetName, Kid, Schedule};
 use crate::storage::{StorageError, Store};
@@ -51,13 +54,42 @@ impl Backends {
     }
 }
 
+fn usage_of(keysets: &[Keyset], name: &KeysetName) -> KeyUse {
+    keysets.iter().find(|k| &k.name == name).map_or(KeyUse::Tokens, |k| k.usage)
+}
+
+/// The JWKS documents, rendered together from one view of the records.
+struct Snapshots {
+    tokens: Arc<JwksSnapshot>,
+    sign: HashMap<KeysetName, Arc<JwksSnapshot>>,
+}
+
+impl Snapshots {
+    fn render(records: &[Arc<KeyRecord>], keysets: &[Keyset], now: Timestamp) -> Self {
+        let of = |pick: &dyn Fn(&KeyRecord) -> bool| {
+            let chosen: Vec<&Arc<KeyRecord>> = records.iter().filter(|r| pick(r)).collect();
+            Arc::new(JwksSnapshot::render(&chosen, now))
+        };
+        let sign = keysets
+            .iter()
+            .filter(|k| k.usage == KeyUse::Sign)
+            .map(|k| (k.name.clone(), of(&|r: &KeyRecord| r.keyset == k.name)))
+            .collect();
+        Self { tokens: of(&|r: &KeyRecord| usage_of(keysets, &r.keyset) == KeyUse::Tokens), sign }
+    }
+
+    fn is_current(&self, now: Timestamp) -> bool {
+        self.tokens.is_current(now) && self.sign.values().all(|s| s.is_current(now))
+    }
+}
+
 pub struct KeyRing {
     store: Store,
     backends: Backends,
     keysets: Vec<Keyset>,
     clock: Arc<dyn Clock>,
     records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
-    jwks: RwLock<Arc<JwksSnapshot>>,
+    jwks: RwLock<Arc<Snapshots>>,
     mutation: tokio::sync::Mutex<()>,
     cooldown_until_ms: AtomicI64,
     next_publication: AtomicI64,
@@ -97,13 +129,14 @@ impl KeyRing {
                 return Err(RingError::PublicMismatch { kid: rec.kid.clone(), keyset: rec.keyset.clone() });
             }
         }
-        let jwks = JwksSnapshot::render(&records, now);
+        let records: Vec<Arc<KeyRecord>> = records.into_iter().map(Arc::new).collect();
+        let jwks = Snapshots::render(&records, &keysets, now);
         Ok(Self {
             store,
             backends,
             keysets,
             clock,
-            records: RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect())),
+            records: RwLock::new(Arc::new(records)),
             jwks: RwLock::new(Arc::new(jwks)),
             mutation: tokio::sync::Mutex::new(()),
             cooldown_until_ms: AtomicI64::new(0),
@@ -134,6 +167,12 @@ impl KeyRing {
         &self.keysets
     }
 
+    /// What `keyset`'s keys sign. A keyset no longer declared counts as a
+    /// token keyset (its keys stay where they were published).
+    pub fn usage(&self, keyset: &KeysetName) -> KeyUse {
+        usage_of(&self.keysets, keyset)
+    }
+
     pub fn backends(&self) -> &Backends {
         &self.backends
     }
@@ -143,22 +182,33 @@ impl KeyRing {
         self.records().iter().find(|r| &r.keyset == keyset && r.state_at(now) == KeyState::Active).cloned()
     }
 
-    /// The current JWKS, re-rendered from memory if a planned change has passed.
+    /// The JWKS of the token keysets (`/.well-known/jwks.json`), re-rendered
+    /// from memory if a planned change has passed.
     pub fn jwks(&self) -> Arc<JwksSnapshot> {
+        self.snapshots().tokens.clone()
+    }
+
+    /// The JWKS of the `sign` keyset `keyset`; `None` for a token keyset or
+    /// an unknown name.
+    pub fn keyset_jwks(&self, keyset: &str) -> Option<Arc<JwksSnapshot>> {
+        self.snapshots().sign.iter().find(|(name, _)| name.as_str() == keyset).map(|(_, s)| s.clone())
+    }
+
+    fn snapshots(&self) -> Arc<Snapshots> {
         let now = self.clock.now();
         let current = self.jwks.read().map(|j| j.clone()).ok();
         match current {
-            Some(snapshot) if snapshot.is_current(now) => snapshot,
+            Some(snapshots) if snapshots.is_current(now) => snapshots,
             _ => self.rerender(now),
         }
     }
 
-    fn rerender(&self, now: Timestamp) -> Arc<JwksSnapshot> {
-        let snapshot = Arc::new(JwksSnapshot::render(&self.records(), now));
+    fn rerender(&self, now: Timestamp) -> Arc<Snapshots> {
+        let snapshots = Arc::new(Snapshots::render(&self.records(), &self.keysets, now));
         if let Ok(mut j) = self.jwks.write() {
-            *j = snapshot.clone();
+            *j = snapshots.clone();
         }
-        snapshot
+        snapshots
     }
 
     /// Gives every keyset without a signing key one, active at once. This is

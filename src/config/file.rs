@@ -97,6 +97,9 @@ pub struct KeysetFile {
     pub rsa_bits: Option<u32>,
     pub backend: Option<String>,
     pub schedule: Option<String>,
+    /// `tokens` (default) or `sign`.
+    #[serde(rename = "use")]
+    pub usage: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

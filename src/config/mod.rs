@@ -39,6 +39,7 @@ pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
     ("keys/access.toml", include_str!("../../keys/access.toml")),
     ("keys/edge.toml", include_str!("../../keys/edge.toml")),
     ("keys/refresh.toml", include_str!("../../keys/refresh.toml")),
+    ("keys/sign.toml", include_str!("../../keys/sign.toml")),
 ];
 pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!("../../policy/default.toml"));
 
@@ -54,6 +55,28 @@ pub struct Keyset {
     pub spec: KeySpec,
     pub backend: BackendKind,
     pub schedule: Option<String>,
+    pub usage: KeyUse,
+}
+
+/// What a keyset's keys sign (`use` in its declaration), never both: a raw
+/// signature by a token key over a JWT signing input is a forged token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Tokens kmsd issues; published in `/.well-known/jwks.json`.
+    #[default]
+    Tokens,
+    /// Raw signatures (`POST /v1/sign`); published in the keyset's own JWKS,
+    /// never trusted for tokens.
+    Sign,
+}
+
+impl KeyUse {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokens => "tokens",
+            Self::Sign => "sign",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -365,6 +388,12 @@ fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Probl
     ];
     for ((field, alg), name) in wanted.iter().zip(&policy.tokens.keysets) {
         let Some(ks) = keysets.iter().find(|k| k.name.as_str() == name) else { continue };
+        if ks.usage == KeyUse::Sign {
+            problems.add(
+                format!("tokens.keysets.{field}"),
+                format!("keyset {name} is declared use = \"sign\" (raw signing), so it cannot sign tokens"),
+            );
+        }
         if alg.is_some_and(|a| ks.spec.algorithm() != a) {
             problems.add(
                 format!("tokens.keysets.{field}"),
@@ -532,7 +561,15 @@ fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keys
     if let Some(Err(e)) = raw.schedule.as_deref().map(crate::rotation::CronSchedule::parse) {
         problems.add(join(origin, "schedule"), e);
     }
-    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule })
+    let usage = match raw.usage.as_deref().unwrap_or("tokens") {
+        "tokens" => Some(KeyUse::Tokens),
+        "sign" => Some(KeyUse::Sign),
+        other => {
+            problems.add(join(origin, "use"), format!("{other:?} is not a key use (use \"tokens\" or \"sign\")"));
+            None
+        }
+    };
+    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule, usage: usage? })
 }
 
 fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {

@@ -25,9 +25,12 @@ fn no_file_means_the_built_in_defaults() {
         [
             ("access".to_owned(), KeySpec::Rsa3072),
             ("edge".to_owned(), KeySpec::Ed25519),
-            ("refresh".to_owned(), KeySpec::Ed25519)
+            ("refresh".to_owned(), KeySpec::Ed25519),
+            ("sign".to_owned(), KeySpec::Ed25519)
         ]
     );
+    let uses: Vec<_> = c.keysets.iter().map(|k| k.usage).collect();
+    assert_eq!(uses, [KeyUse::Tokens, KeyUse::Tokens, KeyUse::Tokens, KeyUse::Sign]);
     assert_eq!(c.policy.tokens.keysets, ["access", "edge", "refresh"]);
     assert_eq!(c.kek, KekSource::File(data.join("vault.kek")));
 }
@@ -91,6 +94,27 @@ fn a_policy_that_breaks_an_invariant_is_refused() {
     let cfg = write(dir.path(), "kmsd.toml", &format!("policy_file = {:?}\n", policy.display().to_string()));
     let err = Config::load(Some(&cfg), &[]).unwrap_err().to_string();
     assert!(err.contains("rotation.overlap: overlap 30m < access_ttl_max 24h + skew 1m"), "{err}");
+}
+
+#[test]
+fn a_sign_keyset_named_for_tokens_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    write(&keys, "raw.toml", "name = \"raw\"\nalgorithm = \"EdDSA\"\nuse = \"sign\"\n");
+    write(&keys, "refresh.toml", "name = \"refresh\"\nalgorithm = \"EdDSA\"\n");
+    write(&keys, "odd.toml", "name = \"odd\"\nalgorithm = \"EdDSA\"\nuse = \"both\"\n");
+    let policy = write(dir.path(), "p.toml", "[tokens.keysets]\nEdDSA = \"raw\"\n");
+    let cfg = write(
+        dir.path(),
+        "kmsd.toml",
+        &format!("keys_dir = {:?}\npolicy_file = {:?}\n", keys.display().to_string(), policy.display().to_string()),
+    );
+    let err = Config::load(Some(&cfg), &[]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("tokens.keysets.EdDSA: keyset raw is declared use = \"sign\""), "{text}");
+    assert!(text.contains("odd.toml: use: \"both\" is not a key use"), "{text}");
+    assert_eq!(err.0.len(), 2, "{text}");
 }
 
 #[test]

@@ -129,6 +129,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         ("kmsd_hs256_verifications_total", "Legacy HS256 tokens verified (migration).", hs256),
         ("kmsd_token_verify_cache_hits_total", "Token verifications of a token already checked.", verify_hits),
         ("kmsd_token_verify_cache_misses_total", "Token verifications that checked a signature.", verify_misses),
+        (
+            "kmsd_tokens_unknown_jti_total",
+            "Validly signed tokens refused because kmsd never issued their jti.",
+            state.tokens.unknown_jtis(),
+        ),
         ("kmsd_rotation_failed_ticks_total", "Rotation reconcile ticks that failed.", state.rotation.failures()),
         ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
         ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),

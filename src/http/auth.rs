@@ -15,7 +15,7 @@ use super::{ApiError, AppState};
 use crate::api_keys::{Actor, ApiKeyAuthError};
 use crate::metrics::Metrics;
 use crate::scopes;
-use crate::tokens::TokenType;
+use crate::tokens::{TokenType, VerifyError};
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -85,13 +85,15 @@ async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result
     let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
     match (bearer, api_key) {
         (None, None) => Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key")),
-        (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access) {
+        (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access).await {
             Ok(c) => Ok(Caller {
                 id: c.sub.clone(),
                 org_id: c.org.clone(),
                 scopes: c.scopes.clone(),
                 sponsor_chain: Some(c.sponsor_chain.clone()),
             }),
+            // The store could not confirm the token: never "valid", never a fallback.
+            Err(e @ VerifyError::Unavailable) => Err(super::tokens::verify_error(e)),
             Err(e) => match api_key {
                 // A valid bearer wins; an invalid one falls back to the key.
                 Some(key) => api_key_caller(state, client, &key).await,

@@ -1,6 +1,10 @@
 //! `POST /v1/sign` and `POST /v1/verify`: raw signatures with a keyset's
 //! active key, for consumers that are not JWT verifiers. Scope
 //! `relayauth:sign:invoke:<keyset>`.
+//!
+//! Only keysets declared `use = "sign"`: a token keyset is refused (403
+//! `keyset_not_signable`) before its key is touched, since a raw signature by
+//! a token key over a JWT signing input the caller wrote is a forged token.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::json::ApiJson;
 use super::{ApiError, AppState, Caller};
+use crate::config::KeyUse;
 use crate::encoding::{b64url, b64url_decode};
 use crate::keys::KeysetName;
 use crate::tokens::TokenError;
@@ -23,11 +28,22 @@ fn scope_for(keyset: &str) -> String {
     format!("relayauth:sign:invoke:{keyset}")
 }
 
+/// The declared `sign` keyset `name`: 404 if there is none, 403 if it is a
+/// token keyset.
 fn keyset(state: &AppState, name: &str) -> Result<KeysetName, ApiError> {
-    KeysetName::parse(name)
+    let ks = KeysetName::parse(name)
         .ok()
-        .filter(|k| state.config.keyset(k).is_some())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {name:?}")))
+        .and_then(|k| state.config.keyset(&k))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {name:?}")))?;
+    if ks.usage != KeyUse::Sign {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "keyset_not_signable",
+            format!("keyset {name} signs tokens; raw signing needs a keyset declared use = \"sign\""),
+        )
+        .with("keyset", name));
+    }
+    Ok(ks.name.clone())
 }
 
 fn decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {

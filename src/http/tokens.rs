@@ -32,6 +32,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 pub fn verify_error(e: VerifyError) -> ApiError {
+    if e == VerifyError::Unavailable {
+        return ApiError::unavailable(&e, 1);
+    }
     let (code, message) = match e {
         VerifyError::Expired => ("token_expired", "token has expired"),
         VerifyError::Revoked => ("token_revoked", "token has been revoked"),
@@ -184,7 +187,15 @@ async fn introspect(
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
         .map(|(_, v)| v)
         .ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?;
-    Ok(Json(state.tokens.verify(&token, TokenType::Access).ok().filter(|c| c.org == caller.org_id)))
+    introspection(&state, &caller, &token).await
+}
+
+async fn introspection(state: &AppState, caller: &Caller, token: &str) -> Result<Json<Option<Arc<Claims>>>, ApiError> {
+    match state.tokens.verify(token, TokenType::Access).await {
+        Ok(c) if c.org == caller.org_id => Ok(Json(Some(c))),
+        Err(VerifyError::Unavailable) => Err(verify_error(VerifyError::Unavailable)),
+        _ => Ok(Json(None)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -201,8 +212,9 @@ async fn validate(
     ApiJson(body): ApiJson<ValidateBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
-    let result = state.tokens.verify(&body.token, TokenType::Access);
+    let result = state.tokens.verify(&body.token, TokenType::Access).await;
     Ok(Json(match result {
+        Err(VerifyError::Unavailable) => return Err(verify_error(VerifyError::Unavailable)),
         Ok(c) if c.org == caller.org_id => {
             let missing: Vec<&String> =
                 body.required_scopes.iter().filter(|r| !scopes::any_covers(&c.scopes, r)).collect();
@@ -224,9 +236,14 @@ struct RevocationQuery {
     jti: Option<String>,
 }
 
+/// `{"revoked": true}` for every jti whose token kmsd itself refuses (see
+/// `TokenService::is_jti_revoked`); a store failure is a 503, never `false`.
 async fn revocation(State(state): State<AppState>, Query(q): Query<RevocationQuery>) -> Response {
     match q.jti {
-        Some(jti) if !jti.is_empty() => Json(json!({ "revoked": state.tokens.is_jti_revoked(&jti) })).into_response(),
+        Some(jti) if !jti.is_empty() => match state.tokens.is_jti_revoked(&jti).await {
+            Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),
+            Err(e) => ApiError::unavailable(&e, 1).into_response(),
+        },
         _ => ApiError::bad_request("invalid_request", "jti is required").into_response(),
     }
 }

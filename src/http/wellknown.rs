@@ -1,27 +1,49 @@
-//! `GET /.well-known/jwks.json` and `GET /.well-known/agent-configuration`.
-//! The JWKS is a pre-rendered snapshot from the key ring: no storage read, no
+//! `GET /.well-known/jwks.json`, `GET /v1/keysets/{name}/jwks.json` and
+//! `GET /.well-known/agent-configuration`. The well-known JWKS holds the
+//! token keysets' keys only; a `sign` keyset's keys are in its own document.
+//! Each is a pre-rendered snapshot from the key ring: no storage read, no
 //! serialization per request. `max-age` never runs past the next planned
 //! change; `ETag`/`If-None-Match` answer 304.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{ApiError, AppState};
 use crate::config::Policy;
+use crate::jwks::JwksSnapshot;
 use crate::metrics::Metrics;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/.well-known/jwks.json", get(jwks)).route("/.well-known/agent-configuration", get(discovery))
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/keysets/{name}/jwks.json", get(keyset_jwks))
+        .route("/.well-known/agent-configuration", get(discovery))
 }
 
 async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    Metrics::inc(&state.metrics.jwks_requests);
     let snapshot = state.ring.jwks();
-    let max_age = state.ring.max_age(&snapshot, state.clock.now_millis(), state.config.policy.jwks.max_age_cap);
+    serve(&state, &headers, &snapshot)
+}
+
+/// The public keys of a `sign` keyset; 404 `keyset_not_found` for a token
+/// keyset or an unknown name.
+async fn keyset_jwks(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    match state.ring.keyset_jwks(&name) {
+        Some(snapshot) => serve(&state, &headers, &snapshot),
+        None => ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", "no raw-signing keyset of that name")
+            .into_response(),
+    }
+}
+
+fn serve(state: &AppState, headers: &HeaderMap, snapshot: &Arc<JwksSnapshot>) -> Response {
+    Metrics::inc(&state.metrics.jwks_requests);
+    let max_age = state.ring.max_age(snapshot, state.clock.now_millis(), state.config.policy.jwks.max_age_cap);
     let cache = format!("public, max-age={}, must-revalidate", max_age.as_secs());
     let mut common = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&cache) {
@@ -69,9 +91,9 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
             "plane": "relayauth",
             "resource": "sign",
             "pattern": "relayauth:sign:invoke:{keyset}",
-            "description": "Raw signing with a keyset's active key",
+            "description": "Raw signing with the active key of a keyset declared use = \"sign\" (never a token keyset)",
             "actions": ["invoke"],
-            "examples": ["relayauth:sign:invoke:access"],
+            "examples": ["relayauth:sign:invoke:sign"],
             "path_schema": { "required": true, "wildcard_allowed": true, "description": "keyset name" },
         }],
         "sponsor_required": true,

@@ -47,6 +47,13 @@ impl Reader {
         Ok(out)
     }
 
+    /// The issued-token row of `jti` (one indexed lookup).
+    pub fn issued(&self, jti: &str) -> Result<Option<IssuedToken>, StorageError> {
+        let table = self.txn.open_table(ISSUED)?;
+        let row = table.get(jti)?;
+        row.map(|g| IssuedToken::decode("issued_tokens", jti, g.value())).transpose()
+    }
+
     /// Revoked jtis and revoked session ids, each with when it stops mattering.
     pub fn revocations(&self) -> Result<(Expiring, Expiring), StorageError> {
         let mut jtis = Vec::new();
@@ -194,7 +201,23 @@ mod tests {
             org_id: "org".into(),
             kind: TokenType::Access,
             exp: Timestamp::from_unix(exp),
+            kid: None,
+            iat: None,
+            input_sha256: None,
         }
+    }
+
+    #[test]
+    fn issued_token_golden_bytes_and_rows_from_before_kid_iat_and_digest() {
+        let mut row = issued("tok_1", 500);
+        let old = r#"{"v":1,"jti":"tok_1","sid":"s","identity_id":"agent_1","org_id":"org","kind":"access","exp":500}"#;
+        assert_eq!(IssuedToken::decode("issued_tokens", "tok_1", old.as_bytes()).unwrap(), row, "old rows decode");
+        row.kid = Some("kid1".into());
+        row.iat = Some(Timestamp::from_unix(400));
+        row.input_sha256 = Some("ZGlnZXN0".into());
+        let golden = r#"{"v":1,"jti":"tok_1","sid":"s","identity_id":"agent_1","org_id":"org","kind":"access","exp":500,"kid":"kid1","iat":400,"input_sha256":"ZGlnZXN0"}"#;
+        assert_eq!(String::from_utf8(row.encode()).unwrap(), golden);
+        assert_eq!(IssuedToken::decode("issued_tokens", "tok_1", golden.as_bytes()).unwrap(), row);
     }
 
     #[test]

@@ -162,6 +162,9 @@ mod tests {
             org_id: "org_1".into(),
             kind: TokenType::Access,
             exp: at,
+            kid: None,
+            iat: None,
+            input_sha256: None,
         };
         Rows { session, issued: vec![issued], hs256_exp: None }
     }

@@ -123,6 +123,8 @@ pub struct TokenService {
     commit: GroupCommit,
     migration: Option<Arc<Migration>>,
     verified: verified::Verified,
+    /// Validly signed tokens refused because kmsd never issued their jti.
+    unknown_jtis: std::sync::atomic::AtomicU64,
 }
 
 /// A token about to be signed.
@@ -154,7 +156,20 @@ impl TokenService {
         let revocations = Revocations::load(jtis, sessions);
         let commit = GroupCommit::start(store.clone());
         let verified = verified::Verified::default();
-        Ok(Self { ring, identities, store, clock, policy, issuer, keysets, revocations, commit, migration, verified })
+        Ok(Self {
+            ring,
+            identities,
+            store,
+            clock,
+            policy,
+            issuer,
+            keysets,
+            revocations,
+            commit,
+            migration,
+            verified,
+            unknown_jtis: Default::default(),
+        })
     }
 
     pub fn migration(&self) -> Option<&Arc<Migration>> {
@@ -249,15 +264,21 @@ impl TokenService {
         // token may outlive its refresh token): what a revocation must cover.
         let last = Timestamp::from_unix(access.claims.exp.max(refresh.claims.exp));
         session.expires_at = session.expires_at.max(last);
-        let row = |d: &Draft| IssuedToken {
+        let row = |d: &Draft, token: &str| IssuedToken {
             jti: d.claims.jti.clone(),
             sid: session.sid.clone(),
             identity_id: identity.id.clone(),
             org_id: identity.org_id.clone(),
             kind: d.claims.token_type,
             exp: Timestamp::from_unix(d.claims.exp),
+            kid: Some(match &d.signer {
+                Signer::Key(k) => k.kid.as_str().to_owned(),
+                Signer::Hs256(_) => self.migration.as_ref().map_or_else(String::new, |m| m.kid().to_owned()),
+            }),
+            iat: Some(Timestamp::from_unix(d.claims.iat)),
+            input_sha256: token.rsplit_once('.').map(|(input, _)| records::input_digest(input)),
         };
-        let issued = vec![row(&access), row(&refresh)];
+        let issued = vec![row(&access, &access_token), row(&refresh, &refresh_token)];
         let pair = TokenPair {
             access_token,
             refresh_token,
@@ -351,7 +372,7 @@ impl TokenService {
     /// refresh token (outside the configured grace for the immediately previous
     /// one) revokes the whole session.
     pub async fn refresh(&self, token: &str) -> Result<TokenPair, TokenError> {
-        let claims = self.verify(token, TokenType::Refresh)?;
+        let claims = self.verify(token, TokenType::Refresh).await?;
         let now = self.clock.now();
         let identity = self.identities.get_any(&claims.sub).ok_or(VerifyError::Revoked)?;
         let sid = claims.sid.clone();
@@ -477,11 +498,6 @@ impl TokenService {
     /// Verifications answered without a signature check, and those that needed one.
     pub fn verify_cache_counts(&self) -> (u64, u64) {
         self.verified.counts()
-    }
-
-    /// Whether a jti is revoked (the public revocation check).
-    pub fn is_jti_revoked(&self, jti: &str) -> bool {
-        self.revocations.is_jti_revoked(jti)
     }
 
     /// Deletes sessions, token rows and revocations whose tokens all expired.

@@ -38,7 +38,13 @@ pub struct SessionRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
-/// One issued token.
+/// One issued token. kmsd accepts a token only if its row is here and
+/// describes it ([`IssuedToken::describes`]); the public revocation check
+/// judges a jti from its row alone.
+///
+/// `kid`, `iat` and `input_sha256` came later than the other fields: rows
+/// written before them decode with `None` (same format version, since old
+/// bytes still decode to the same values).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
     pub jti: String,
@@ -47,4 +53,36 @@ pub struct IssuedToken {
     pub org_id: String,
     pub kind: TokenType,
     pub exp: Timestamp,
+    /// The header's kid: the signing key, or the legacy HS256 kid.
+    #[serde(default)]
+    pub kid: Option<String>,
+    #[serde(default)]
+    pub iat: Option<Timestamp>,
+    /// base64url SHA-256 of the exact signing input (`header.payload`) kmsd
+    /// signed: a token with the same jti but other claims is not this one.
+    #[serde(default)]
+    pub input_sha256: Option<String>,
+}
+
+/// base64url SHA-256 of a token's signing input, as [`IssuedToken`] keeps it.
+pub fn input_digest(signing_input: &str) -> String {
+    crate::encoding::b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, signing_input.as_bytes()).as_ref())
+}
+
+impl IssuedToken {
+    /// Whether this row records the token with `signing_input` and `claims`.
+    /// Rows from before the digest was kept are compared field by field.
+    pub fn describes(&self, signing_input: &str, claims: &super::Claims) -> bool {
+        let fields = self.jti == claims.jti
+            && self.sid == claims.sid
+            && self.identity_id == claims.sub
+            && self.org_id == claims.org
+            && self.kind == claims.token_type
+            && self.exp.unix() == claims.exp;
+        fields
+            && match &self.input_sha256 {
+                Some(d) => *d == input_digest(signing_input),
+                None => self.iat.is_none_or(|iat| iat.unix() == claims.iat),
+            }
+    }
 }

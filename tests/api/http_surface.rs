@@ -69,7 +69,7 @@ async fn errors_are_json_with_stable_codes_and_every_response_has_a_request_id()
     let (status, _, body) = get(&admin_keys, &[("x-api-key", &key)]).await;
     assert_eq!(status, 200, "{body}");
     let keys = body["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 3, "access, edge and refresh");
+    assert_eq!(keys.len(), 4, "access, edge, refresh and sign");
     for k in keys {
         for field in
             ["keyId", "algorithm", "status", "createdAt", "state", "keyset", "backend", "publishedAt", "activatedAt"]

@@ -234,3 +234,23 @@ async fn an_hs256_token_minted_by_a_refresh_moves_the_sunset() {
     assert!(refreshed_exp > cutover + 1, "the refreshed token outlives the legacy cap");
     assert_eq!(ts(&v["sunsetAt"]), refreshed_exp + 1, "sunset_at = latest HS256 exp + skew");
 }
+
+/// The public revocation check during the cut-over: a jti kmsd never saw may
+/// be a live legacy token while HS256 is accepted, and nothing HS256 stands
+/// after the sunset.
+#[tokio::test]
+async fn the_revocation_check_follows_the_hs256_sunset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup(tmp.path());
+    let m = M::start(tmp.path(), &env, None).await;
+    let legacy = m.token().await;
+    let jti = part(&legacy, 1)["jti"].as_str().unwrap().to_owned();
+    let unseen = format!("tok_{}", kmsd::encoding::random_hex(16));
+    assert!(!crate::revocation::revoked(&m.d.public, &jti).await, "kmsd's own HS256 token stands");
+    assert!(!crate::revocation::revoked(&m.d.public, &unseen).await, "may be a legacy token kmsd never saw");
+    let (status, v) = m.act("sunset").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(m.introspect(&legacy).await, Value::Null);
+    assert!(crate::revocation::revoked(&m.d.public, &jti).await, "HS256 after sunset is refused");
+    assert!(crate::revocation::revoked(&m.d.public, &unseen).await, "no legacy token stands after sunset");
+}

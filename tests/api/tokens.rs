@@ -43,6 +43,13 @@ impl Env {
         crate::api_keys::introspect(&self.d.public, &self.admin, token).await
     }
 
+    /// `DELETE /v1/identities/{id}` with the confirmation header; the status.
+    pub async fn delete_identity(&self, id: &str) -> u16 {
+        let url = format!("{}/v1/identities/{id}", self.d.public);
+        let resp = client().delete(url).header("x-api-key", &self.admin).header("x-confirm-delete", "true");
+        resp.send().await.unwrap().status().as_u16()
+    }
+
     pub fn jwks_url(&self) -> String {
         format!("{}/.well-known/jwks.json", self.d.public)
     }
@@ -421,14 +428,7 @@ async fn identity_lifecycle_revokes_tokens_and_blocks_issuance() {
     let resp =
         client().delete(format!("{base}/v1/identities/{id}")).header("x-api-key", &e.admin).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400, "delete needs X-Confirm-Delete");
-    let resp = client()
-        .delete(format!("{base}/v1/identities/{id}"))
-        .header("x-api-key", &e.admin)
-        .header("x-confirm-delete", "true")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(e.delete_identity(&id).await, 204);
     assert_eq!(e.introspect(p["accessToken"].as_str().unwrap()).await, Value::Null);
     let (status, _) = call(&base, &e.admin, "GET", &format!("/v1/identities/{id}"), None).await;
     assert_eq!(status, 404);
@@ -439,28 +439,29 @@ async fn raw_signing_uses_the_active_key_and_needs_the_keyset_scope() {
     let e = start(&[]);
     let message = kmsd::encoding::b64url(b"hello, signer");
     let (status, v) =
-        call(&e.d.public, &e.admin, "POST", "/v1/sign", Some(json!({ "keyset": "edge", "message": message }))).await;
+        call(&e.d.public, &e.admin, "POST", "/v1/sign", Some(json!({ "keyset": "sign", "message": message }))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["alg"], "EdDSA");
-    let jwks: Value = client().get(e.jwks_url()).send().await.unwrap().json().await.unwrap();
+    let jwks: Value =
+        client().get(format!("{}/v1/keysets/sign/jwks.json", e.d.public)).send().await.unwrap().json().await.unwrap();
     let jwk = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == v["kid"]).unwrap().clone();
     let x = kmsd::encoding::b64url_decode(jwk["x"].as_str().unwrap()).unwrap();
     let sig = kmsd::encoding::b64url_decode(v["signature"].as_str().unwrap()).unwrap();
     aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, &x)
         .verify(b"hello, signer", &sig)
         .expect("signature verifies under the published key");
-    let body = json!({ "keyset": "edge", "kid": v["kid"], "message": message, "signature": v["signature"] });
+    let body = json!({ "keyset": "sign", "kid": v["kid"], "message": message, "signature": v["signature"] });
     let (_, ok) = call(&e.d.public, &e.admin, "POST", "/v1/verify", Some(body)).await;
     assert_eq!(ok, json!({ "valid": true }));
 
-    let (_, k) = create_key(&e.d.public, &e.admin, &["relayauth:sign:invoke:access"]).await;
+    let (_, k) = create_key(&e.d.public, &e.admin, &["relayauth:sign:invoke:edge"]).await;
     let key = k["key"].as_str().unwrap();
     let (status, v) =
-        call(&e.d.public, key, "POST", "/v1/sign", Some(json!({ "keyset": "edge", "message": message }))).await;
+        call(&e.d.public, key, "POST", "/v1/sign", Some(json!({ "keyset": "sign", "message": message }))).await;
     assert_eq!((status, v["code"].as_str()), (403, Some("insufficient_scope")));
     let (status, v) =
-        call(&e.d.public, key, "POST", "/v1/sign", Some(json!({ "keyset": "access", "message": message }))).await;
-    assert_eq!((status, v["alg"].as_str()), (200, Some("RS256")));
+        call(&e.d.public, key, "POST", "/v1/sign", Some(json!({ "keyset": "edge", "message": message }))).await;
+    assert_eq!((status, v["code"].as_str()), (403, Some("keyset_not_signable")), "a token keyset never signs raw");
     let (status, v) =
         call(&e.d.public, &e.admin, "POST", "/v1/sign", Some(json!({ "keyset": "nope", "message": message }))).await;
     assert_eq!((status, v["code"].as_str()), (404, Some("keyset_not_found")));
