@@ -16,6 +16,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ApiBody(bytes) = ApiBody::from_request(req, state).await?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// The raw body (within the body limit), for routes that accept more than
+/// JSON; oversized or unreadable bodies get our error format.
+pub struct ApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
@@ -23,7 +36,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request("invalid_request", "request body could not be read")
             }
         })?;
-        parse(&bytes).map(ApiJson)
+        Ok(ApiBody(bytes))
     }
 }
 

@@ -1,17 +1,21 @@
 //! `/v1/tokens*`: issue, refresh, revoke, introspect, validate, and the public
 //! revocation check the relayauth verifier SDKs call.
+//!
+//! Introspection takes the token in a POST body (RFC 7662: JSON
+//! `{"token"}` or a form `token=`), or in the query of a GET for relayauth
+//! clients; kmsd never logs a query string or a token.
 
 use std::sync::Arc;
 
 use axum::extract::{Query, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::json::ApiJson;
+use super::json::{ApiBody, ApiJson};
 use super::{ApiError, AppState, Caller};
 use crate::backend::BackendError;
 use crate::scopes;
@@ -26,7 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tokens", post(issue))
         .route("/v1/tokens/refresh", post(refresh))
         .route("/v1/tokens/revoke", post(revoke))
-        .route("/v1/tokens/introspect", get(introspect))
+        .route("/v1/tokens/introspect", get(introspect).post(introspect_body))
         .route("/v1/tokens/validate", post(validate))
         .route("/v1/tokens/revocation", get(revocation))
 }
@@ -187,6 +191,36 @@ async fn introspect(
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
         .map(|(_, v)| v)
         .ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?;
+    introspection(&state, &caller, &token).await
+}
+
+#[derive(Deserialize)]
+struct IntrospectBody {
+    token: String,
+}
+
+/// `POST /v1/tokens/introspect`: the same answer, the token in the body as
+/// `application/x-www-form-urlencoded` (`token=...`) or JSON (`{"token"}`,
+/// whatever other `Content-Type`), so that it never appears in a URL.
+async fn introspect_body(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiBody(body): ApiBody,
+) -> Result<Json<Option<Arc<Claims>>>, ApiError> {
+    caller.require(READ)?;
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let token = if form {
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?
+    } else {
+        super::json::parse::<IntrospectBody>(&body)?.token
+    };
     introspection(&state, &caller, &token).await
 }
 
