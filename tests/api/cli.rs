@@ -64,7 +64,7 @@ fn plan_prints_the_timeline_the_config_implies() {
     assert!(out.status.success(), "{t}");
     assert!(t.contains("policy: publish_lead 1h | overlap 25h | destroy_delay 31d"), "{t}");
     assert!(t.contains("keyset access (RSA_3072, vault):"), "{t}");
-    assert_eq!(t.matches("rotation 2: publish").count(), 3, "every scheduled keyset: {t}");
+    assert_eq!(t.matches("rotation 2: publish").count(), 4, "every scheduled keyset, sign included: {t}");
     assert!(t.contains("T03:00:00.000Z -> signs") && t.contains("T04:00:00.000Z"), "an hour of publish lead: {t}");
 }
 
