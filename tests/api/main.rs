@@ -11,6 +11,7 @@ mod api_keys;
 mod backend_contract;
 mod cli;
 mod http_surface;
+mod integrity;
 mod jwks;
 mod kms;
 mod migration;
