@@ -97,3 +97,95 @@ async fn an_api_key_record_copied_under_another_id_stops_the_start() {
         }
     }
 }
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Rewrites a store as kmsd wrote it before record MACs: format 1 records,
+/// bare meta values, no `record_macs` marker, a plain SHA-256 audit chain.
+fn downgrade_to_format_1(path: &std::path::Path) {
+    use kmsd::audit::{AuditEntry, Link};
+    use kmsd::storage::Record;
+    let unseal = |bytes: &[u8]| {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let (body, _mac) = text.rsplit_once(r#","mac":""#).unwrap();
+        format!("{}}}", body.replacen(r#"{"v":2,"#, r#"{"v":1,"#, 1))
+    };
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    for name in ["keys", "api_keys", "identities"] {
+        let mut table = txn.open_table(TableDefinition::<&str, &[u8]>::new(name)).unwrap();
+        let rows: Vec<(String, String)> = redb::ReadableTable::iter(&table)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .map(|(k, v)| (k.value().to_owned(), unseal(v.value())))
+            .collect();
+        for (k, v) in rows {
+            table.insert(k.as_str(), v.as_bytes()).unwrap();
+        }
+    }
+    let mut meta = txn.open_table(META).unwrap();
+    meta.remove("record_macs").unwrap();
+    let rows: Vec<(String, Vec<u8>)> = redb::ReadableTable::iter(&meta)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .map(|(k, v)| (k.value().to_owned(), v.value().to_vec()))
+        .collect();
+    for (k, v) in rows.into_iter().filter(|(k, _)| k != "schema_version" && k != "vault_data_key") {
+        let sealed: serde_json::Value = serde_json::from_slice(&v).unwrap();
+        meta.insert(k.as_str(), sealed["value"].as_str().unwrap().as_bytes()).unwrap();
+    }
+    drop(meta);
+    let mut audit = txn.open_table(AUDIT).unwrap();
+    let entries: Vec<AuditEntry> = redb::ReadableTable::iter(&audit)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .map(|(k, v)| AuditEntry::decode("audit", &k.value().to_string(), v.value()).unwrap())
+        .collect();
+    let mut prev: Option<AuditEntry> = None;
+    for e in entries {
+        let plain = AuditEntry::chain(prev.as_ref(), e.event, Link::Sha256);
+        audit.insert(plain.seq, plain.encode().as_slice()).unwrap();
+        prev = Some(plain);
+    }
+    drop(audit);
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_store_from_before_record_macs_is_upgraded_at_start_and_keeps_its_kids_and_api_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), &[]);
+    let admin = bootstrap_key(&d.output());
+    let (_, created) = create_key(&d.public, &admin, &["relayauth:token:read:*"]).await;
+    let narrow = created["key"].as_str().unwrap().to_owned();
+    let kids = crate::vault::kids(&d).await;
+    d.stop();
+    let path = store(tmp.path());
+    downgrade_to_format_1(&path);
+    let out = crate::daemon::run(tmp.path(), &["audit", "verify"], &[]);
+    let entries: u64 =
+        crate::daemon::text(&out).split("intact: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+
+    let d = Daemon::start(tmp.path(), &[]);
+    assert!(d.output().contains("store upgraded: its records are now authenticated"), "{}", d.output());
+    assert_eq!(crate::vault::kids(&d).await, kids, "the same keys sign and are published");
+    let (status, body) = call(&d.admin, &admin, "GET", "/v1/admin/keys", None).await;
+    assert_eq!(status, 200, "the admin key still works: {body}");
+    let (status, body) = call(&d.admin, &narrow, "GET", "/v1/admin/keys", None).await;
+    assert_eq!(status, 403, "the narrow key is still narrow: {body}");
+    let (_, events) = call(&d.admin, &admin, "GET", "/v1/admin/audit?limit=1000", None).await;
+    let upgrade = events["events"].as_array().unwrap().iter().find(|e| e["action"] == "store.upgrade").cloned();
+    assert_eq!(upgrade.unwrap()["seq"], entries + 1, "the upgrade is audited right after the old entries");
+    d.stop();
+    let out = crate::daemon::run(tmp.path(), &["audit", "verify"], &[]);
+    assert!(crate::daemon::text(&out).contains("intact"), "plain entries, then keyed: {}", crate::daemon::text(&out));
+
+    // Once upgraded, a record in the old format (a downgrade) stops the start.
+    let id = created["apiKey"]["id"].as_str().unwrap().to_owned();
+    let row = String::from_utf8(read_row(&path, &id)).unwrap();
+    let (body, _) = row.rsplit_once(r#","mac":""#).unwrap();
+    write_row(&path, &id, format!("{}}}", body.replacen(r#"{"v":2,"#, r#"{"v":1,"#, 1)).as_bytes());
+    let (_, out) = Daemon::try_start(tmp.path(), &[]).err().expect("a downgraded record is refused");
+    assert!(out.contains(&format!("table api_keys, record {id}: has no MAC")), "{out}");
+}
