@@ -8,7 +8,10 @@
 //! Once the marker exists, a record without a MAC is corruption: a record
 //! cannot be downgraded to its unauthenticated format. A store that has MACs
 //! or keyed audit hashes but no marker (the marker was deleted to get forged
-//! records re-sealed) is refused, not upgraded.
+//! records re-sealed) is refused, not upgraded. What this cannot catch is a
+//! file rewritten wholesale into a consistent pre-upgrade store (every MAC
+//! stripped, the keyed audit entries dropped): that is a rollback to an
+//! unauthenticated store, like restoring an old backup.
 
 use std::path::Path;
 

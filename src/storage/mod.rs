@@ -195,7 +195,11 @@ impl Store {
     /// as [`inspect`](Self::inspect) reads, before the record key is known.
     pub fn peek_meta(path: &Path, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         if !is_bare_meta(key) {
-            return Err(StorageError::Corrupt { table: "meta", key: key.into(), reason: "is not a bare value".into() });
+            return Err(StorageError::Corrupt {
+                table: "meta",
+                key: key.into(),
+                reason: "is sealed: read it through an opened store".into(),
+            });
         }
         let txn = open_read_only(path)?.begin_read()?;
         check_schema(txn.open_table(META)?.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;

@@ -13,7 +13,11 @@
 //! ```
 //!
 //! Sessions, issued-token rows and audit entries are plain [`Record`]s (an
-//! audit entry's keyed hash is its MAC, see [`crate::audit`]).
+//! audit entry's keyed hash is its MAC, see [`crate::audit`]). Sessions and
+//! token rows are written by group commit thousands of times a second and
+//! give an attacker little: a refresh keeps only the session scopes its
+//! (authenticated) identity still holds, and un-revoking by editing a row is
+//! no easier than deleting one, which no per-record MAC can prevent.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
