@@ -91,7 +91,7 @@ impl App {
         let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
         create_private_dir(&config.data_dir)?;
         let (data_key, wrapped) = vault::new_data_key(&config.kek).await?;
-        let store = Store::create(&store_path)?;
+        let store = Store::create(&store_path, data_key.record_key())?;
         let (key, generated) = match supplied {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
@@ -126,7 +126,7 @@ impl App {
         }
         let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek).await?;
-        let store = Store::open(&path, config.store_cache_bytes)?;
+        let store = Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?;
         let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
         let ring = Arc::new(ring);
         // Keys created from now on (by this process) are younger than

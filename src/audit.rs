@@ -2,6 +2,13 @@
 //! the one before it, so editing, dropping or reordering any entry breaks the
 //! chain at that entry. Entries are written by [`crate::storage::Writer::audit`]
 //! inside the transaction of the change they record.
+//!
+//! The hashes are keyed ([`Link::Keyed`], HMAC-SHA256 under a key derived from
+//! the vault data key), so someone who can write the store file but does not
+//! hold that key cannot re-chain an edited log. A store written before keyed
+//! hashes keeps its older entries' plain SHA-256 hashes ([`Link::Sha256`]);
+//! its upgrade entry is the first keyed one and commits the hash of the last
+//! plain entry, so the plain prefix cannot be rewritten either.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,22 +52,48 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// The keyed hash function of a store's chain (its record key).
+pub trait ChainKey {
+    /// HMAC of `message`, lower-case hex.
+    fn keyed_hash(&self, message: &[u8]) -> String;
+}
+
+/// How an entry's hash is computed.
+#[derive(Clone, Copy)]
+pub enum Link<'k> {
+    /// Plain SHA-256: entries written before the store's upgrade to keyed hashes.
+    Sha256,
+    /// HMAC-SHA256 under the store's audit key: every entry written since.
+    Keyed(&'k dyn ChainKey),
+}
+
+impl Link<'_> {
+    fn hash(self, seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
+        let body = serde_json::to_string(event).unwrap_or_default();
+        let message = format!("{prev_hash}\n{seq}\n{body}");
+        match self {
+            Self::Sha256 => sha256_hex(message.as_bytes()),
+            Self::Keyed(key) => key.keyed_hash(message.as_bytes()),
+        }
+    }
+}
+
 impl AuditEntry {
     /// The entry that follows `prev` (or starts the log) and records `event`.
-    pub fn chain(prev: Option<&AuditEntry>, event: AuditEvent) -> Self {
+    pub fn chain(prev: Option<&AuditEntry>, event: AuditEvent, link: Link<'_>) -> Self {
         let seq = prev.map_or(1, |p| p.seq + 1);
         let prev_hash = prev.map(|p| p.hash.clone()).unwrap_or_default();
-        let hash = entry_hash(seq, &event, &prev_hash);
+        let hash = link.hash(seq, &event, &prev_hash);
         Self { seq, event, prev_hash, hash }
     }
 
-    /// Whether this entry's hash covers its contents and links to `prev`.
-    pub fn is_intact_after(&self, prev: Option<&AuditEntry>) -> bool {
+    /// Whether this entry's hash (computed as `link`) covers its contents and links to `prev`.
+    pub fn is_intact_after(&self, prev: Option<&AuditEntry>, link: Link<'_>) -> bool {
         let expected_prev = prev.map(|p| p.hash.as_str()).unwrap_or("");
         let expected_seq = prev.map_or(1, |p| p.seq + 1);
         self.seq == expected_seq
             && self.prev_hash == expected_prev
-            && self.hash == entry_hash(self.seq, &self.event, &self.prev_hash)
+            && self.hash == link.hash(self.seq, &self.event, &self.prev_hash)
     }
 }
 
@@ -73,10 +106,13 @@ pub enum ChainError {
 
 /// Walks a chain in order, stopping at the first entry that does not decode,
 /// is out of sequence, or whose hash does not cover its contents and its
-/// predecessor. `rows` yields `(stored seq, decoded entry)`. Returns how many
-/// entries verified.
+/// predecessor. Entries from `keyed_from` on are checked with `key`, those
+/// before it (all of them, for `None`: a store not yet upgraded) as plain SHA-256. `rows` yields `(stored seq, decoded entry)`.
+/// Returns how many entries verified.
 pub fn verify_chain<E: std::fmt::Display>(
     rows: impl IntoIterator<Item = (u64, Result<AuditEntry, E>)>,
+    keyed_from: Option<u64>,
+    key: &dyn ChainKey,
 ) -> Result<u64, ChainError> {
     let mut prev: Option<AuditEntry> = None;
     let mut count = 0;
@@ -85,7 +121,8 @@ pub fn verify_chain<E: std::fmt::Display>(
         if entry.seq != seq {
             return Err(ChainError::Broken { seq, reason: format!("is stored as {seq} but says {}", entry.seq) });
         }
-        if !entry.is_intact_after(prev.as_ref()) {
+        let link = if keyed_from.is_some_and(|from| seq >= from) { Link::Keyed(key) } else { Link::Sha256 };
+        if !entry.is_intact_after(prev.as_ref(), link) {
             return Err(ChainError::Broken {
                 seq,
                 reason: "hash does not match its contents and predecessor (edited, removed or reordered)".into(),
@@ -94,31 +131,98 @@ pub fn verify_chain<E: std::fmt::Display>(
         count += 1;
         prev = Some(entry);
     }
+    if let Some(keyed_from) = keyed_from.filter(|&from| count < from && from > 1) {
+        return Err(ChainError::Broken {
+            seq: count + 1,
+            reason: format!("is missing: the keyed chain starts at entry {keyed_from} (entries were removed)"),
+        });
+    }
     Ok(count)
-}
-
-fn entry_hash(seq: u64, event: &AuditEvent, prev_hash: &str) -> String {
-    let body = serde_json::to_string(event).unwrap_or_default();
-    sha256_hex(format!("{prev_hash}\n{seq}\n{body}").as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    struct TestKey;
+    impl ChainKey for TestKey {
+        fn keyed_hash(&self, message: &[u8]) -> String {
+            sha256_hex(&[b"secret|".as_slice(), message].concat())
+        }
+    }
+    const KEYED: Link<'static> = Link::Keyed(&TestKey);
+
+    fn rows(entries: &[AuditEntry]) -> Vec<(u64, Result<AuditEntry, String>)> {
+        entries.iter().map(|e| (e.seq, Ok(e.clone()))).collect()
+    }
+
+    /// Builds a chain of `n` entries, plain before `keyed_from`.
+    fn chain(n: u64, keyed_from: u64) -> Vec<AuditEntry> {
+        let mut out: Vec<AuditEntry> = Vec::new();
+        for i in 1..=n {
+            let link = if i >= keyed_from { KEYED } else { Link::Sha256 };
+            let event = AuditEvent::new(Timestamp::from_unix(i as i64), "system", format!("e{i}"));
+            out.push(AuditEntry::chain(out.last(), event, link));
+        }
+        out
+    }
+
     #[test]
     fn editing_an_entry_breaks_its_link() {
-        let a = AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(1), "x", "a"));
-        let b = AuditEntry::chain(Some(&a), AuditEvent::new(Timestamp::from_unix(2), "x", "b"));
-        assert!(a.is_intact_after(None));
-        assert!(b.is_intact_after(Some(&a)));
+        let a = AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(1), "x", "a"), KEYED);
+        let b = AuditEntry::chain(Some(&a), AuditEvent::new(Timestamp::from_unix(2), "x", "b"), KEYED);
+        assert!(a.is_intact_after(None, KEYED));
+        assert!(b.is_intact_after(Some(&a), KEYED));
         let mut edited = b.clone();
         edited.event.actor = "y".into();
-        assert!(!edited.is_intact_after(Some(&a)));
-        assert!(!b.is_intact_after(None));
-        let ok: Vec<(u64, Result<AuditEntry, String>)> = vec![(1, Ok(a.clone())), (2, Ok(b.clone()))];
-        assert_eq!(verify_chain(ok), Ok(2));
-        let bad: Vec<(u64, Result<AuditEntry, String>)> = vec![(1, Ok(a)), (2, Ok(edited))];
-        assert!(matches!(verify_chain(bad), Err(ChainError::Broken { seq: 2, .. })));
+        assert!(!edited.is_intact_after(Some(&a), KEYED));
+        assert!(!b.is_intact_after(None, KEYED));
+        assert_eq!(verify_chain(rows(&[a.clone(), b.clone()]), Some(1), &TestKey), Ok(2));
+        assert!(matches!(verify_chain(rows(&[a, edited]), Some(1), &TestKey), Err(ChainError::Broken { seq: 2, .. })));
+    }
+
+    /// Edits entry 3 of `entries` and recomputes every later hash, as
+    /// anyone could with plain SHA-256 (the forger has no key).
+    fn rechain_forged(entries: &[AuditEntry]) -> Vec<AuditEntry> {
+        let mut forged = entries[..2].to_vec();
+        for e in &entries[2..] {
+            let mut event = e.event.clone();
+            if e.seq == 3 {
+                event.actor = "mallory".into();
+            }
+            forged.push(AuditEntry::chain(forged.last(), event, Link::Sha256));
+        }
+        forged
+    }
+
+    #[test]
+    fn a_forged_entry_rechained_with_plain_sha256_is_caught_by_the_keyed_chain() {
+        // With plain hashes (before this change), the re-chained forgery verified.
+        let plain = chain(5, u64::MAX);
+        assert_eq!(verify_chain(rows(&rechain_forged(&plain)), None, &TestKey), Ok(5), "plain accepts it");
+        // With keyed hashes, the same forgery breaks at the edited entry.
+        let keyed = chain(5, 1);
+        assert_eq!(verify_chain(rows(&keyed), Some(1), &TestKey), Ok(5));
+        let err = verify_chain(rows(&rechain_forged(&keyed)), Some(1), &TestKey).unwrap_err();
+        assert!(matches!(err, ChainError::Broken { seq: 3, .. }), "{err}");
+    }
+
+    #[test]
+    fn an_upgraded_chain_keeps_its_plain_prefix_verifiable_and_protected() {
+        let entries = chain(6, 4);
+        assert_eq!(verify_chain(rows(&entries), Some(4), &TestKey), Ok(6));
+        assert!(verify_chain(rows(&entries), Some(1), &TestKey).is_err(), "the plain entries are not keyed");
+        // Rewriting the plain prefix consistently breaks the first keyed entry.
+        let mut forged = Vec::new();
+        for e in &entries[..3] {
+            let mut event = e.event.clone();
+            event.actor = "mallory".into();
+            forged.push(AuditEntry::chain(forged.last(), event, Link::Sha256));
+        }
+        forged.extend_from_slice(&entries[3..]);
+        assert!(matches!(verify_chain(rows(&forged), Some(4), &TestKey), Err(ChainError::Broken { seq: 4, .. })));
+        // Dropping the keyed part (a downgrade to the old chain) is reported.
+        let err = verify_chain(rows(&entries[..3]), Some(4), &TestKey).unwrap_err();
+        assert!(matches!(err, ChainError::Broken { seq: 4, .. }), "{err}");
     }
 }

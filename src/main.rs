@@ -270,14 +270,22 @@ fn admin_client(config: &Config, admin: &AdminArgs, needs: &str) -> anyhow::Resu
     Ok(AdminClient::new(&url, key)?)
 }
 
+/// The audit chain's hashes are keyed by the vault data key, so reading the
+/// store directly needs the KEK (from the config) to unlock it.
 async fn audit_verify(config: &Config, admin: AdminArgs) -> anyhow::Result<()> {
-    let local = kmsd::storage::Store::inspect(&config.store_path(), |r| r.audit_rows(0, usize::MAX));
+    use kmsd::storage::{StorageError, Store};
+    let path = config.store_path();
+    let local = match kmsd::vault::unlock(&path, &config.kek).await {
+        Ok(data_key) => Store::inspect(&path, &data_key.record_key(), |r| r.verify_audit()),
+        Err(kmsd::vault::VaultError::Storage(e)) => Err(e),
+        Err(e) => return Err(e.into()),
+    };
     let (intact, entries, broken) = match local {
-        Ok(rows) => match kmsd::audit::verify_chain(rows) {
+        Ok(verified) => match verified {
             Ok(n) => (true, n, None),
             Err(kmsd::audit::ChainError::Broken { seq, reason }) => (false, 0, Some((seq, reason))),
         },
-        Err(kmsd::storage::StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
+        Err(StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
             let reply = admin_client(config, &admin, "relayauth:admin:read:*")?
                 .call("GET", "/v1/admin/audit/verify", None)
                 .await?;

@@ -2,13 +2,13 @@
 
 use redb::ReadableTable;
 
-use super::{Reader, Record, StorageError, Writer, IDENTITIES, ISSUED, REVOKED, SESSIONS};
+use super::{Reader, Record, Sealed, StorageError, Writer, IDENTITIES, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
 use crate::tokens::{IssuedToken, SessionRecord};
 
-impl Record for IdentityRecord {
-    const VERSION: u32 = 1;
+impl Sealed for IdentityRecord {
+    const VERSION: u32 = 2;
 }
 
 impl Record for SessionRecord {
@@ -42,7 +42,7 @@ impl Reader {
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push(IdentityRecord::decode("identities", k.value(), v.value())?);
+            out.push(IdentityRecord::decode(&self.mac, "identities", k.value(), v.value())?);
         }
         Ok(out)
     }
@@ -75,7 +75,8 @@ impl Reader {
 
 impl Writer {
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
-        self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), rec.encode().as_slice())?;
+        let bytes = rec.encode(&self.mac, "identities", rec.id.as_str());
+        self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), bytes.as_slice())?;
         Ok(())
     }
 
@@ -223,7 +224,7 @@ mod tests {
     #[test]
     fn garbage_collection_removes_only_state_whose_tokens_all_expired() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("s.redb")).unwrap();
+        let store = Store::create(&dir.path().join("s.redb"), crate::storage::RecordKey::derive(&[1; 32])).unwrap();
         store
             .write_now(|w| {
                 w.put_session(&session("sess_old", 100, true))?;

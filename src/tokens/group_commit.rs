@@ -173,7 +173,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_commit_waits_for_issuances_in_flight_and_a_lone_one_does_not_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("s.redb")).unwrap();
+        let store = Store::create(&dir.path().join("s.redb"), crate::storage::RecordKey::derive(&[1; 32])).unwrap();
         let commit = GroupCommit::start(store.clone());
 
         let started = tokio::time::Instant::now();

@@ -158,21 +158,28 @@ impl KeyBackend for VaultBackend {
 /// `kmsd vault rekey`: opens the store (which must not be in use), re-wraps the
 /// data key from `current` to `new` and records the new wrapping with its audit
 /// event in one transaction: the store holds either the old wrapping or the
-/// new one, never neither. The KEKs (maybe AWS KMS) are used before that
-/// transaction, while this process holds the store exclusively, so nothing
-/// can change the record in between. Private keys are not re-encrypted (they
-/// are sealed under the data key, which does not change); the vault id is
-/// kept (one is made for a record from before vault ids).
+/// new one, never neither. The current KEK unwraps the data key first (the
+/// store's record MACs need it to open); the new KEK is used while this
+/// process holds the store exclusively, after checking that the wrapped
+/// record is still the one unwrapped, so nothing can change it in between.
+/// Private keys are not re-encrypted and record MACs stay valid (both are
+/// keyed by the data key, which does not change); the vault id is kept (one
+/// is made for a record from before vault ids).
 pub async fn rekey_store(
     path: &Path,
     current: &KekSource,
     new: &KekSource,
     clock: &dyn Clock,
 ) -> Result<(), VaultError> {
-    let store = Store::open(path, 16 << 20)?;
-    let stored = store.read(|r| r.meta(META_DATA_KEY)).await?.ok_or(VaultError::NoDataKey)?;
+    // The data key (hence the record MAC key) is needed to open the store;
+    // it does not change here, so every record MAC stays valid.
+    let stored = Store::peek_meta(path, META_DATA_KEY)?.ok_or(VaultError::NoDataKey)?;
     let old = WrappedDataKey::decode(&stored)?;
     let data_key = current.unwrap(&old).await?;
+    let store = Store::open(path, 16 << 20, data_key.record_key(), clock.now())?;
+    if store.read(|r| r.meta(META_DATA_KEY)).await?.as_deref() != Some(stored.as_slice()) {
+        return Err(KekError::Corrupt("the wrapped data key changed while rekeying; nothing was changed".into()).into());
+    }
     let vault_id = match old.vault_id {
         Some(id) => id,
         None => new_vault_id()?,

@@ -55,6 +55,11 @@ impl SecretKey {
         &self.0
     }
 
+    /// The store's record and audit MAC keys, derived from this (data) key.
+    pub fn record_key(&self) -> crate::storage::RecordKey {
+        crate::storage::RecordKey::derive(&self.0)
+    }
+
     fn aead(&self) -> Result<LessSafeKey, SealError> {
         let key = UnboundKey::new(&AES_256_GCM, self.0.as_ref()).map_err(|_| SealError::Authentication)?;
         Ok(LessSafeKey::new(key))

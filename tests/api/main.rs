@@ -12,6 +12,7 @@ mod backend_contract;
 mod cli;
 mod forgery;
 mod http_surface;
+mod integrity;
 mod introspection;
 mod jwks;
 mod kms;

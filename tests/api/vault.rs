@@ -37,10 +37,21 @@ fn records(path: &std::path::Path) -> Vec<(String, Value)> {
     rows
 }
 
-fn write_record(path: &std::path::Path, kid: &str, record: &Value) {
-    let db = redb::Database::open(path).unwrap();
+/// Writes `record` under `kid` with a valid record MAC, as only a holder of
+/// the data key (unwrapped here with the KEK file) can: so what the test
+/// then sees is the vault's own check of the sealed private key.
+async fn write_record(dir: &std::path::Path, kid: &str, record: &Value) {
+    use kmsd::storage::{Sealed, Store, META_DATA_KEY};
+    let path = store(dir);
+    let kek = kmsd::vault::KekSource::File(dir.join("kmsd-data").join("vault.kek"));
+    let wrapped = kmsd::vault::WrappedDataKey::decode(&Store::peek_meta(&path, META_DATA_KEY).unwrap().unwrap());
+    let mac = kek.unwrap(&wrapped.unwrap()).await.unwrap().record_key();
+    let mut fields = record.clone();
+    fields.as_object_mut().unwrap().retain(|k, _| k != "v" && k != "mac");
+    let rec: kmsd::keys::KeyRecord = serde_json::from_value(fields).unwrap();
+    let db = redb::Database::open(&path).unwrap();
     let txn = db.begin_write().unwrap();
-    txn.open_table(KEYS).unwrap().insert(kid, serde_json::to_vec(record).unwrap().as_slice()).unwrap();
+    txn.open_table(KEYS).unwrap().insert(kid, rec.encode(&mac, "keys", kid).as_slice()).unwrap();
     txn.commit().unwrap();
 }
 
@@ -86,8 +97,8 @@ fn a_wrong_kek_stops_serve_with_a_clear_message_and_leaves_the_store_unchanged()
     drop(d);
 }
 
-#[test]
-fn a_flipped_byte_in_a_sealed_key_is_reported_as_corruption_and_never_used() {
+#[tokio::test]
+async fn a_flipped_byte_in_a_sealed_key_is_reported_as_corruption_and_never_used() {
     let tmp = tempfile::tempdir().unwrap();
     assert!(run(tmp.path(), &["init"], &[]).status.success());
     let path = store(tmp.path());
@@ -95,7 +106,7 @@ fn a_flipped_byte_in_a_sealed_key_is_reported_as_corruption_and_never_used() {
     let mut sealed = kmsd::encoding::b64url_decode(rec["handle"]["sealed"].as_str().unwrap()).unwrap();
     sealed[30] ^= 0x01;
     rec["handle"]["sealed"] = kmsd::encoding::b64url(&sealed).into();
-    write_record(&path, &kid, &rec);
+    write_record(tmp.path(), &kid, &rec).await;
     let (status, out) = Daemon::try_start(tmp.path(), &[]).err().expect("must refuse a corrupt key");
     assert!(status.is_some_and(|s| !s.success()));
     assert!(out.contains(&format!("key {kid} (keyset edge)")), "{out}");
@@ -103,8 +114,8 @@ fn a_flipped_byte_in_a_sealed_key_is_reported_as_corruption_and_never_used() {
     assert!(!out.contains("kmsd listening"), "{out}");
 }
 
-#[test]
-fn a_sealed_key_moved_into_another_kids_record_is_detected() {
+#[tokio::test]
+async fn a_sealed_key_moved_into_another_kids_record_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = keys_dir(tmp.path(), &[("one", "EdDSA", None), ("two", "EdDSA", None)]);
     let env = [("KMSD_KEYS_DIR", keys.to_str().unwrap())];
@@ -114,7 +125,7 @@ fn a_sealed_key_moved_into_another_kids_record_is_detected() {
     let (kid_one, one) = recs.iter().find(|(_, r)| r["keyset"] == "one").unwrap().clone();
     let (kid_two, mut two) = recs.iter().find(|(_, r)| r["keyset"] == "two").unwrap().clone();
     two["handle"] = one["handle"].clone();
-    write_record(&path, &kid_two, &two);
+    write_record(tmp.path(), &kid_two, &two).await;
     let (_, out) = Daemon::try_start(tmp.path(), &env).err().expect("must refuse a moved key");
     assert!(out.contains(&kid_two) && out.contains("moved from another record"), "{out}");
     assert!(!out.contains(&format!("key {kid_one}")), "the intact key is not blamed: {out}");

@@ -122,7 +122,14 @@ async fn the_encryption_context_binds_the_wrapped_data_key_to_its_vault() {
     // The same ciphertext, recorded for another vault.
     let path = store(tmp.path());
     let moved = WrappedDataKey { vault_id: Some(other.clone()), ..w };
-    Store::open(&path, 16 << 20).unwrap().write_now(|t| t.put_meta(META_DATA_KEY, &moved.encode())).unwrap();
+    {
+        // A bare meta value (its AEAD under the KEK is its integrity), written as an attacker would.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta = redb::TableDefinition::<&str, &[u8]>::new("meta");
+        txn.open_table(meta).unwrap().insert(META_DATA_KEY, moved.encode().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
     let before = sha256_file(&path);
     let (status, out) = Daemon::try_start(tmp.path(), &env).err().expect("a rebound ciphertext is refused");
     assert!(status.is_some_and(|s| !s.success()), "non-zero exit: {status:?}");
