@@ -3,7 +3,10 @@
 //! which keys are published, and renders the JWKS snapshot when either changes.
 //!
 //! Writes go to the store first (record and audit event in one transaction)
-//! and only then to memory, so memory never shows a key the store lacks.
+//! and only then to memory, so memory never shows a key the store lacks; the
+//! memory update runs in the same blocking task as the commit
+//! ([`Store::commit_then_apply`]), so a revoked key never stays trusted in
+//! memory because the request that revoked it went away.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,8 +59,8 @@ pub struct KeyRing {
     backends: Backends,
     keysets: Vec<Keyset>,
     clock: Arc<dyn Clock>,
-    records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
-    jwks: RwLock<Arc<JwksSnapshot>>,
+    records: Arc<RwLock<Arc<Vec<Arc<KeyRecord>>>>>,
+    jwks: Arc<RwLock<Arc<JwksSnapshot>>>,
     mutation: tokio::sync::Mutex<()>,
     cooldown_until: AtomicI64,
     next_publication: AtomicI64,
@@ -103,8 +106,8 @@ impl KeyRing {
             backends,
             keysets,
             clock,
-            records: RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect())),
-            jwks: RwLock::new(Arc::new(jwks)),
+            records: Arc::new(RwLock::new(Arc::new(records.into_iter().map(Arc::new).collect()))),
+            jwks: Arc::new(RwLock::new(Arc::new(jwks))),
             mutation: tokio::sync::Mutex::new(()),
             cooldown_until: AtomicI64::new(0),
             next_publication: AtomicI64::new(i64::MAX),
@@ -154,11 +157,7 @@ impl KeyRing {
     }
 
     fn rerender(&self, now: Timestamp) -> Arc<JwksSnapshot> {
-        let snapshot = Arc::new(JwksSnapshot::render(&self.records(), now));
-        if let Ok(mut j) = self.jwks.write() {
-            *j = snapshot.clone();
-        }
-        snapshot
+        rerender(&self.records, &self.jwks, now)
     }
 
     /// Gives every keyset without a signing key one, active at once. This is
@@ -221,27 +220,31 @@ impl KeyRing {
     /// Writes `records` (new or changed) and `event` in one transaction, then
     /// shows them in memory and re-renders the JWKS.
     pub async fn put(&self, records: Vec<KeyRecord>, event: AuditEvent) -> Result<(), RingError> {
-        let stored = records.clone();
+        let (memory, jwks, clock) = (self.records.clone(), self.jwks.clone(), self.clock.clone());
         self.store
-            .write(move |w| {
-                for r in &stored {
-                    w.put_key(r)?;
-                }
-                w.audit(event)?;
-                Ok::<_, StorageError>(())
-            })
+            .commit_then_apply(
+                move |w| {
+                    for r in &records {
+                        w.put_key(r)?;
+                    }
+                    w.audit(event)?;
+                    Ok::<_, StorageError>(records)
+                },
+                move |records| {
+                    if let Ok(mut recs) = memory.write() {
+                        let mut next = recs.as_ref().clone();
+                        for r in records {
+                            match next.iter_mut().find(|x| x.kid == r.kid) {
+                                Some(slot) => *slot = Arc::new(r.clone()),
+                                None => next.push(Arc::new(r.clone())),
+                            }
+                        }
+                        *recs = Arc::new(next);
+                    }
+                    rerender(&memory, &jwks, clock.now());
+                },
+            )
             .await?;
-        if let Ok(mut recs) = self.records.write() {
-            let mut next = recs.as_ref().clone();
-            for r in records {
-                match next.iter_mut().find(|x| x.kid == r.kid) {
-                    Some(slot) => *slot = Arc::new(r),
-                    None => next.push(Arc::new(r)),
-                }
-            }
-            *recs = Arc::new(next);
-        }
-        self.rerender(self.clock.now());
         Ok(())
     }
 
@@ -277,3 +280,17 @@ impl KeyRing {
 
 /// The JWKS `max-age` while cooling down after an emergency revoke.
 pub const COOLDOWN_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Renders the JWKS from `records` and makes it current.
+fn rerender(
+    records: &RwLock<Arc<Vec<Arc<KeyRecord>>>>,
+    jwks: &RwLock<Arc<JwksSnapshot>>,
+    now: Timestamp,
+) -> Arc<JwksSnapshot> {
+    let current = records.read().map(|r| r.clone()).unwrap_or_default();
+    let snapshot = Arc::new(JwksSnapshot::render(&current, now));
+    if let Ok(mut j) = jwks.write() {
+        *j = snapshot.clone();
+    }
+    snapshot
+}

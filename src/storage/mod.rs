@@ -3,13 +3,19 @@
 //! read. A state change and the audit event that records it are written in one
 //! transaction ([`Writer::audit`]). All redb work runs on the blocking pool
 //! ([`Store::read`], [`Store::write`]), never on the async runtime's workers.
+//!
+//! A change that memory must show as soon as the store holds it (a
+//! revocation, an identity's state, a key record) goes through
+//! [`Store::commit_then_apply`]: the commit and the memory update run as one
+//! blocking task, so a request dropped mid-way (client gone, timeout) cannot
+//! leave the store ahead of memory until a restart.
 
 mod records;
 mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -73,6 +79,10 @@ redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb:
 pub struct Store {
     db: Arc<Database>,
     counters: Arc<Counters>,
+    /// Held from the start of a [`commit_then_apply`](Self::commit_then_apply)
+    /// transaction until its memory update is done, so that memory sees those
+    /// changes in commit order.
+    apply_order: Arc<Mutex<()>>,
 }
 
 /// Transactions run through [`Store::read`] and [`Store::write`], for
@@ -121,7 +131,7 @@ impl Store {
             txn.open_table(REVOKED)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db), counters: Arc::default() })
+        Ok(Self { db: Arc::new(db), counters: Arc::default(), apply_order: Arc::default() })
     }
 
     /// Opens an existing store for reading and writing, with redb's cache of
@@ -131,7 +141,7 @@ impl Store {
             .set_cache_size(cache_bytes)
             .open(path)
             .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        let store = Self { db: Arc::new(db), counters: Arc::default() };
+        let store = Self { db: Arc::new(db), counters: Arc::default(), apply_order: Arc::default() };
         let txn = store.db.begin_read()?;
         check_schema(txn.open_table(META)?.get(META_SCHEMA)?.map(|g| g.value().to_vec()))?;
         Ok(store)
@@ -200,6 +210,36 @@ impl Store {
         tokio::task::spawn_blocking(move || Self::write_blocking(&db, f))
             .await
             .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Runs `write` in one durable write transaction and, once it has
+    /// committed, `apply` with its result (to update memory), both in one
+    /// blocking task. Such a task runs to completion even if the future
+    /// awaiting it is dropped, so a committed change is always applied. If
+    /// `write` fails nothing commits and `apply` does not run.
+    ///
+    /// These changes commit and apply one at a time, in commit order: two
+    /// updates of one record cannot reach memory in the opposite order to the
+    /// store, and `write` may rely on memory showing every change made
+    /// through this helper so far.
+    pub async fn commit_then_apply<T, E, W, A>(&self, write: W, apply: A) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        W: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        let (db, order) = (self.db.clone(), self.apply_order.clone());
+        tokio::task::spawn_blocking(move || {
+            // A panic elsewhere poisons nothing this lock guards (it holds no data).
+            let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
+            let out = Self::write_blocking(&db, write)?;
+            apply(&out);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
     /// [`write`](Self::write) for callers already off the runtime (CLI tools,
@@ -371,5 +411,89 @@ impl Writer {
         let entry = AuditEntry::chain(prev.as_ref(), event);
         table.insert(entry.seq, entry.encode().as_slice())?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Starts `run` (a write of meta `key` whose memory update sets `applied`)
+    /// in a task, aborts that task once the write closure is running, then
+    /// lets the write finish. Returns whether memory was updated.
+    async fn drop_mid_write<F, Fut>(store: &Store, key: &'static str, run: F) -> bool
+    where
+        F: FnOnce(Store, Box<dyn FnOnce(&mut Writer) -> Result<(), StorageError> + Send>, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let applied = Arc::new(AtomicBool::new(false));
+        let (wrote, wrote_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let write = Box::new(move |w: &mut Writer| {
+            w.put_meta(key, b"1")?;
+            wrote.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        });
+        let task = tokio::spawn(run(store.clone(), write, applied.clone()));
+        tokio::task::spawn_blocking(move || wrote_rx.recv()).await.unwrap().unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        go.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.read_now(|r| r.meta(key)).unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.read_now(|r| r.meta(key)).unwrap().as_deref(), Some(&b"1"[..]), "the write committed");
+        // The commit is visible; give a pending apply a moment to run.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !applied.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        applied.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_awaiter_cannot_split_a_commit_from_its_memory_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join(STORE_FILE)).unwrap();
+        let helper = drop_mid_write(&store, "helper", |s, write, applied| async move {
+            let _ = s.commit_then_apply(write, move |_| applied.store(true, Ordering::SeqCst)).await;
+        })
+        .await;
+        assert!(helper, "commit_then_apply committed but did not update memory");
+        // The control: commit, then update memory after the await, as the
+        // call sites once did. The same drop loses the memory update.
+        let split = drop_mid_write(&store, "split", |s, write, applied| async move {
+            if s.write(write).await.is_ok() {
+                applied.store(true, Ordering::SeqCst);
+            }
+        })
+        .await;
+        assert!(!split, "the control should lose its memory update");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_commits_nothing_and_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join(STORE_FILE)).unwrap();
+        let applied = Arc::new(AtomicBool::new(false));
+        let flag = applied.clone();
+        let result = store
+            .commit_then_apply(
+                |w| {
+                    w.put_meta("k", b"1")?;
+                    Err::<(), _>(StorageError::Join("refused".into()))
+                },
+                move |_| flag.store(true, Ordering::SeqCst),
+            )
+            .await;
+        assert!(result.is_err());
+        assert!(!applied.load(Ordering::SeqCst));
+        assert_eq!(store.read_now(|r| r.meta("k")).unwrap(), None);
     }
 }

@@ -67,6 +67,12 @@ impl Reader {
 }
 
 impl Writer {
+    pub fn identity(&self, id: &str) -> Result<Option<IdentityRecord>, StorageError> {
+        let table = self.txn.open_table(IDENTITIES)?;
+        let row = table.get(id)?;
+        row.map(|g| IdentityRecord::decode("identities", id, g.value())).transpose()
+    }
+
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
         self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), rec.encode().as_slice())?;
         Ok(())
