@@ -96,10 +96,18 @@ mod tests {
             revoked_at: None,
             last_used_at: None,
             expires_at: None,
+            identity_id: None,
         };
+        // A key that acts for no identity encodes exactly as before the
+        // field existed, so records written by older kmsd decode unchanged.
         let golden = r#"{"v":1,"id":"ak_0123456789abcdef0123456789abcdef","org_id":"org_default","prefix":"rak_AbCdEfGhIjKl","name":"bootstrap","scopes":["*:*:*:*"],"key_hash":"abababababababababababababababababababababababababababababababab","created_at":7,"revoked_at":null,"last_used_at":null,"expires_at":null}"#;
         assert_eq!(String::from_utf8(record.encode()).unwrap(), golden);
         assert_eq!(ApiKeyRecord::decode("api_keys", "k", golden.as_bytes()).unwrap(), record);
+        // One minted by a bearer token names its identity.
+        let minted = ApiKeyRecord { identity_id: Some("agent_1".into()), ..record };
+        let golden = golden.replace(r#""expires_at":null}"#, r#""expires_at":null,"identity_id":"agent_1"}"#);
+        assert_eq!(String::from_utf8(minted.encode()).unwrap(), golden);
+        assert_eq!(ApiKeyRecord::decode("api_keys", "k", golden.as_bytes()).unwrap(), minted);
     }
 
     #[test]
