@@ -13,6 +13,7 @@ mod cli;
 mod http_surface;
 mod jwks;
 mod kms;
+mod lasting_changes;
 mod migration;
 mod rotation;
 mod tokens;

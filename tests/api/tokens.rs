@@ -421,14 +421,7 @@ async fn identity_lifecycle_revokes_tokens_and_blocks_issuance() {
     let resp =
         client().delete(format!("{base}/v1/identities/{id}")).header("x-api-key", &e.admin).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 400, "delete needs X-Confirm-Delete");
-    let resp = client()
-        .delete(format!("{base}/v1/identities/{id}"))
-        .header("x-api-key", &e.admin)
-        .header("x-confirm-delete", "true")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(crate::lasting_changes::delete_identity(&base, &e.admin, &id).await, 204);
     assert_eq!(e.introspect(p["accessToken"].as_str().unwrap()).await, Value::Null);
     let (status, _) = call(&base, &e.admin, "GET", &format!("/v1/identities/{id}"), None).await;
     assert_eq!(status, 404);
