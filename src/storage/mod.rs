@@ -243,7 +243,8 @@ impl Store {
     }
 
     /// [`write`](Self::write) for callers already off the runtime (CLI tools,
-    /// or a blocking task that must do more right after the commit).
+    /// tests). A blocking task that must update memory right after the
+    /// commit uses [`commit_then_apply`](Self::commit_then_apply) instead.
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Self::write_blocking(&self.db, f)
