@@ -243,9 +243,12 @@ async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Rec
                 .store
                 .write(move |w| {
                     for r in reports {
-                        w.audit(AuditEvent::new(now, "system", "auth.failures").target(r.client.to_string()).detail(
-                            serde_json::json!({ "failures": r.failures, "rejectedWhileLimited": r.rejected_while_limited }),
-                        ))?;
+                        w.audit(
+                            AuditEvent::new(now, "system", "auth.failures")
+                                .target(r.client.to_string())
+                                .detail(serde_json::json!({ "listener": r.listener.as_str(), "failures": r.failures,
+                                                "rejectedWhileLimited": r.rejected_while_limited })),
+                        )?;
                     }
                     Ok::<_, StorageError>(())
                 })

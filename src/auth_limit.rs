@@ -1,11 +1,19 @@
-//! Throttling of failed authentication, per client address.
+//! Throttling of failed authentication, per listener and client address.
 //!
-//! Each client has a bucket of failures (default 20, refilled at one every 3
-//! s). While a client's bucket is empty, its requests that do not carry a
-//! known-good credential are answered 429 before any store lookup. The limit is
-//! per client, never per key, so an attacker can exhaust only their own
-//! budget: a valid key presented from elsewhere — or one already seen to work
-//! from anywhere — still gets through.
+//! API keys carry 256 bits of secret, so this does not stop guessing; it
+//! bounds what failures cost. Each client has a bucket of failures per
+//! listener (default 20, refilled at one every 3 s). While a client's bucket
+//! is empty its failures are answered 429 instead of 401, and its store
+//! lookups of keys never seen before take turns through the listener's
+//! [`lookup_gate`](AuthLimiter::lookup_gate) (a few at a time), so one client
+//! cannot occupy the blocking pool with lookups.
+//!
+//! What is never throttled is a success: a well-formed key with a good
+//! checksum is always checked (memory, then one indexed store read; a key that
+//! failed before is refused from memory, see `api_keys::cache`), and a valid
+//! key authenticates whatever its client's failures. So one credential's
+//! failures never lock out another, and the admin listener, which keeps its
+//! own buckets, is never locked out by public traffic.
 //!
 //! Failures are aggregated for the audit log: [`AuthLimiter::drain`] yields one
 //! count per client per interval instead of one row per request.
@@ -15,7 +23,31 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::clock::Timestamp;
+
+/// Store lookups a throttled client's requests may run at once, per listener.
+const THROTTLED_LOOKUPS: usize = 2;
+
+/// Which listener a request came in on; each has its own limiter state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Listener {
+    Public,
+    Admin,
+}
+
+impl Listener {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// A client of one listener.
+type Client = (Listener, IpAddr);
 
 #[derive(Debug, Clone, Copy)]
 pub struct LimitPolicy {
@@ -37,19 +69,22 @@ struct Bucket {
 
 #[derive(Default)]
 struct State {
-    buckets: HashMap<IpAddr, Bucket>,
-    unreported: HashMap<IpAddr, u64>,
-    limited: HashMap<IpAddr, u64>,
+    buckets: HashMap<Client, Bucket>,
+    unreported: HashMap<Client, u64>,
+    limited: HashMap<Client, u64>,
 }
 
 pub struct AuthLimiter {
     policy: LimitPolicy,
     state: Mutex<State>,
+    public_gate: Semaphore,
+    admin_gate: Semaphore,
 }
 
 /// Failures of one client since the last drain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureReport {
+    pub listener: Listener,
     pub client: IpAddr,
     pub failures: u64,
     pub rejected_while_limited: u64,
@@ -57,7 +92,20 @@ pub struct FailureReport {
 
 impl AuthLimiter {
     pub fn new(policy: LimitPolicy) -> Self {
-        Self { policy, state: Mutex::new(State::default()) }
+        Self {
+            policy,
+            state: Mutex::new(State::default()),
+            public_gate: Semaphore::new(THROTTLED_LOOKUPS),
+            admin_gate: Semaphore::new(THROTTLED_LOOKUPS),
+        }
+    }
+
+    /// The permits a throttled client's store lookups on `listener` take turns for.
+    pub fn lookup_gate(&self, listener: Listener) -> &Semaphore {
+        match listener {
+            Listener::Public => &self.public_gate,
+            Listener::Admin => &self.admin_gate,
+        }
     }
 
     fn refill(&self, b: &mut Bucket, now: Timestamp) {
@@ -73,8 +121,9 @@ impl AuthLimiter {
         }
     }
 
-    /// `Err(retry_after)` if `client` has no failures left.
-    pub fn check(&self, client: IpAddr, now: Timestamp) -> Result<(), Duration> {
+    /// `Err(retry_after)` if `client` has no failures left on `listener`.
+    pub fn check(&self, listener: Listener, client: IpAddr, now: Timestamp) -> Result<(), Duration> {
+        let client = (listener, client);
         let Ok(mut st) = self.state.lock() else { return Ok(()) };
         let Some(mut b) = st.buckets.get(&client).copied() else { return Ok(()) };
         self.refill(&mut b, now);
@@ -86,15 +135,17 @@ impl AuthLimiter {
         Err(now.until(next).max(Duration::from_secs(1)))
     }
 
-    /// Records that a request of `client` was refused because it is limited.
-    pub fn rejected(&self, client: IpAddr) {
+    /// Records that a request of `client` failed while it was limited.
+    pub fn rejected(&self, listener: Listener, client: IpAddr) {
+        let client = (listener, client);
         if let Ok(mut st) = self.state.lock() {
             *st.limited.entry(client).or_default() += 1;
         }
     }
 
-    /// Records one failed authentication by `client`.
-    pub fn failure(&self, client: IpAddr, now: Timestamp) {
+    /// Records one failed authentication by `client` on `listener`.
+    pub fn failure(&self, listener: Listener, client: IpAddr, now: Timestamp) {
+        let client = (listener, client);
         let Ok(mut st) = self.state.lock() else { return };
         let burst = self.policy.burst;
         let mut b = st.buckets.get(&client).copied().unwrap_or(Bucket { tokens: burst, updated: now });
@@ -115,18 +166,20 @@ impl AuthLimiter {
         let mut limited = std::mem::take(&mut st.limited);
         let mut out: Vec<FailureReport> = unreported
             .into_iter()
-            .map(|(client, failures)| FailureReport {
-                client,
+            .map(|(key, failures)| FailureReport {
+                listener: key.0,
+                client: key.1,
                 failures,
-                rejected_while_limited: limited.remove(&client).unwrap_or(0),
+                rejected_while_limited: limited.remove(&key).unwrap_or(0),
             })
             .collect();
-        out.extend(limited.into_iter().map(|(client, n)| FailureReport {
+        out.extend(limited.into_iter().map(|((listener, client), n)| FailureReport {
+            listener,
             client,
             failures: 0,
             rejected_while_limited: n,
         }));
-        out.sort_by_key(|r| r.client);
+        out.sort_by_key(|r| (r.listener, r.client));
         out
     }
 }
@@ -141,16 +194,18 @@ mod tests {
         let a: IpAddr = "127.0.0.2".parse().unwrap();
         let b: IpAddr = "127.0.0.3".parse().unwrap();
         let t0 = Timestamp::from_unix(1000);
+        let public = Listener::Public;
         for _ in 0..3 {
-            assert!(lim.check(a, t0).is_ok());
-            lim.failure(a, t0);
+            assert!(lim.check(public, a, t0).is_ok());
+            lim.failure(public, a, t0);
         }
-        assert_eq!(lim.check(a, t0), Err(Duration::from_secs(10)));
-        lim.rejected(a);
-        assert!(lim.check(b, t0).is_ok(), "other clients are unaffected");
-        assert!(lim.check(a, t0.plus(Duration::from_secs(10))).is_ok(), "one failure refilled");
+        assert_eq!(lim.check(public, a, t0), Err(Duration::from_secs(10)));
+        lim.rejected(public, a);
+        assert!(lim.check(public, b, t0).is_ok(), "other clients are unaffected");
+        assert!(lim.check(Listener::Admin, a, t0).is_ok(), "the admin listener counts on its own");
+        assert!(lim.check(public, a, t0.plus(Duration::from_secs(10))).is_ok(), "one failure refilled");
         let reports = lim.drain();
-        assert_eq!(reports, [FailureReport { client: a, failures: 3, rejected_while_limited: 1 }]);
+        assert_eq!(reports, [FailureReport { listener: public, client: a, failures: 3, rejected_while_limited: 1 }]);
         assert!(lim.drain().is_empty());
     }
 }

@@ -6,7 +6,10 @@
 //! in the document that token verifiers trust.
 //!
 //! Writes go to the store first (record and audit event in one transaction)
-//! and only then to memory, so memory never shows a key the store lacks.
+//! and only then to memory, so memory never shows a key the store lacks; the
+//! memory update runs in the same blocking task as the commit
+//! ([`Store::commit_then_apply`]), so a revoked key never stays trusted in
+//! memory because the request that revoked it went away.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -88,8 +91,8 @@ pub struct KeyRing {
     backends: Backends,
     keysets: Vec<Keyset>,
     clock: Arc<dyn Clock>,
-    records: RwLock<Arc<Vec<Arc<KeyRecord>>>>,
-    jwks: RwLock<Arc<Snapshots>>,
+    records: Arc<RwLock<Arc<Vec<Arc<KeyRecord>>>>>,
+    jwks: Arc<RwLock<Arc<Snapshots>>>,
     mutation: tokio::sync::Mutex<()>,
     cooldown_until_ms: AtomicI64,
     next_publication: AtomicI64,
@@ -136,8 +139,8 @@ impl KeyRing {
             backends,
             keysets,
             clock,
-            records: RwLock::new(Arc::new(records)),
-            jwks: RwLock::new(Arc::new(jwks)),
+            records: Arc::new(RwLock::new(Arc::new(records))),
+            jwks: Arc::new(RwLock::new(Arc::new(jwks))),
             mutation: tokio::sync::Mutex::new(()),
             cooldown_until_ms: AtomicI64::new(0),
             next_publication: AtomicI64::new(i64::MAX),
@@ -271,27 +274,20 @@ impl KeyRing {
     /// Writes `records` (new or changed) and `event` in one transaction, then
     /// shows them in memory and re-renders the JWKS.
     pub async fn put(&self, records: Vec<KeyRecord>, event: AuditEvent) -> Result<(), RingError> {
-        let stored = records.clone();
+        let (memory, jwks, clock) = (self.records.clone(), self.jwks.clone(), self.clock.clone());
+        let keysets = self.keysets.clone();
         self.store
-            .write(move |w| {
-                for r in &stored {
-                    w.put_key(r)?;
-                }
-                w.audit(event)?;
-                Ok::<_, StorageError>(())
-            })
+            .commit_then_apply(
+                move |w| {
+                    for r in &records {
+                        w.put_key(r)?;
+                    }
+                    w.audit(event)?;
+                    Ok::<_, StorageError>(records)
+                },
+                move |records| show(&memory, &jwks, &keysets, records, clock.now()),
+            )
             .await?;
-        if let Ok(mut recs) = self.records.write() {
-            let mut next = recs.as_ref().clone();
-            for r in records {
-                match next.iter_mut().find(|x| x.kid == r.kid) {
-                    Some(slot) => *slot = Arc::new(r),
-                    None => next.push(Arc::new(r)),
-                }
-            }
-            *recs = Arc::new(next);
-        }
-        self.rerender(self.clock.now());
         Ok(())
     }
 
@@ -329,3 +325,28 @@ impl KeyRing {
 
 /// The JWKS `max-age` while cooling down after an emergency revoke.
 pub const COOLDOWN_MAX_AGE: Duration = Duration::from_secs(5);
+
+/// Shows committed `records` (new or changed) in memory. The JWKS snapshots
+/// are rendered from the new set and published before the set itself, so a
+/// new key is in the JWKS before anything can pick it as a signer.
+fn show(
+    memory: &RwLock<Arc<Vec<Arc<KeyRecord>>>>,
+    jwks: &RwLock<Arc<Snapshots>>,
+    keysets: &[Keyset],
+    records: &[KeyRecord],
+    now: Timestamp,
+) {
+    let Ok(mut recs) = memory.write() else { return };
+    let mut next = recs.as_ref().clone();
+    for r in records {
+        match next.iter_mut().find(|x| x.kid == r.kid) {
+            Some(slot) => *slot = Arc::new(r.clone()),
+            None => next.push(Arc::new(r.clone())),
+        }
+    }
+    let snapshots = Arc::new(Snapshots::render(&next, keysets, now));
+    if let Ok(mut j) = jwks.write() {
+        *j = snapshots;
+    }
+    *recs = Arc::new(next);
+}

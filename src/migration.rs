@@ -93,8 +93,8 @@ pub struct Migration {
     store: Store,
     clock: Arc<dyn Clock>,
     config: MigrationConfig,
-    state: Mutex<MigrationState>,
-    secret: Mutex<Option<Zeroizing<Vec<u8>>>>,
+    state: Arc<Mutex<MigrationState>>,
+    secret: Arc<Mutex<Option<Zeroizing<Vec<u8>>>>>,
     verifications: AtomicU64,
     last_verification: AtomicU64,
 }
@@ -128,8 +128,8 @@ impl Migration {
             store,
             clock,
             config,
-            state: Mutex::new(state),
-            secret: Mutex::new(secret),
+            state: Arc::new(Mutex::new(state)),
+            secret: Arc::new(Mutex::new(secret)),
             verifications: AtomicU64::new(0),
             last_verification: AtomicU64::new(0),
         };
@@ -208,8 +208,7 @@ impl Migration {
     }
 
     async fn max_hs256_exp(&self) -> Result<Option<Timestamp>, MigrationError> {
-        let bytes = self.store.read(|r| r.meta(META_MAX_EXP)).await?;
-        Ok(bytes.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok()).map(Timestamp::from_unix))
+        Ok(max_exp(self.store.read(|r| r.meta(META_MAX_EXP)).await?))
     }
 
     /// `hs256 -> asymmetric`, once the replacement key (published at
@@ -219,88 +218,133 @@ impl Migration {
         asymmetric_published_at: Option<Timestamp>,
         actor: &str,
     ) -> Result<MigrationState, MigrationError> {
-        let now = self.clock.now();
-        let current = self.state();
-        if current.phase != Phase::Hs256 {
-            return Err(MigrationError::Phase { action: "advance", phase: current.phase.as_str() });
-        }
-        let published = asymmetric_published_at.ok_or(MigrationError::NoAsymmetricKey)?;
-        let allowed = published.plus(self.config.publish_lead);
-        if now < allowed {
-            return Err(MigrationError::TooEarly { published, allowed });
-        }
-        let max_exp = self.max_hs256_exp().await?;
-        let sunset_at = sunset_at(now, max_exp, self.config.legacy_ttl_cap, self.config.skew);
-        let next =
-            MigrationState { phase: Phase::Asymmetric, cutover_at: Some(now), sunset_at: Some(sunset_at), ..current };
-        let detail = serde_json::json!({
-            "sunsetAt": sunset_at.to_iso(),
-            "latestHs256TokenExpiresAt": max_exp.map(|t| t.to_iso()),
-        });
-        self.commit(next, actor, "migration.advance", detail).await
+        let (lead, cap, skew) = (self.config.publish_lead, self.config.legacy_ttl_cap, self.config.skew);
+        let next = self
+            .step(actor, move |current, max_exp, now| {
+                if current.phase != Phase::Hs256 {
+                    return Err(MigrationError::Phase { action: "advance", phase: current.phase.as_str() });
+                }
+                let published = asymmetric_published_at.ok_or(MigrationError::NoAsymmetricKey)?;
+                let allowed = published.plus(lead);
+                if now < allowed {
+                    return Err(MigrationError::TooEarly { published, allowed });
+                }
+                let sunset_at = sunset_at(now, max_exp, cap, skew);
+                let detail = serde_json::json!({
+                    "sunsetAt": sunset_at.to_iso(),
+                    "latestHs256TokenExpiresAt": max_exp.map(|t| t.to_iso()),
+                });
+                let next = MigrationState {
+                    phase: Phase::Asymmetric,
+                    cutover_at: Some(now),
+                    sunset_at: Some(sunset_at),
+                    ..current
+                };
+                Ok(Some((next, "migration.advance", detail)))
+            })
+            .await?;
+        changed(next)
     }
 
     /// `asymmetric -> hs256`, allowed until sunset.
     pub async fn rollback(&self, actor: &str) -> Result<MigrationState, MigrationError> {
-        let current = self.state();
-        let open = current.phase == Phase::Asymmetric && current.sunset_at.is_some_and(|s| self.clock.now() < s);
-        if !open {
-            return Err(MigrationError::Phase { action: "roll back", phase: current.phase.as_str() });
-        }
-        let next = MigrationState { phase: Phase::Hs256, cutover_at: None, sunset_at: None, ..current };
-        self.commit(next, actor, "migration.rollback", serde_json::Value::Null).await
+        let next = self
+            .step(actor, |current, _, now| {
+                let open = current.phase == Phase::Asymmetric && current.sunset_at.is_some_and(|s| now < s);
+                if !open {
+                    return Err(MigrationError::Phase { action: "roll back", phase: current.phase.as_str() });
+                }
+                let next = MigrationState { phase: Phase::Hs256, cutover_at: None, sunset_at: None, ..current };
+                Ok(Some((next, "migration.rollback", serde_json::Value::Null)))
+            })
+            .await?;
+        changed(next)
     }
 
     /// Sunset at once (e.g. the secret leaked): HS256 is refused from now on.
     pub async fn sunset_now(&self, actor: &str) -> Result<MigrationState, MigrationError> {
-        let current = self.state();
-        if current.phase == Phase::Sunset {
-            return Err(MigrationError::Phase { action: "sunset", phase: "sunset" });
-        }
-        let now = self.clock.now();
-        let next = MigrationState { phase: Phase::Sunset, sunset_at: Some(now), ..current };
-        self.commit(next, actor, "migration.sunset_now", serde_json::Value::Null).await
+        let next = self
+            .step(actor, |current, _, now| {
+                if current.phase == Phase::Sunset {
+                    return Err(MigrationError::Phase { action: "sunset", phase: "sunset" });
+                }
+                let next = MigrationState { phase: Phase::Sunset, sunset_at: Some(now), ..current };
+                Ok(Some((next, "migration.sunset_now", serde_json::Value::Null)))
+            })
+            .await?;
+        changed(next)
     }
 
     /// The timer: sunset once `sunset_at` has passed (also called at startup).
     pub async fn sunset_if_due(&self) -> Result<bool, MigrationError> {
-        let current = self.state();
-        let due = current.phase == Phase::Asymmetric && current.sunset_at.is_some_and(|s| self.clock.now() >= s);
-        if !due {
+        let due = |s: &MigrationState, now| s.phase == Phase::Asymmetric && s.sunset_at.is_some_and(|at| now >= at);
+        // Memory shows every committed step, so when it says "not due" no
+        // transaction is needed; the decision itself is made on the stored state.
+        if !due(&self.state(), self.clock.now()) {
             return Ok(false);
         }
-        let next = MigrationState { phase: Phase::Sunset, ..current };
-        self.commit(next, "scheduler", "migration.sunset", serde_json::Value::Null).await?;
-        Ok(true)
-    }
-
-    async fn commit(
-        &self,
-        next: MigrationState,
-        actor: &str,
-        action: &'static str,
-        detail: serde_json::Value,
-    ) -> Result<MigrationState, MigrationError> {
-        let now = self.clock.now();
-        let bytes = serde_json::to_vec(&next).unwrap_or_default();
-        let event = AuditEvent::new(now, actor, action).target(next.phase.as_str()).detail(detail);
-        self.store
-            .write(move |w| {
-                w.put_meta(META_STATE, &bytes)?;
-                w.audit(event)?;
-                Ok::<_, StorageError>(())
+        let next = self
+            .step("scheduler", move |current, _, now| {
+                let next = MigrationState { phase: Phase::Sunset, ..current.clone() };
+                Ok(due(&current, now).then_some((next, "migration.sunset", serde_json::Value::Null)))
             })
             .await?;
-        if next.phase == Phase::Sunset {
-            if let Ok(mut s) = self.secret.lock() {
-                *s = None; // Zeroizing wipes the bytes on drop.
-            }
-        }
-        if let Ok(mut s) = self.state.lock() {
-            *s = next.clone();
-        }
-        Ok(next)
+        Ok(next.is_some())
     }
+
+    /// One step of the state machine: `decide` gets the stored state (and the
+    /// latest HS256 exp) inside a write transaction and returns the next state
+    /// with its audit action, or `None` for no change. redb admits one write
+    /// transaction at a time, so the state read is current until the step
+    /// commits: the write transaction is the lock that keeps two concurrent
+    /// steps (an operator's rollback and the sunset timer) from both
+    /// succeeding on the same state. Memory follows in the same blocking task.
+    async fn step<F>(&self, actor: &str, decide: F) -> Result<Option<MigrationState>, MigrationError>
+    where
+        F: FnOnce(MigrationState, Option<Timestamp>, Timestamp) -> Result<Option<Step>, MigrationError>
+            + Send
+            + 'static,
+    {
+        let now = self.clock.now();
+        let actor = actor.to_owned();
+        let (state, secret) = (self.state.clone(), self.secret.clone());
+        self.store
+            .commit_then_apply(
+                move |w| {
+                    let stored = w.meta(META_STATE)?.ok_or_else(|| MigrationError::Corrupt("state missing".into()))?;
+                    let current =
+                        serde_json::from_slice(&stored).map_err(|e| MigrationError::Corrupt(e.to_string()))?;
+                    let Some((next, action, detail)) = decide(current, max_exp(w.meta(META_MAX_EXP)?), now)? else {
+                        return Ok(None);
+                    };
+                    w.put_meta(META_STATE, &serde_json::to_vec(&next).unwrap_or_default())?;
+                    w.audit(AuditEvent::new(now, actor, action).target(next.phase.as_str()).detail(detail))?;
+                    Ok(Some(next))
+                },
+                move |next| {
+                    let Some(next) = next else { return };
+                    // A poisoned lock still takes the committed state.
+                    if next.phase == Phase::Sunset {
+                        // Zeroizing wipes the bytes on drop.
+                        *secret.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    }
+                    *state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
+                },
+            )
+            .await
+    }
+}
+
+/// A next state, its audit action and detail.
+type Step = (MigrationState, &'static str, serde_json::Value);
+
+/// The state a step that always changes something moved to.
+fn changed(next: Option<MigrationState>) -> Result<MigrationState, MigrationError> {
+    next.ok_or_else(|| MigrationError::Corrupt("the step changed nothing".into()))
+}
+
+fn max_exp(stored: Option<Vec<u8>>) -> Option<Timestamp> {
+    stored.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok()).map(Timestamp::from_unix)
 }
 
 /// DESIGN.md: `max(latest HS256 exp kmsd issued, cutover + legacy cap) + skew`.

@@ -12,9 +12,21 @@
 //! segments; only the identical string or `*:*:*:*` grants it.
 //!
 //! Granting is stricter than matching: [`check_grantable`] refuses paths with
-//! `..`, `//`, `\`, `**` or a `*` other than a final `/*` (some verifiers would
-//! let `/frontend/../secret` through), and [`check_grant`] refuses any scope
-//! the granter does not itself cover (no escalation).
+//! `..`, `//`, `**` or a `*` other than a final `/*` (some verifiers would let
+//! `/frontend/../secret` through), and [`check_grant`] refuses any scope the
+//! granter does not itself cover (no escalation). Acting on a principal (an
+//! API key or identity) needs the same: [`check_covers`] its every scope.
+//!
+//! The scope alphabet (what [`check_grantable`] lets through; anything else is
+//! 400 `invalid_scope` wherever scopes are granted: API keys, identities,
+//! tokens):
+//!
+//! - plane, resource and action: `[a-z0-9_-]+`, or `*`;
+//! - path: ASCII `[A-Za-z0-9._~/@+=,-]`, plus `*` as the whole path or as a
+//!   final `/*`. No `%` (so no percent-encoded `..` or `/` for a verifier to
+//!   decode into something else), no non-ASCII (zero-width and bidi controls,
+//!   look-alikes such as U+2025, combining marks), no whitespace, `\` or `:`;
+//! - an opaque scope: `[a-z0-9][a-z0-9_.:-]*`.
 
 use std::borrow::Cow;
 
@@ -70,6 +82,8 @@ pub enum GrantError {
     Invalid { scope: String, reason: &'static str },
     #[error("scope {scope:?} is not covered by the caller's scopes")]
     Escalation { scope: String },
+    #[error("the target holds scope {scope:?}, which the caller's scopes do not cover")]
+    Stronger { scope: String },
 }
 
 /// Whether `scope` is well formed enough to be granted (to a key, identity or token).
@@ -99,16 +113,17 @@ pub fn check_grantable(scope: &str) -> Result<(), GrantError> {
         return invalid("plane, resource and action are [a-z0-9_-]+ or '*'");
     }
     let path = p.path;
-    if path.contains("..") || path.contains("//") || path.contains('\\') || path.contains("**") {
-        return invalid("path must not contain '..', '//', '\\' or '**'");
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || b"._~/@+=,-*".contains(&b);
+    if !path.bytes().all(alphabet) {
+        return invalid("path characters are ASCII [A-Za-z0-9._~/@+=,-] and '*'");
+    }
+    if path.contains("..") || path.contains("//") || path.contains("**") {
+        return invalid("path must not contain '..', '//' or '**'");
     }
     let stars = path.matches('*').count();
     let star_ok = stars == 0 || path == "*" || (stars == 1 && path.ends_with("/*"));
     if !star_ok {
         return invalid("'*' in a path is only allowed as the whole path or a final '/*'");
-    }
-    if path.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return invalid("path must not contain whitespace or control characters");
     }
     Ok(())
 }
@@ -123,6 +138,28 @@ pub fn check_grant<S: AsRef<str>, R: AsRef<str>>(held: &[S], requested: &[R]) ->
         }
     }
     Ok(())
+}
+
+/// Checks that a caller holding `held` covers every scope of the principal
+/// it acts on (revoking a key, suspending or editing an identity).
+pub fn check_covers<S: AsRef<str>, T: AsRef<str>>(held: &[S], target: &[T]) -> Result<(), GrantError> {
+    match target.iter().find(|s| !any_covers(held, s.as_ref())) {
+        Some(scope) => Err(GrantError::Stronger { scope: scope.as_ref().to_owned() }),
+        None => Ok(()),
+    }
+}
+
+/// What holding both `a` and `b` allows, conservatively: each scope of either
+/// that the other covers. (A scope both cover only through different
+/// wildcards, e.g. `p:*:read` and `p:r:*`, is left out.)
+pub fn intersect(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = a.iter().filter(|s| any_covers(b, s)).cloned().collect();
+    for s in b {
+        if any_covers(a, s) && !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -176,6 +213,55 @@ mod tests {
         ] {
             assert!(check_grantable(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn paths_outside_the_alphabet_are_not_grantable() {
+        for (class, path) in [
+            ("encoded dot-dot", "/a/%2e%2e/b"),
+            ("encoded slash", "/a%2fb"),
+            ("any percent escape", "/a/%41"),
+            ("zero-width space", "/a/\u{200B}b"),
+            ("zero-width joiner", "/a\u{200D}"),
+            ("bidi override", "/a/\u{202E}b"),
+            ("bidi isolate", "/a/\u{2066}b"),
+            ("two-dot leader", "/a/\u{2025}/b"),
+            ("one-dot leader", "/a/\u{2024}\u{2024}/b"),
+            ("fullwidth solidus", "/a\u{FF0F}b"),
+            ("combining acute", "/a/e\u{0301}"),
+            ("combining dot", "/a/.\u{0307}"),
+            ("non-ASCII letter", "/a/\u{00E9}"),
+            ("colon", "/a:b"),
+            ("tab", "/a\tb"),
+            ("NUL", "/a\0b"),
+            ("backslash", "/a\\b"),
+        ] {
+            let scope = format!("relayfile:fs:read:{path}");
+            let err = check_grantable(&scope).unwrap_err();
+            assert!(matches!(err, GrantError::Invalid { .. }), "{class}: {err:?}");
+            assert!(check_grant(&[UNIVERSAL], &[&scope]).is_err(), "{class} granted by *:*:*:*");
+        }
+        assert_eq!(check_grantable("relayfile:fs:read:/A-z_0/9.a~b@c+d=e,f/*"), Ok(()));
+    }
+
+    #[test]
+    fn acting_on_a_principal_needs_all_its_scopes() {
+        let manager = ["relayauth:api-key:manage:*"];
+        assert_eq!(check_covers(&manager, &[UNIVERSAL]), Err(GrantError::Stronger { scope: UNIVERSAL.to_owned() }));
+        assert!(check_covers(&manager, &["relayauth:api-key:read:*", "relayauth:api-key:manage:*"]).is_ok());
+        assert!(check_covers(&manager, &["relayauth:api-key:read:*", "relayfile:fs:read:*"]).is_err());
+        assert!(check_covers(&[UNIVERSAL], &[UNIVERSAL]).is_ok());
+        assert!(check_covers(&manager, &[] as &[&str]).is_ok());
+    }
+
+    #[test]
+    fn intersection_keeps_only_what_both_sides_allow() {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let token = v(&["relayauth:api-key:manage:*", "relayauth:identity:read:*", "relayfile:fs:read:*"]);
+        let identity = v(&["relayauth:api-key:manage:*", "relayfile:fs:read:/a/*"]);
+        assert_eq!(intersect(&token, &identity), v(&["relayauth:api-key:manage:*", "relayfile:fs:read:/a/*"]));
+        assert_eq!(intersect(&v(&[UNIVERSAL]), &identity), identity);
+        assert!(intersect(&v(&["relayauth:identity:read:*"]), &identity).is_empty());
     }
 
     #[test]

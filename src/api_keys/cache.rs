@@ -9,15 +9,21 @@
 //! dropped. Only keys that authenticated are cached (an unknown key cannot
 //! grow the cache), and the cache is bounded.
 //!
+//! Beside it, the hashes of presented keys that failed (unknown, revoked or
+//! expired), so that a key presented again is refused without another store
+//! lookup. Those failures are final: a revoked or expired key never becomes
+//! valid again, and an unknown one only by being created, which forgets its
+//! hash here ([`KeyCache::forget_failure`]). Bounded like the cache.
+//!
 //! The cache is per process: a future shared store (replicas) must invalidate
 //! every replica's cache when a key is revoked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use super::ApiKeyRecord;
 
-/// Entries kept at most; when full, the cache starts over.
+/// Entries kept at most (of each kind); when full, that kind starts over.
 const CAPACITY: usize = 10_000;
 
 #[derive(Default)]
@@ -27,6 +33,7 @@ pub struct KeyCache(Mutex<Inner>);
 struct Inner {
     by_hash: HashMap<String, Arc<ApiKeyRecord>>,
     generation: u64,
+    failed: HashSet<String>,
 }
 
 /// The cache generation seen before a store lookup.
@@ -53,6 +60,26 @@ impl KeyCache {
             c.by_hash.clear();
         }
         c.by_hash.insert(hash, record);
+    }
+
+    /// Whether the key with this hash failed before.
+    pub fn failed_before(&self, hash: &str) -> bool {
+        self.0.lock().is_ok_and(|c| c.failed.contains(hash))
+    }
+
+    /// Remembers that the key with this hash failed.
+    pub fn fail(&self, hash: String) {
+        let Ok(mut c) = self.0.lock() else { return };
+        if c.failed.len() >= CAPACITY {
+            c.failed.clear();
+        }
+        c.failed.insert(hash);
+    }
+
+    /// Forgets a failure of `hash` (its key has just been created).
+    pub fn forget_failure(&self, hash: &str) {
+        let mut c = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.failed.remove(hash);
     }
 
     /// Forgets every entry and every fill in flight. Called after a change
@@ -89,6 +116,22 @@ mod tests {
         assert!(cache.get(&hash).is_some());
         cache.invalidate();
         assert!(cache.get(&hash).is_none());
+    }
+
+    #[test]
+    fn a_failure_is_remembered_until_its_key_is_created() {
+        let cache = KeyCache::default();
+        let (hash, _) = record();
+        assert!(!cache.failed_before(&hash));
+        cache.fail(hash.clone());
+        cache.invalidate();
+        assert!(cache.failed_before(&hash), "a revocation does not heal a failure");
+        cache.forget_failure(&hash);
+        assert!(!cache.failed_before(&hash));
+        for _ in 0..CAPACITY + 5 {
+            cache.fail(record().0);
+        }
+        assert!(cache.0.lock().unwrap().failed.len() <= CAPACITY);
     }
 
     #[test]

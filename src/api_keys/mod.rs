@@ -8,7 +8,14 @@
 //! written at most once a minute per key, by a background writer, so
 //! authentication never waits on (or fails because of) that write; a key in
 //! use is authenticated from memory ([`cache`]), and a revocation takes
-//! effect before `revoke` returns.
+//! effect before `revoke` returns. Revoking a key needs every scope it holds.
+//! A key minted by a bearer token (or by a key so minted) acts for that
+//! token's identity ([`ApiKeyRecord::identity_id`]); the HTTP layer refuses it
+//! while that identity is not active and caps it at the identity's scopes.
+//!
+//! A presented key that failed (unknown, revoked or expired: failures that
+//! never heal) is remembered by hash, bounded, and answered again without a
+//! store lookup; a key that is not remembered either way is always looked up.
 
 mod cache;
 mod record;
@@ -19,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 pub use record::{ApiKeyId, ApiKeyRecord, DEFAULT_ORG};
 pub use secret::{ApiKeyFormatError, ApiKeySecret};
@@ -65,6 +72,10 @@ pub struct Actor {
     pub id: String,
     pub org_id: String,
     pub scopes: Vec<String>,
+    /// The identity this credential acts for: a bearer token's subject, or
+    /// the identity behind the key that authenticated. Keys it creates are
+    /// tied to the same identity.
+    pub identity_id: Option<String>,
 }
 
 /// What a caller asks for when creating a key.
@@ -83,7 +94,8 @@ pub struct ApiKeys {
 struct Inner {
     store: Store,
     lookups: AtomicU64,
-    /// Records of keys that authenticated, by hash (write-through on revoke).
+    /// Records of keys that authenticated, by hash (write-through on revoke),
+    /// and hashes of keys that failed.
     cache: KeyCache,
     /// When `lastUsedAt` was last queued for each key.
     last_touched: Mutex<HashMap<ApiKeyId, Timestamp>>,
@@ -114,30 +126,36 @@ impl ApiKeys {
         self.inner.lookups.load(Ordering::Relaxed)
     }
 
-    /// Whether `presented` is a key that authenticated before and is still
-    /// cached (no store access): the auth-failure limiter waves these through.
-    pub fn is_known_good(&self, presented: &str) -> bool {
-        ApiKeySecret::parse(presented).ok().is_some_and(|s| self.inner.cache.get(&s.hash()).is_some())
-    }
-
     /// Authenticates a presented key. Format and checksum are checked before
     /// anything else; a key that authenticated before is answered from memory
-    /// (expiry and revocation still apply), any other from the store. The key
-    /// is hashed once per call.
-    pub async fn authenticate(&self, presented: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyAuthError> {
+    /// (expiry and revocation still apply), as is one that failed before;
+    /// any other is looked up in the store, after taking a permit of `gate`
+    /// when one is given (how a throttled client's lookups take turns). The
+    /// key is hashed once per call.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+        now: Timestamp,
+        gate: Option<&Semaphore>,
+    ) -> Result<ApiKeyRecord, ApiKeyAuthError> {
         let hash = ApiKeySecret::parse(presented)?.hash();
         let record = match self.inner.cache.get(&hash) {
             Some(rec) => rec,
+            None if self.inner.cache.failed_before(&hash) => return Err(ApiKeyAuthError::NotAccepted),
             None => {
+                // A closed gate (never closed in practice) just means no turn-taking.
+                let _turn = match gate {
+                    Some(g) => g.acquire().await.ok(),
+                    None => None,
+                };
                 let seen = self.inner.cache.generation();
                 self.inner.lookups.fetch_add(1, Ordering::Relaxed);
                 let lookup = hash.clone();
-                let Some(rec) = self.inner.store.read(move |r| r.api_key_by_hash(&lookup)).await? else {
+                let found = self.inner.store.read(move |r| r.api_key_by_hash(&lookup)).await?;
+                let Some(rec) = found.filter(|rec| rec.authenticates(&hash, now)) else {
+                    self.inner.cache.fail(hash);
                     return Err(ApiKeyAuthError::NotAccepted);
                 };
-                if !rec.authenticates(&hash, now) {
-                    return Err(ApiKeyAuthError::NotAccepted);
-                }
                 let rec = Arc::new(rec);
                 self.inner.cache.fill(hash.clone(), rec.clone(), seen);
                 rec
@@ -182,18 +200,24 @@ impl ApiKeys {
         let secret = ApiKeySecret::generate()?;
         let mut record = ApiKeyRecord::new(&secret, &actor.org_id, name, req.scopes, now);
         record.expires_at = req.expires_at;
+        record.identity_id = actor.identity_id.clone();
         let event = AuditEvent::new(now, actor.id.clone(), "api_key.create")
             .target(record.id.as_str())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes, "prefix": record.prefix,
                                 "expiresAt": record.expires_at.map(|t| t.to_iso()) }));
         let stored = record.clone();
+        let inner = self.inner.clone();
         self.inner
             .store
-            .write(move |w| {
-                w.put_api_key(&stored)?;
-                w.audit(event)?;
-                Ok::<_, StorageError>(())
-            })
+            .commit_then_apply(
+                move |w| {
+                    w.put_api_key(&stored)?;
+                    w.audit(event)?;
+                    Ok::<_, StorageError>(stored.key_hash)
+                },
+                // Only a key presented before it existed could be remembered as failed.
+                move |hash| inner.cache.forget_failure(hash),
+            )
             .await?;
         Ok((record, secret))
     }
@@ -212,36 +236,38 @@ impl ApiKeys {
         Ok((page, more))
     }
 
-    /// Revokes a key of `actor`'s organisation. Idempotent: revoking a revoked
-    /// key returns it unchanged and records nothing new. The key stops
-    /// authenticating before this returns: the cache is invalidated right
-    /// after the commit, in the same blocking task, so that a caller that
-    /// goes away mid-request cannot leave a revoked key cached.
+    /// Revokes a key of `actor`'s organisation, if `actor` covers every scope
+    /// it holds. Idempotent: revoking a revoked key returns it unchanged and
+    /// records nothing new. The key stops authenticating before this
+    /// returns, and even if the caller goes away first: the cache is
+    /// invalidated by the task that commits ([`Store::commit_then_apply`]).
     pub async fn revoke(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<ApiKeyRecord, ApiKeyError> {
         let id = ApiKeyId::parse(id).map_err(|_| ApiKeyError::NotFound(id.to_owned()))?;
         let actor = actor.clone();
         let inner = self.inner.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let result = inner.store.write_now(|w| {
-                let mut rec = match w.api_key(&id)? {
-                    Some(rec) if rec.org_id == actor.org_id => rec,
-                    _ => return Err(ApiKeyError::NotFound(id.as_str().to_owned())),
-                };
-                if rec.revoked_at.is_none() {
-                    rec.revoked_at = Some(now);
-                    w.put_api_key(&rec)?;
-                    w.audit(
-                        AuditEvent::new(now, actor.id, "api_key.revoke")
-                            .target(rec.id.as_str())
-                            .detail(serde_json::json!({ "name": rec.name, "prefix": rec.prefix })),
-                    )?;
-                }
-                Ok(rec)
-            });
-            inner.cache.invalidate();
-            result
-        });
-        task.await.map_err(|e| ApiKeyError::Storage(StorageError::Join(e.to_string())))?
+        self.inner
+            .store
+            .commit_then_apply(
+                move |w| {
+                    let mut rec = match w.api_key(&id)? {
+                        Some(rec) if rec.org_id == actor.org_id => rec,
+                        _ => return Err(ApiKeyError::NotFound(id.as_str().to_owned())),
+                    };
+                    scopes::check_covers(&actor.scopes, &rec.scopes)?;
+                    if rec.revoked_at.is_none() {
+                        rec.revoked_at = Some(now);
+                        w.put_api_key(&rec)?;
+                        w.audit(
+                            AuditEvent::new(now, actor.id, "api_key.revoke")
+                                .target(rec.id.as_str())
+                                .detail(serde_json::json!({ "name": rec.name, "prefix": rec.prefix })),
+                        )?;
+                    }
+                    Ok(rec)
+                },
+                move |_| inner.cache.invalidate(),
+            )
+            .await
     }
 }
 

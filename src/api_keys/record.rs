@@ -59,6 +59,13 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
     pub last_used_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
+    /// The identity whose bearer token minted this key (directly, or through
+    /// keys so minted): the key authenticates only while that identity is
+    /// active, and never beyond its current scopes. Absent for keys minted
+    /// by keys that act for no identity (and in records written before the
+    /// field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -74,6 +81,7 @@ impl ApiKeyRecord {
             revoked_at: None,
             last_used_at: None,
             expires_at: None,
+            identity_id: None,
         }
     }
 

@@ -3,6 +3,14 @@
 //! takes precedence when valid (bearer verification arrives with token
 //! issuance; until kmsd issues tokens, no bearer can be valid). Handlers then
 //! state the scope they need on their first line: `caller.require(SCOPE)?`.
+//!
+//! A credential that acts for an identity (a bearer token, or an API key one
+//! minted) is authorized with that identity's current state: it is refused
+//! while the identity is not active, and its scopes on kmsd are those it
+//! claims that the identity still holds ([`Identities::held_now`]).
+//! Third-party verifiers keep JWT semantics until `exp`.
+//!
+//! [`Identities::held_now`]: crate::identities::Identities::held_now
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -13,6 +21,7 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::api_keys::{Actor, ApiKeyAuthError};
+use crate::auth_limit::Listener;
 use crate::metrics::Metrics;
 use crate::scopes;
 use crate::tokens::{TokenType, VerifyError};
@@ -26,6 +35,8 @@ pub struct Caller {
     pub scopes: Vec<String>,
     /// The bearer token's sponsor chain (none for API keys).
     pub sponsor_chain: Option<Vec<String>>,
+    /// The identity this caller acts for (see [`Actor::identity_id`]).
+    pub identity_id: Option<String>,
 }
 
 impl Caller {
@@ -41,7 +52,12 @@ impl Caller {
     }
 
     pub fn actor(&self) -> Actor {
-        Actor { id: self.id.clone(), org_id: self.org_id.clone(), scopes: self.scopes.clone() }
+        Actor {
+            id: self.id.clone(),
+            org_id: self.org_id.clone(),
+            scopes: self.scopes.clone(),
+            identity_id: self.identity_id.clone(),
+        }
     }
 
     /// Like [`require`](Self::require), satisfied by any one of `alternatives`.
@@ -63,18 +79,19 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let client =
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let result = authenticate(parts, state, client).await;
+        let listener = parts.extensions.get::<Listener>().copied().unwrap_or(Listener::Public);
+        let result = authenticate(parts, state, (listener, client)).await;
         if let Err(e) = &result {
             if e.status == StatusCode::UNAUTHORIZED {
                 Metrics::inc(&state.metrics.auth_failures);
-                state.limiter.failure(client, state.clock.now());
+                state.limiter.failure(listener, client, state.clock.now());
             }
         }
         result
     }
 }
 
-async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result<Caller, ApiError> {
+async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr)) -> Result<Caller, ApiError> {
     let bearer = match parts.headers.get("authorization") {
         None => None,
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
@@ -89,8 +106,10 @@ async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result
             Ok(c) => Ok(Caller {
                 id: c.sub.clone(),
                 org_id: c.org.clone(),
-                scopes: c.scopes.clone(),
+                scopes: held_now(state, &c.org, &c.sub, &c.scopes)
+                    .ok_or_else(|| super::tokens::verify_error(crate::tokens::VerifyError::Revoked))?,
                 sponsor_chain: Some(c.sponsor_chain.clone()),
+                identity_id: Some(c.sub.clone()),
             }),
             // The store could not confirm the token: never "valid", never a fallback.
             Err(e @ VerifyError::Unavailable) => Err(super::tokens::verify_error(e)),
@@ -104,34 +123,59 @@ async fn authenticate(parts: &Parts, state: &AppState, client: IpAddr) -> Result
     }
 }
 
-/// An API key, unless this client is throttled and the key is not one that
-/// has already worked (then 429 before any store lookup).
-async fn api_key_caller(state: &AppState, client: IpAddr, key: &str) -> Result<Caller, ApiError> {
-    if let Err(retry) = state.limiter.check(client, state.clock.now()) {
-        if !state.api_keys.is_known_good(key) {
+/// The scopes a credential acting for identity `id` holds on kmsd now.
+fn held_now(state: &AppState, org: &str, id: &str, claimed: &[String]) -> Option<Vec<String>> {
+    state.tokens.identities().held_now(org, id, claimed)
+}
+
+/// An API key. A valid key always authenticates; while this client is
+/// throttled, what fails gets 429 instead of 401, and its lookups of keys
+/// not seen before take turns (see `auth_limit`).
+async fn api_key_caller(state: &AppState, client: (Listener, IpAddr), key: &str) -> Result<Caller, ApiError> {
+    let (listener, address) = client;
+    let throttled = state.limiter.check(listener, address, state.clock.now()).err();
+    let gate = throttled.map(|_| state.limiter.lookup_gate(listener));
+    let result = authenticate_key(state, key, gate).await;
+    match (result, throttled) {
+        (Err(e), Some(retry)) if e.status == StatusCode::UNAUTHORIZED => {
             Metrics::inc(&state.metrics.auth_rate_limited);
-            state.limiter.rejected(client);
-            return Err(ApiError::new(
+            state.limiter.rejected(listener, address);
+            Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many failed authentications from this client; retry later",
             )
-            .with("retryAfter", retry.as_secs()));
+            .with("retryAfter", retry.as_secs()))
         }
+        (result, _) => result,
     }
-    authenticate_key(state, key).await
 }
 
-async fn authenticate_key(state: &AppState, presented: &str) -> Result<Caller, ApiError> {
-    match state.api_keys.authenticate(presented, state.clock.now()).await {
-        Ok(rec) => {
-            Ok(Caller { id: rec.id.as_str().to_owned(), org_id: rec.org_id, scopes: rec.scopes, sponsor_chain: None })
-        }
-        Err(ApiKeyAuthError::Storage(e)) => Err(ApiError::internal(&e)),
-        Err(e) => {
-            // The reason only: never the presented key, not even its prefix.
-            tracing::debug!(reason = %e, "API key rejected");
-            Err(unauthorized("invalid_api_key", "API key is not valid"))
-        }
-    }
+async fn authenticate_key(
+    state: &AppState,
+    presented: &str,
+    gate: Option<&tokio::sync::Semaphore>,
+) -> Result<Caller, ApiError> {
+    let refused = |reason: &dyn std::fmt::Display| {
+        // The reason only: never the presented key, not even its prefix.
+        tracing::debug!(reason = %reason, "API key rejected");
+        unauthorized("invalid_api_key", "API key is not valid")
+    };
+    let rec = match state.api_keys.authenticate(presented, state.clock.now(), gate).await {
+        Ok(rec) => rec,
+        Err(ApiKeyAuthError::Storage(e)) => return Err(ApiError::internal(&e)),
+        Err(e) => return Err(refused(&e)),
+    };
+    let scopes = match &rec.identity_id {
+        None => rec.scopes,
+        Some(id) => held_now(state, &rec.org_id, id, &rec.scopes)
+            .ok_or_else(|| refused(&"the identity that minted it is not active"))?,
+    };
+    Ok(Caller {
+        id: rec.id.as_str().to_owned(),
+        org_id: rec.org_id,
+        scopes,
+        sponsor_chain: None,
+        identity_id: rec.identity_id,
+    })
 }

@@ -63,6 +63,12 @@ impl From<crate::scopes::GrantError> for ApiError {
                 format!("cannot grant {scope:?}: the caller does not hold it"),
             )
             .with("scope", scope),
+            GrantError::Stronger { scope } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "scope_escalation",
+                format!("the target holds {scope:?}, which the caller does not; acting on it needs all its scopes"),
+            )
+            .with("scope", scope),
         }
     }
 }

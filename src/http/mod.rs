@@ -25,7 +25,7 @@ pub use auth::Caller;
 pub use error::ApiError;
 
 use crate::api_keys::ApiKeys;
-use crate::auth_limit::AuthLimiter;
+use crate::auth_limit::{AuthLimiter, Listener};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keyring::KeyRing;
@@ -77,12 +77,13 @@ pub fn public_router(state: AppState) -> Router {
         .merge(tokens::routes())
         .merge(identities::routes())
         .merge(sign::routes());
-    finish(router, state)
+    finish(router, state, Listener::Public)
 }
 
 /// The admin listener (loopback by default).
 pub fn admin_router(state: AppState) -> Router {
-    finish(Router::new().merge(health::routes()).merge(admin::routes()).merge(api_keys::routes()), state)
+    let router = Router::new().merge(health::routes()).merge(admin::routes()).merge(api_keys::routes());
+    finish(router, state, Listener::Admin)
 }
 
 /// A numeric query parameter: `default` when absent, 400 `invalid_request`
@@ -117,7 +118,7 @@ impl PageQuery {
     }
 }
 
-fn finish(router: Router<AppState>, state: AppState) -> Router {
+fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Router {
     let limit = state.config.body_limit;
     router
         .fallback(|| async { ApiError::not_found() })
@@ -126,5 +127,6 @@ fn finish(router: Router<AppState>, state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn(request_id::layer))
+        .layer(axum::Extension(listener))
         .with_state(state)
 }

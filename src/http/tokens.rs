@@ -68,6 +68,7 @@ pub fn token_error(e: TokenError) -> ApiError {
         TokenError::UnsupportedAlgorithm(a) => {
             ApiError::bad_request("unsupported_algorithm", format!("algorithm {a:?} is not available"))
         }
+        TokenError::Grant(g) => g.into(),
         TokenError::Verify(v) => verify_error(v),
         TokenError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "token_not_found", "no matching token"),
         TokenError::NoSigner(ks) => ApiError::unavailable(&format!("keyset {ks} has no active key"), 5),

@@ -3,8 +3,11 @@
 //! audit event in one transaction. Suspending, retiring or deleting an
 //! identity sets its revocation epoch, which revokes every token it holds.
 //!
-//! Invariant: an identity never holds a scope its creator (or last editor)
-//! does not hold.
+//! Invariants: an identity never holds a scope its creator (or last editor)
+//! does not hold; only a caller covering all of an identity's scopes may
+//! change it; every change is a read-modify-write of the stored record in
+//! one write transaction, shown in memory by the same blocking task
+//! ([`Store::commit_then_apply`]), so a change that returned sticks.
 
 mod record;
 
@@ -91,6 +94,15 @@ impl Identities {
         self.by_id.read().ok()?.get(id).cloned()
     }
 
+    /// What a credential acting for identity `id` of `org` (a bearer token,
+    /// or an API key one minted) may do on kmsd now: `claimed` narrowed to
+    /// the scopes the identity currently holds. `None` when the identity is
+    /// gone, not active, or of another org.
+    pub fn held_now(&self, org: &str, id: &str, claimed: &[String]) -> Option<Vec<String>> {
+        let identity = self.get(org, id)?;
+        (identity.status == IdentityStatus::Active).then(|| scopes::intersect(claimed, &identity.scopes))
+    }
+
     /// One page of `org`'s identities in id order after `cursor`.
     pub fn list(&self, org: &str, cursor: Option<&str>, limit: usize) -> (Vec<Arc<IdentityRecord>>, bool) {
         let Ok(map) = self.by_id.read() else { return (Vec::new(), false) };
@@ -99,13 +111,6 @@ impl Identities {
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let more = all.len() > limit;
         (all.into_iter().take(limit).cloned().collect(), more)
-    }
-
-    fn name_taken(&self, org: &str, name: &str, except: Option<&str>) -> bool {
-        self.by_id
-            .read()
-            .map(|m| m.values().any(|i| i.org_id == org && i.name == name && Some(i.id.as_str()) != except))
-            .unwrap_or(false)
     }
 
     /// Creates an identity in `actor`'s org. `chain` is the caller's own
@@ -126,9 +131,6 @@ impl Identities {
             return Err(IdentityError::Invalid("sponsorId is required".into()));
         }
         scopes::check_grant(&actor.scopes, &req.scopes)?;
-        if self.name_taken(&actor.org_id, &name, None) {
-            return Err(IdentityError::Duplicate(name));
-        }
         let id = new_identity_id();
         let mut chain: Vec<String> = match caller_chain {
             Some(c) if c.first() == Some(&sponsor_id) => c.to_vec(),
@@ -159,9 +161,30 @@ impl Identities {
         let event = AuditEvent::new(now, actor.id.clone(), "identity.create")
             .target(record.id.clone())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes }));
-        self.commit(record, event, false).await
+        let memory = self.by_id.clone();
+        self.store
+            .commit_then_apply(
+                move |w| {
+                    // Names are checked against memory, which shows every
+                    // identity change committed so far: they all commit and
+                    // apply in turn (see `Store::commit_then_apply`).
+                    if name_taken(&memory, &record.org_id, &record.name, None) {
+                        return Err(IdentityError::Duplicate(record.name));
+                    }
+                    w.put_identity(&record)?;
+                    w.audit(event)?;
+                    Ok(record)
+                },
+                {
+                    let memory = self.by_id.clone();
+                    move |rec: &IdentityRecord| apply(&memory, rec, false)
+                },
+            )
+            .await
     }
 
+    /// Edits an identity. Narrowing or replacing its scopes needs the caller
+    /// to cover both the new scopes and the current ones.
     pub async fn patch(
         &self,
         actor: &Actor,
@@ -169,35 +192,43 @@ impl Identities {
         patch: IdentityPatch,
         now: Timestamp,
     ) -> Result<IdentityRecord, IdentityError> {
-        let mut rec = self.get(&actor.org_id, id).ok_or(IdentityError::NotFound)?.as_ref().clone();
-        if let Some(name) = patch.name {
-            let name = name.trim().to_owned();
-            if name.is_empty() || name.chars().count() > 128 {
-                return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
+        let name = match patch.name {
+            Some(name) => {
+                let name = name.trim().to_owned();
+                if name.is_empty() || name.chars().count() > 128 {
+                    return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
+                }
+                Some(name)
             }
-            if self.name_taken(&actor.org_id, &name, Some(id)) {
-                return Err(IdentityError::Duplicate(name));
+            None => None,
+        };
+        if let Some(scopes) = &patch.scopes {
+            scopes::check_grant(&actor.scopes, scopes)?;
+        }
+        let memory = self.by_id.clone();
+        self.change(actor, id, now, move |rec| {
+            if let Some(name) = name {
+                if name_taken(&memory, &rec.org_id, &name, Some(&rec.id)) {
+                    return Err(IdentityError::Duplicate(name));
+                }
+                rec.name = name;
             }
-            rec.name = name;
-        }
-        if let Some(scopes) = patch.scopes {
-            scopes::check_grant(&actor.scopes, &scopes)?;
-            rec.scopes = scopes;
-        }
-        if let Some(roles) = patch.roles {
-            rec.roles = roles;
-        }
-        if let Some(metadata) = patch.metadata {
-            rec.metadata = metadata;
-        }
-        if let Some(w) = patch.workspace_id {
-            rec.workspace_id = w;
-        }
-        rec.updated_at = now;
-        let event = AuditEvent::new(now, actor.id.clone(), "identity.update")
-            .target(rec.id.clone())
-            .detail(serde_json::json!({ "scopes": rec.scopes }));
-        self.commit(rec, event, false).await
+            if let Some(scopes) = patch.scopes {
+                rec.scopes = scopes;
+            }
+            if let Some(roles) = patch.roles {
+                rec.roles = roles;
+            }
+            if let Some(metadata) = patch.metadata {
+                rec.metadata = metadata;
+            }
+            if let Some(w) = patch.workspace_id {
+                rec.workspace_id = w;
+            }
+            rec.updated_at = now;
+            Ok(Edit::put("identity.update", serde_json::json!({ "scopes": rec.scopes })))
+        })
+        .await
     }
 
     /// Suspend (reason required), retire or reactivate. Suspend and retire
@@ -210,45 +241,47 @@ impl Identities {
         reason: Option<String>,
         now: Timestamp,
     ) -> Result<IdentityRecord, IdentityError> {
-        let mut rec = self.get(&actor.org_id, id).ok_or(IdentityError::NotFound)?.as_ref().clone();
-        let action = match (to, rec.status) {
-            (Transition::Suspend, IdentityStatus::Active) => {
-                let reason = reason
-                    .filter(|r| !r.trim().is_empty())
-                    .ok_or_else(|| IdentityError::Invalid("reason is required".into()))?;
-                rec.status = IdentityStatus::Suspended;
-                rec.suspended_at = Some(now);
-                rec.suspend_reason = Some(reason);
-                rec.tokens_revoked_before = Some(now);
-                "identity.suspend"
-            }
-            (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
-                rec.status = IdentityStatus::Retired;
-                if let Some(r) = reason {
-                    rec.suspend_reason = Some(r);
+        self.change(actor, id, now, move |rec| {
+            let action = match (to, rec.status) {
+                (Transition::Suspend, IdentityStatus::Active) => {
+                    let reason = reason
+                        .filter(|r| !r.trim().is_empty())
+                        .ok_or_else(|| IdentityError::Invalid("reason is required".into()))?;
+                    rec.status = IdentityStatus::Suspended;
+                    rec.suspended_at = Some(now);
+                    rec.suspend_reason = Some(reason);
+                    rec.tokens_revoked_before = Some(now);
+                    "identity.suspend"
                 }
-                rec.tokens_revoked_before = Some(now);
-                "identity.retire"
-            }
-            (Transition::Reactivate, IdentityStatus::Suspended) => {
-                rec.status = IdentityStatus::Active;
-                rec.suspended_at = None;
-                rec.suspend_reason = None;
-                "identity.reactivate"
-            }
-            (_, status) => return Err(IdentityError::State(status.as_str())),
-        };
-        rec.updated_at = now;
-        let event = AuditEvent::new(now, actor.id.clone(), action).target(rec.id.clone());
-        self.commit(rec, event, false).await
+                (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
+                    rec.status = IdentityStatus::Retired;
+                    if let Some(r) = reason {
+                        rec.suspend_reason = Some(r);
+                    }
+                    rec.tokens_revoked_before = Some(now);
+                    "identity.retire"
+                }
+                (Transition::Reactivate, IdentityStatus::Suspended) => {
+                    rec.status = IdentityStatus::Active;
+                    rec.suspended_at = None;
+                    rec.suspend_reason = None;
+                    "identity.reactivate"
+                }
+                (_, status) => return Err(IdentityError::State(status.as_str())),
+            };
+            rec.updated_at = now;
+            Ok(Edit::put(action, serde_json::Value::Null))
+        })
+        .await
     }
 
     /// Deletes an identity; its tokens stop verifying because the identity is
     /// gone (verification requires a known, active identity).
     pub async fn delete(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<IdentityRecord, IdentityError> {
-        let rec = self.get(&actor.org_id, id).ok_or(IdentityError::NotFound)?.as_ref().clone();
-        let event = AuditEvent::new(now, actor.id.clone(), "identity.delete").target(rec.id.clone());
-        self.commit(rec, event, true).await
+        self.change(actor, id, now, |_| {
+            Ok(Edit { action: "identity.delete", detail: serde_json::Value::Null, delete: true })
+        })
+        .await
     }
 
     /// Revokes every token of `id` issued up to now (revoke-by-identity).
@@ -258,37 +291,80 @@ impl Identities {
         id: &str,
         now: Timestamp,
     ) -> Result<IdentityRecord, IdentityError> {
-        let mut rec = self.get(&actor.org_id, id).ok_or(IdentityError::NotFound)?.as_ref().clone();
-        rec.tokens_revoked_before = Some(now);
-        let event = AuditEvent::new(now, actor.id.clone(), "token.revoke_identity").target(rec.id.clone());
-        self.commit(rec, event, false).await
+        self.change(actor, id, now, move |rec| {
+            rec.tokens_revoked_before = Some(now);
+            Ok(Edit::put("token.revoke_identity", serde_json::Value::Null))
+        })
+        .await
     }
 
-    async fn commit(
-        &self,
-        rec: IdentityRecord,
-        event: AuditEvent,
-        delete: bool,
-    ) -> Result<IdentityRecord, IdentityError> {
-        let stored = rec.clone();
-        self.store
-            .write(move |w| {
-                if delete {
-                    w.delete_identity(&stored.id)?;
-                } else {
-                    w.put_identity(&stored)?;
-                }
-                w.audit(event)?;
-                Ok::<_, StorageError>(())
-            })
+    /// The one way an existing identity changes: `edit` runs on the current
+    /// stored record inside a write transaction, the result commits with its
+    /// audit event, and memory shows it before this returns (or, if the
+    /// caller goes away, anyway). redb admits one write transaction at a
+    /// time, so nothing can change the record between this read and this
+    /// commit: the write transaction is the lock that makes the
+    /// read-modify-write safe, and concurrent changes (a suspend and a PATCH)
+    /// apply one after the other instead of one overwriting the other.
+    ///
+    /// The caller must cover every scope the identity currently holds.
+    async fn change<F>(&self, actor: &Actor, id: &str, now: Timestamp, edit: F) -> Result<IdentityRecord, IdentityError>
+    where
+        F: FnOnce(&mut IdentityRecord) -> Result<Edit, IdentityError> + Send + 'static,
+    {
+        let (org, held, who, id) = (actor.org_id.clone(), actor.scopes.clone(), actor.id.clone(), id.to_owned());
+        let memory = self.by_id.clone();
+        let (rec, _) = self
+            .store
+            .commit_then_apply(
+                move |w| {
+                    let mut rec = w.identity(&id)?.filter(|r| r.org_id == org).ok_or(IdentityError::NotFound)?;
+                    scopes::check_covers(&held, &rec.scopes)?;
+                    let edit = edit(&mut rec)?;
+                    if edit.delete {
+                        w.delete_identity(&rec.id)?;
+                    } else {
+                        w.put_identity(&rec)?;
+                    }
+                    w.audit(AuditEvent::new(now, who, edit.action).target(rec.id.clone()).detail(edit.detail))?;
+                    Ok::<_, IdentityError>((rec, edit.delete))
+                },
+                move |(rec, delete)| apply(&memory, rec, *delete),
+            )
             .await?;
-        if let Ok(mut map) = self.by_id.write() {
-            if delete {
-                map.remove(&rec.id);
-            } else {
-                map.insert(rec.id.clone(), Arc::new(rec.clone()));
-            }
-        }
         Ok(rec)
+    }
+}
+
+/// What [`Identities::change`] does with the edited record.
+struct Edit {
+    action: &'static str,
+    detail: serde_json::Value,
+    delete: bool,
+}
+
+impl Edit {
+    fn put(action: &'static str, detail: serde_json::Value) -> Self {
+        Self { action, detail, delete: false }
+    }
+}
+
+type Memory = RwLock<HashMap<String, Arc<IdentityRecord>>>;
+
+fn name_taken(memory: &Memory, org: &str, name: &str, except: Option<&str>) -> bool {
+    memory
+        .read()
+        .map(|m| m.values().any(|i| i.org_id == org && i.name == name && Some(i.id.as_str()) != except))
+        .unwrap_or(false)
+}
+
+/// Shows a committed record (or its deletion) in memory.
+fn apply(memory: &Memory, rec: &IdentityRecord, delete: bool) {
+    // A poisoned lock: recover the map so the committed change still shows.
+    let mut map = memory.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if delete {
+        map.remove(&rec.id);
+    } else {
+        map.insert(rec.id.clone(), Arc::new(rec.clone()));
     }
 }

@@ -66,7 +66,7 @@ pub struct Rotation {
     clock: Arc<dyn Clock>,
     policy: Policy,
     schedules: HashMap<KeysetName, CronSchedule>,
-    paused: AtomicBool,
+    paused: Arc<AtomicBool>,
     failures: AtomicU64,
 }
 
@@ -83,7 +83,15 @@ impl Rotation {
             .filter_map(|k| Some((k.name.clone(), k.schedule.as_deref().and_then(|s| CronSchedule::parse(s).ok())?)))
             .collect();
         let paused = store.read(|r| r.meta(META_PAUSED)).await?.is_some_and(|v| v == b"1");
-        Ok(Self { ring, store, clock, policy, schedules, paused: AtomicBool::new(paused), failures: AtomicU64::new(0) })
+        Ok(Self {
+            ring,
+            store,
+            clock,
+            policy,
+            schedules,
+            paused: Arc::new(AtomicBool::new(paused)),
+            failures: AtomicU64::new(0),
+        })
     }
 
     pub fn is_paused(&self) -> bool {
@@ -259,6 +267,9 @@ impl Rotation {
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
         let revocation = plan::revoke(&refs, &target.kid, now, &self.policy.rotation)
             .ok_or_else(|| RotationError::AlreadyRevoked(kid.to_owned()))?;
+        // Shorten the JWKS max-age first: early is harmless, and it cannot be
+        // skipped by this request going away after the revocation commits.
+        self.ring.cool_down(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache);
         let replacement = if revocation.needs_replacement {
             let updates = revocation.updates;
             let kid = self
@@ -273,11 +284,15 @@ impl Rotation {
             self.ring.put(revocation.updates, event).await?;
             self.ring.active(&ks.name, now).map(|r| r.kid.clone())
         };
-        self.ring.cool_down(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache);
-        if let Some(b) = self.ring.backends().get(target.backend) {
-            if let Err(e) = b.backend().disable(&target.kid).await {
-                tracing::error!(kid = %target.kid, error = %e, "revoked key could not be disabled in its backend; it is refused by kmsd regardless");
-            }
+        if let Some(b) = self.ring.backends().get(target.backend).cloned() {
+            let kid = target.kid.clone();
+            // A task of its own, so that it finishes even if this request is dropped.
+            let disable = tokio::spawn(async move {
+                if let Err(e) = b.backend().disable(&kid).await {
+                    tracing::error!(kid = %kid, error = %e, "revoked key could not be disabled in its backend; it is refused by kmsd regardless");
+                }
+            });
+            let _ = disable.await;
         }
         Ok(replacement)
     }
@@ -303,14 +318,17 @@ impl Rotation {
     pub async fn set_paused(&self, paused: bool, actor: &str) -> Result<(), RotationError> {
         let now = self.clock.now();
         let actor = actor.to_owned();
+        let flag = self.paused.clone();
         self.store
-            .write(move |w| {
-                w.put_meta(META_PAUSED, if paused { b"1" } else { b"0" })?;
-                w.audit(AuditEvent::new(now, actor, if paused { "rotation.pause" } else { "rotation.resume" }))?;
-                Ok::<_, StorageError>(())
-            })
+            .commit_then_apply(
+                move |w| {
+                    w.put_meta(META_PAUSED, if paused { b"1" } else { b"0" })?;
+                    w.audit(AuditEvent::new(now, actor, if paused { "rotation.pause" } else { "rotation.resume" }))?;
+                    Ok::<_, StorageError>(())
+                },
+                move |()| flag.store(paused, Ordering::Relaxed),
+            )
             .await?;
-        self.paused.store(paused, Ordering::Relaxed);
         Ok(())
     }
 

@@ -8,6 +8,12 @@
 //! a MAC under the store's [`RecordKey`] (derived from the vault data key),
 //! checked on every read; a store opens only once every such record verifies
 //! (see `integrity`, which also upgrades a store written before MACs).
+//!
+//! A change that memory must show as soon as the store holds it (a
+//! revocation, an identity's state, a key record) goes through
+//! [`Store::commit_then_apply`]: the commit and the memory update run as one
+//! blocking task, so a request dropped mid-way (client gone, timeout) cannot
+//! leave the store ahead of memory until a restart.
 
 mod integrity;
 mod mac;
@@ -16,7 +22,7 @@ mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -95,6 +101,10 @@ pub struct Store {
     db: Arc<Database>,
     counters: Arc<Counters>,
     mac: RecordKey,
+    /// Held from the start of a [`commit_then_apply`](Self::commit_then_apply)
+    /// transaction until its memory update is done, so that memory sees those
+    /// changes in commit order.
+    apply_order: Arc<Mutex<()>>,
 }
 
 /// Transactions run through [`Store::read`] and [`Store::write`], for
@@ -148,7 +158,7 @@ impl Store {
             txn.open_table(REVOKED)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db), counters: Arc::default(), mac })
+        Ok(Self { db: Arc::new(db), counters: Arc::default(), mac, apply_order: Arc::default() })
     }
 
     /// Opens an existing store for reading and writing, with redb's cache of
@@ -163,7 +173,7 @@ impl Store {
             .set_cache_size(cache_bytes)
             .open(path)
             .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        let store = Self { db: Arc::new(db), counters: Arc::default(), mac };
+        let store = Self { db: Arc::new(db), counters: Arc::default(), mac, apply_order: Arc::default() };
         if needs_upgrade {
             let sealed = store.write_now(|w| integrity::upgrade(w, now))?;
             tracing::warn!(
@@ -244,8 +254,39 @@ impl Store {
             .map_err(|e| StorageError::Join(e.to_string()))?
     }
 
+    /// Runs `write` in one durable write transaction and, once it has
+    /// committed, `apply` with its result (to update memory), both in one
+    /// blocking task. Such a task runs to completion even if the future
+    /// awaiting it is dropped, so a committed change is always applied. If
+    /// `write` fails nothing commits and `apply` does not run.
+    ///
+    /// These changes commit and apply one at a time, in commit order: two
+    /// updates of one record cannot reach memory in the opposite order to the
+    /// store, and `write` may rely on memory showing every change made
+    /// through this helper so far.
+    pub async fn commit_then_apply<T, E, W, A>(&self, write: W, apply: A) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+        W: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        let (db, mac, order) = (self.db.clone(), self.mac.clone(), self.apply_order.clone());
+        tokio::task::spawn_blocking(move || {
+            // A panic elsewhere poisons nothing this lock guards (it holds no data).
+            let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
+            let out = Self::write_blocking(&db, mac, write)?;
+            apply(&out);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
     /// [`write`](Self::write) for callers already off the runtime (CLI tools,
-    /// or a blocking task that must do more right after the commit).
+    /// tests). A blocking task that must update memory right after the
+    /// commit uses [`commit_then_apply`](Self::commit_then_apply) instead.
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         Self::write_blocking(&self.db, self.mac.clone(), f)
@@ -477,5 +518,89 @@ impl Writer {
         let entry = AuditEntry::chain(prev.as_ref(), event, Link::Keyed(&self.mac));
         table.insert(entry.seq, entry.encode().as_slice())?;
         Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Starts `run` (a write of meta `key` whose memory update sets `applied`)
+    /// in a task, aborts that task once the write closure is running, then
+    /// lets the write finish. Returns whether memory was updated.
+    async fn drop_mid_write<F, Fut>(store: &Store, key: &'static str, run: F) -> bool
+    where
+        F: FnOnce(Store, Box<dyn FnOnce(&mut Writer) -> Result<(), StorageError> + Send>, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let applied = Arc::new(AtomicBool::new(false));
+        let (wrote, wrote_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let write = Box::new(move |w: &mut Writer| {
+            w.put_meta(key, b"1")?;
+            wrote.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        });
+        let task = tokio::spawn(run(store.clone(), write, applied.clone()));
+        tokio::task::spawn_blocking(move || wrote_rx.recv()).await.unwrap().unwrap();
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        go.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.read_now(|r| r.meta(key)).unwrap().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.read_now(|r| r.meta(key)).unwrap().as_deref(), Some(&b"1"[..]), "the write committed");
+        // The commit is visible; give a pending apply a moment to run.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !applied.load(Ordering::SeqCst) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        applied.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_awaiter_cannot_split_a_commit_from_its_memory_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join(STORE_FILE), records::tests::zero_key()).unwrap();
+        let helper = drop_mid_write(&store, "helper", |s, write, applied| async move {
+            let _ = s.commit_then_apply(write, move |_| applied.store(true, Ordering::SeqCst)).await;
+        })
+        .await;
+        assert!(helper, "commit_then_apply committed but did not update memory");
+        // The control: commit, then update memory after the await, as the
+        // call sites once did. The same drop loses the memory update.
+        let split = drop_mid_write(&store, "split", |s, write, applied| async move {
+            if s.write(write).await.is_ok() {
+                applied.store(true, Ordering::SeqCst);
+            }
+        })
+        .await;
+        assert!(!split, "the control should lose its memory update");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_commits_nothing_and_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join(STORE_FILE), records::tests::zero_key()).unwrap();
+        let applied = Arc::new(AtomicBool::new(false));
+        let flag = applied.clone();
+        let result = store
+            .commit_then_apply(
+                |w| {
+                    w.put_meta("k", b"1")?;
+                    Err::<(), _>(StorageError::Join("refused".into()))
+                },
+                move |_| flag.store(true, Ordering::SeqCst),
+            )
+            .await;
+        assert!(result.is_err());
+        assert!(!applied.load(Ordering::SeqCst));
+        assert_eq!(store.read_now(|r| r.meta("k")).unwrap(), None);
     }
 }

@@ -195,6 +195,7 @@ pub(super) mod tests {
             revoked_at: None,
             last_used_at: None,
             expires_at: None,
+            identity_id: None,
         }
     }
 
@@ -245,6 +246,12 @@ pub(super) mod tests {
         assert_eq!(String::from_utf8(api_key_record().encode(&k, "api_keys", AK)).unwrap(), API_V2);
         assert_eq!(ApiKeyRecord::decode(&k, "api_keys", AK, API_V2.as_bytes()).unwrap(), api_key_record());
         assert_eq!(ApiKeyRecord::decode_unsealed("api_keys", AK, API_V1.as_bytes()).unwrap(), api_key_record());
+        // A key minted by a bearer token names its identity; one that acts
+        // for no identity encodes exactly as before the field existed.
+        let minted = ApiKeyRecord { identity_id: Some("agent_1".into()), ..api_key_record() };
+        let bytes = String::from_utf8(minted.encode(&k, "api_keys", AK)).unwrap();
+        assert!(bytes.contains(r#""expires_at":null,"identity_id":"agent_1","mac":"#), "{bytes}");
+        assert_eq!(ApiKeyRecord::decode(&k, "api_keys", AK, bytes.as_bytes()).unwrap(), minted);
     }
 
     /// The format 1 identity: the sealed one without its MAC, at version 1.

@@ -74,6 +74,12 @@ impl Reader {
 }
 
 impl Writer {
+    pub fn identity(&self, id: &str) -> Result<Option<IdentityRecord>, StorageError> {
+        let table = self.txn.open_table(IDENTITIES)?;
+        let row = table.get(id)?;
+        row.map(|g| IdentityRecord::decode(&self.mac, "identities", id, g.value())).transpose()
+    }
+
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
         let bytes = rec.encode(&self.mac, "identities", rec.id.as_str());
         self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), bytes.as_slice())?;

@@ -67,6 +67,8 @@ pub enum TokenError {
     #[error("algorithm {0:?} is not available for tokens")]
     UnsupportedAlgorithm(String),
     #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error(transparent)]
     Verify(#[from] VerifyError),
     #[error("token not found")]
     NotFound,
@@ -119,7 +121,7 @@ pub struct TokenService {
     policy: TokenPolicy,
     issuer: String,
     keysets: TokenKeysets,
-    revocations: Revocations,
+    revocations: Arc<Revocations>,
     commit: GroupCommit,
     migration: Option<Arc<Migration>>,
     verified: verified::Verified,
@@ -153,7 +155,7 @@ impl TokenService {
         migration: Option<Arc<Migration>>,
     ) -> Result<Self, StorageError> {
         let (jtis, sessions) = store.read(|r| r.revocations()).await?;
-        let revocations = Revocations::load(jtis, sessions);
+        let revocations = Arc::new(Revocations::load(jtis, sessions));
         let commit = GroupCommit::start(store.clone());
         let verified = verified::Verified::default();
         Ok(Self {
@@ -194,7 +196,9 @@ impl TokenService {
         for s in &scopes {
             scopes::check_grantable(s).map_err(|e| match e {
                 GrantError::Invalid { scope, reason } => TokenError::InvalidScope { scope, reason },
-                GrantError::Escalation { scope } => TokenError::InsufficientScope(scope),
+                GrantError::Escalation { scope } | GrantError::Stronger { scope } => {
+                    TokenError::InsufficientScope(scope)
+                }
             })?;
             if !scopes::any_covers(&identity.scopes, s) || !scopes::any_covers(&caller.scopes, s) {
                 return Err(TokenError::InsufficientScope(s.clone()));
@@ -386,85 +390,102 @@ impl TokenService {
         let mut rows = rows(&pair, session, issued);
         let presented = claims.jti.clone();
         let grace = self.policy.refresh_reuse_grace;
+        let (revocations, keep) = (self.revocations.clone(), now.plus(self.policy.access_ttl_max));
+        let sid = claims.sid.clone();
         let outcome = self
             .store
-            .write(move |w| {
-                let next = &mut rows.session;
-                let Some(mut current) = w.session(&next.sid)? else { return Ok(Rotation::Gone) };
-                if current.revoked_at.is_some() {
-                    return Ok(Rotation::Gone);
-                }
-                let in_grace = current.previous_refresh_jti.as_deref() == Some(presented.as_str())
-                    && current.rotated_at.is_some_and(|at| now < at.plus(grace));
-                if current.refresh_jti != presented && !in_grace {
-                    current.revoked_at = Some(now);
-                    w.put_session(&current)?;
-                    w.audit(
-                        AuditEvent::new(now, current.identity_id.clone(), "token.refresh_reuse")
-                            .target(current.sid.clone())
-                            .detail(serde_json::json!({ "jti": presented })),
-                    )?;
-                    return Ok(Rotation::Reused(current.expires_at));
-                }
-                if !in_grace {
-                    next.previous_refresh_jti = Some(presented);
-                    next.rotated_at = Some(now);
-                } else {
-                    next.previous_refresh_jti = current.previous_refresh_jti.clone();
-                    next.rotated_at = current.rotated_at;
-                }
-                rows.put(w)?;
-                Ok::<_, StorageError>(Rotation::Rotated)
-            })
+            .commit_then_apply(
+                move |w| {
+                    let next = &mut rows.session;
+                    let Some(mut current) = w.session(&next.sid)? else { return Ok(Rotation::Gone) };
+                    if current.revoked_at.is_some() {
+                        return Ok(Rotation::Gone);
+                    }
+                    let in_grace = current.previous_refresh_jti.as_deref() == Some(presented.as_str())
+                        && current.rotated_at.is_some_and(|at| now < at.plus(grace));
+                    if current.refresh_jti != presented && !in_grace {
+                        current.revoked_at = Some(now);
+                        w.put_session(&current)?;
+                        w.audit(
+                            AuditEvent::new(now, current.identity_id.clone(), "token.refresh_reuse")
+                                .target(current.sid.clone())
+                                .detail(serde_json::json!({ "jti": presented })),
+                        )?;
+                        return Ok(Rotation::Reused(current.expires_at));
+                    }
+                    if !in_grace {
+                        next.previous_refresh_jti = Some(presented);
+                        next.rotated_at = Some(now);
+                    } else {
+                        next.previous_refresh_jti = current.previous_refresh_jti.clone();
+                        next.rotated_at = current.rotated_at;
+                    }
+                    rows.put(w)?;
+                    Ok::<_, StorageError>(Rotation::Rotated)
+                },
+                move |outcome| {
+                    if let Rotation::Reused(until) = outcome {
+                        revocations.revoke_session(&sid, (*until).max(keep));
+                    }
+                },
+            )
             .await?;
         match outcome {
             Rotation::Rotated => Ok(pair),
-            Rotation::Gone => Err(VerifyError::Revoked.into()),
-            Rotation::Reused(until) => {
-                self.revocations.revoke_session(&claims.sid, until.max(now.plus(self.policy.access_ttl_max)));
-                Err(VerifyError::Revoked.into())
-            }
+            Rotation::Gone | Rotation::Reused(_) => Err(VerifyError::Revoked.into()),
         }
     }
 
     /// Revokes one token (by jti), one session, or every token of an identity.
+    /// Memory shows the revocation before this returns, and even if the
+    /// caller goes away first ([`Store::commit_then_apply`]).
     pub async fn revoke(&self, actor: &Actor, target: RevokeTarget, now: Timestamp) -> Result<(), TokenError> {
         let org = actor.org_id.clone();
         let who = actor.id.clone();
-        let keep = self.policy.access_ttl_max;
+        let revocations = self.revocations.clone();
+        let keep = now.plus(self.policy.access_ttl_max);
         match target {
             RevokeTarget::Token(jti) => {
-                let id = jti.clone();
-                let exp = self
-                    .store
-                    .write(move |w| {
-                        let Some(t) = w.issued(&id)?.filter(|t| t.org_id == org) else { return Ok(None) };
-                        w.revoke_jti(&t.jti, t.exp)?;
-                        w.audit(AuditEvent::new(now, who, "token.revoke").target(t.jti.clone()))?;
-                        Ok::<_, StorageError>(Some(t.exp))
-                    })
+                self.store
+                    .commit_then_apply(
+                        move |w| {
+                            let Some(t) = w.issued(&jti)?.filter(|t| t.org_id == org) else { return Ok(None) };
+                            w.revoke_jti(&t.jti, t.exp)?;
+                            w.audit(AuditEvent::new(now, who, "token.revoke").target(t.jti.clone()))?;
+                            Ok::<_, StorageError>(Some(t))
+                        },
+                        move |t| {
+                            if let Some(t) = t {
+                                revocations.revoke_jti(&t.jti, t.exp);
+                            }
+                        },
+                    )
                     .await?
                     .ok_or(TokenError::NotFound)?;
-                self.revocations.revoke_jti(&jti, exp);
             }
             RevokeTarget::Session(sid) => {
-                let id = sid.clone();
-                let until = self
-                    .store
-                    .write(move |w| {
-                        let Some(mut s) = w.session(&id)?.filter(|s| s.org_id == org) else { return Ok(None) };
-                        s.revoked_at.get_or_insert(now);
-                        w.put_session(&s)?;
-                        w.audit(AuditEvent::new(now, who, "token.revoke_session").target(s.sid.clone()))?;
-                        Ok::<_, StorageError>(Some(s.expires_at))
-                    })
+                self.store
+                    .commit_then_apply(
+                        move |w| {
+                            let Some(mut s) = w.session(&sid)?.filter(|s| s.org_id == org) else { return Ok(None) };
+                            s.revoked_at.get_or_insert(now);
+                            w.put_session(&s)?;
+                            w.audit(AuditEvent::new(now, who, "token.revoke_session").target(s.sid.clone()))?;
+                            Ok::<_, StorageError>(Some(s))
+                        },
+                        move |s| {
+                            if let Some(s) = s {
+                                revocations.revoke_session(&s.sid, s.expires_at.max(keep));
+                            }
+                        },
+                    )
                     .await?
                     .ok_or(TokenError::NotFound)?;
-                self.revocations.revoke_session(&sid, until.max(now.plus(keep)));
             }
             RevokeTarget::Identity(id) => {
                 self.identities.revoke_tokens(actor, &id, now).await.map_err(|e| match e {
                     IdentityError::Storage(e) => TokenError::Storage(e),
+                    IdentityError::Grant(g) => TokenError::Grant(g),
                     _ => TokenError::NotFound,
                 })?;
                 self.revoke_sessions_of(&id, now).await?;
@@ -476,22 +497,28 @@ impl TokenService {
     /// Revokes every session of an identity (after suspend, retire, delete).
     pub async fn revoke_sessions_of(&self, identity_id: &str, now: Timestamp) -> Result<usize, TokenError> {
         let id = identity_id.to_owned();
+        let revocations = self.revocations.clone();
+        let keep = now.plus(self.policy.access_ttl_max);
         let revoked = self
             .store
-            .write(move |w| {
-                let sessions = w.sessions_of(&id)?;
-                let mut out = Vec::new();
-                for mut s in sessions {
-                    s.revoked_at = Some(now);
-                    w.put_session(&s)?;
-                    out.push((s.sid, s.expires_at));
-                }
-                Ok::<_, StorageError>(out)
-            })
+            .commit_then_apply(
+                move |w| {
+                    let sessions = w.sessions_of(&id)?;
+                    let mut out = Vec::new();
+                    for mut s in sessions {
+                        s.revoked_at = Some(now);
+                        w.put_session(&s)?;
+                        out.push((s.sid, s.expires_at));
+                    }
+                    Ok::<_, StorageError>(out)
+                },
+                move |revoked| {
+                    for (sid, until) in revoked {
+                        revocations.revoke_session(sid, (*until).max(keep));
+                    }
+                },
+            )
             .await?;
-        for (sid, until) in &revoked {
-            self.revocations.revoke_session(sid, (*until).max(now.plus(self.policy.access_ttl_max)));
-        }
         Ok(revoked.len())
     }
 

@@ -261,7 +261,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let app = app(dir.path()).await;
         let tokens = &app.state().tokens;
-        let admin = Actor { id: "ak_test".into(), org_id: DEFAULT_ORG.into(), scopes: vec!["*:*:*:*".into()] };
+        let admin = Actor {
+            id: "ak_test".into(),
+            org_id: DEFAULT_ORG.into(),
+            scopes: vec!["*:*:*:*".into()],
+            identity_id: None,
+        };
         let now = tokens.clock.now();
         let who = NewIdentity {
             name: "victim".into(),

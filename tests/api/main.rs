@@ -16,6 +16,7 @@ mod integrity;
 mod introspection;
 mod jwks;
 mod kms;
+mod lasting_changes;
 mod migration;
 mod revocation;
 mod rotation;

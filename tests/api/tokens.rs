@@ -45,9 +45,7 @@ impl Env {
 
     /// `DELETE /v1/identities/{id}` with the confirmation header; the status.
     pub async fn delete_identity(&self, id: &str) -> u16 {
-        let url = format!("{}/v1/identities/{id}", self.d.public);
-        let resp = client().delete(url).header("x-api-key", &self.admin).header("x-confirm-delete", "true");
-        resp.send().await.unwrap().status().as_u16()
+        crate::lasting_changes::delete_identity(&self.d.public, &self.admin, id).await
     }
 
     pub fn jwks_url(&self) -> String {
