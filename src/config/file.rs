@@ -47,12 +47,20 @@ pub struct AuthSection {
 pub struct ListenSection {
     pub public: Option<String>,
     pub admin: Option<String>,
+    /// Default: derived from the file-descriptor limit at start.
+    pub public_max_connections: Option<u64>,
+    pub admin_max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct HttpSection {
     pub body_limit_bytes: Option<u64>,
+    pub header_read_timeout: Option<DurationText>,
+    pub idle_timeout: Option<DurationText>,
+    pub request_timeout: Option<DurationText>,
+    pub drain_timeout: Option<DurationText>,
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,6 +12,7 @@
 //! the config file are never read as overrides.
 
 mod aws_kms;
+mod connections;
 mod duration;
 mod file;
 mod policy;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+pub use connections::ConnectionLimits;
 pub use duration::render as render_duration;
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 
@@ -87,6 +89,8 @@ pub struct Config {
     pub listen_public: SocketAddr,
     pub listen_admin: SocketAddr,
     pub body_limit: usize,
+    /// Timeouts, caps and the drain deadline of both listeners.
+    pub connections: ConnectionLimits,
     /// Memory redb may use for cached and pending pages (`storage.cache_mib`).
     pub store_cache_bytes: usize,
     pub kek: KekSource,
@@ -299,6 +303,11 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(1024..=16 * 1024 * 1024).contains(&body_limit) {
         problems.add("http.body_limit_bytes", format!("{body_limit} is outside 1024..=16777216"));
     }
+    let connections = connections::connection_limits(
+        &raw.http,
+        [raw.listen.public_max_connections, raw.listen.admin_max_connections],
+        problems,
+    );
     let cache_mib = raw.storage.cache_mib.unwrap_or(64);
     if !(4..=65_536).contains(&cache_mib) {
         problems.add("storage.cache_mib", format!("{cache_mib} is outside 4..=65536"));
@@ -322,6 +331,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         listen_public: listen_public?,
         listen_admin: listen_admin?,
         body_limit: usize::try_from(body_limit).ok()?,
+        connections,
         store_cache_bytes: usize::try_from(cache_mib << 20).ok()?,
         kek: kek?,
         keysets,
