@@ -2,8 +2,7 @@
 //! vault, builds the backends, the key ring and the routers, and runs the
 //! listeners. `main` and the tests both go through [`App`].
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
 use crate::keys::{BackendKind, Kid};
 use crate::kms::{known_key_ids, AwsKmsBackend};
+use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
 use crate::migration::{Migration, MigrationConfig};
 use crate::rotation::Rotation;
@@ -49,8 +49,6 @@ pub enum AppError {
     Rotation(#[from] crate::rotation::RotationError),
     #[error("HS256 migration: {0}")]
     Migration(#[from] crate::migration::MigrationError),
-    #[error("listener: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What `init` created. The bootstrap key is only here when kmsd generated it.
@@ -189,7 +187,8 @@ impl App {
     }
 
     /// Serves the public and admin routers until `shutdown` resolves, then
-    /// stops accepting and lets in-flight requests finish.
+    /// stops accepting, drains for `http.drain_timeout` and closes the rest
+    /// (see [`listener`]).
     pub async fn serve(
         self,
         public: TcpListener,
@@ -197,19 +196,20 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        let public = axum::serve(
-            public,
-            http::public_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(rx.clone()));
-        let admin = axum::serve(
-            admin,
-            http::admin_router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(rx.clone()));
+        let limits = self.state.config.connections.clone();
+        let caps = listener::Budgets::for_process(&limits);
+        let public = listener::serve(
+            Listener { name: "public", tcp: public, max_connections: caps.public },
+            http::public_router(self.state.clone()),
+            limits.clone(),
+            rx.clone(),
+        );
+        let admin = listener::serve(
+            Listener { name: "admin", tcp: admin, max_connections: caps.admin },
+            http::admin_router(self.state.clone()),
+            limits,
+            rx.clone(),
+        );
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
         let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
@@ -220,9 +220,9 @@ impl App {
             shutdown.await;
             let _ = tx.send(true);
         });
-        let (a, b) = tokio::join!(public.into_future(), admin.into_future());
+        tokio::join!(public, admin);
         let _ = tokio::join!(touches, reports, gc, orphans, rotation, sunset);
-        a.and(b).map_err(AppError::Serve)
+        Ok(())
     }
 }
 

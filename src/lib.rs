@@ -21,6 +21,7 @@
 //! - [`scopes`]: scope coverage with relayauth's semantics.
 //! - [`audit`]: the hash-chained audit log.
 //! - [`http`]: the public and admin routers.
+//! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain.
 //! - [`app`]: the composition root used by `main` and the tests.
 //! - [`admin_client`]: the CLI's HTTP client for the admin API.
 //!
@@ -42,6 +43,7 @@ pub mod jwks;
 pub mod keyring;
 pub mod keys;
 pub mod kms;
+pub mod listener;
 pub mod metrics;
 pub mod migration;
 pub mod rotation;

@@ -237,8 +237,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if !App::is_initialized(&config) {
                 init(&config, clock.clone()).await?;
             }
-            let public = tokio::net::TcpListener::bind(config.listen_public).await?;
-            let admin = tokio::net::TcpListener::bind(config.listen_admin).await?;
+            let public = kmsd::listener::bind(config.listen_public)?;
+            let admin = kmsd::listener::bind(config.listen_admin)?;
             let app = App::open(config, clock).await?;
             tracing::info!(public = %public.local_addr()?, admin = %admin.local_addr()?, "kmsd listening");
             app.serve(public, admin, shutdown_signal()).await?;

@@ -31,7 +31,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+                ApiError::payload_too_large()
             } else {
                 ApiError::bad_request("invalid_request", "request body could not be read")
             }

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod identities;
 mod json;
+mod limits;
 mod request_id;
 mod sign;
 mod tokens;
@@ -120,12 +121,14 @@ impl PageQuery {
 
 fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Router {
     let limit = state.config.body_limit;
+    let limits = limits::RequestLimits::new(limit, &state.config.connections);
     router
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(limits, limits::layer))
         .layer(middleware::from_fn(request_id::layer))
         .layer(axum::Extension(listener))
         .with_state(state)

@@ -52,7 +52,23 @@ impl Daemon {
 
     /// Starts `kmsd serve`; on failure returns its exit status and output.
     pub fn try_start(dir: &Path, env: &[(&str, &str)]) -> Result<Daemon, (Option<ExitStatus>, String)> {
-        let mut child = command(dir, env)
+        Self::try_start_with(dir, env, |_| {})
+    }
+
+    /// Like [`Daemon::start`], with `configure` applied to the command first.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], configure: impl FnOnce(&mut Command)) -> Daemon {
+        Self::try_start_with(dir, env, configure)
+            .unwrap_or_else(|(status, out)| panic!("kmsd did not start ({status:?}):\n{out}"))
+    }
+
+    fn try_start_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Daemon, (Option<ExitStatus>, String)> {
+        let mut cmd = command(dir, env);
+        configure(&mut cmd);
+        let mut child = cmd
             .arg("serve")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -101,22 +117,29 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits; returns the exit status and all output.
-    pub fn stop(mut self) -> (ExitStatus, String) {
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_within(Duration::from_secs(30))
+            .unwrap_or_else(|out| panic!("kmsd did not stop within 30 s of SIGTERM:\n{out}"))
+    }
+
+    /// SIGTERM, then waits up to `limit`; on timeout kills kmsd and returns
+    /// its output as the error.
+    pub fn stop_within(mut self, limit: Duration) -> Result<(ExitStatus, String), String> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("kmsd did not stop within 30 s of SIGTERM:\n{}", self.output());
+                return Err(self.output());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         std::thread::sleep(Duration::from_millis(50));
-        (status, self.output())
+        Ok((status, self.output()))
     }
 }
 

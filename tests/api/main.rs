@@ -10,6 +10,7 @@ mod python;
 mod api_keys;
 mod backend_contract;
 mod cli;
+mod connections;
 mod forgery;
 mod http_surface;
 mod integrity;

@@ -1,0 +1,136 @@
+//! The listeners: one accept loop per listening socket, serving a router
+//! over hyper's HTTP/1 server, that owns every connection's life.
+//! - Each listener has its own connection cap ([`Budgets`], sized from the
+//!   file-descriptor limit). At the cap it stops accepting: new connections
+//!   wait in the kernel's backlog until one closes.
+//! - Descriptor exhaustion (EMFILE, ENFILE) makes accept back off for a few
+//!   milliseconds; it never spins and never stops the listener.
+//! - Per-connection deadlines (header read, idle) are [`connection`]'s.
+//! - Shutdown: stop accepting, let connections finish their request for the
+//!   drain deadline, then close whatever is left.
+//!
+//! Not here: routing and the per-request limits (in-flight bound, request
+//! deadline, body size), which are `http`'s. TLS fits at the accepted
+//! socket: a handshake inside the connection task yields the stream that
+//! [`connection::run`] serves, so a slow handshake never blocks accepting.
+
+mod budget;
+mod connection;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use budget::{raise_fd_limit, Budgets};
+
+use crate::config::ConnectionLimits;
+use connection::Timeouts;
+
+/// How long accept waits after a failure that would repeat at once.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Connections the kernel holds for a listener at its cap (capped by
+/// `net.core.somaxconn`); std and tokio would ask for 128.
+const BACKLOG: u32 = 1024;
+
+/// Binds a listening socket (`SO_REUSEADDR`, backlog [`BACKLOG`]).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// A bound socket and what it may hold.
+pub struct Listener {
+    /// `public` or `admin`, for the logs.
+    pub name: &'static str,
+    pub tcp: TcpListener,
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then drains for
+/// `limits.drain_timeout` and closes the connections that remain.
+pub async fn serve(listener: Listener, router: Router, limits: ConnectionLimits, mut stop: watch::Receiver<bool>) {
+    let Listener { name, tcp, max_connections } = listener;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let timeouts = Timeouts::from(&limits);
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut errors = AcceptErrors::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = connections.join_next() => {}
+            accepted = accept(&tcp, &slots) => match accepted {
+                Ok((slot, stream, remote)) => {
+                    connections.spawn(connection::run(stream, remote, router.clone(), timeouts, drain_rx.clone(), slot));
+                }
+                Err(e) => errors.back_off(name, e).await,
+            },
+        }
+    }
+    drop(tcp);
+    let _ = drain_tx.send(true);
+    drain(name, connections, limits.drain_timeout).await;
+}
+
+/// Waits for a free connection slot, then for a connection.
+async fn accept(
+    tcp: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> io::Result<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let slot = slots.clone().acquire_owned().await.map_err(io::Error::other)?;
+    let (stream, remote) = tcp.accept().await?;
+    Ok((slot, stream, remote))
+}
+
+/// Lets open connections finish for `deadline`, then closes the rest.
+async fn drain(name: &str, mut connections: JoinSet<()>, deadline: Duration) {
+    if connections.is_empty() {
+        return;
+    }
+    tracing::info!(listener = name, open = connections.len(), "draining connections");
+    let finished = tokio::time::timeout(deadline, async { while connections.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(
+            listener = name,
+            remaining = connections.len(),
+            "drain deadline passed; closing the remaining connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Accept failures. Descriptor exhaustion and kernel memory pressure leave
+/// the connection in the backlog and would fail again at once, so accept
+/// sleeps briefly; a connection its peer already reset is just skipped.
+/// Logged at most once a second per listener, with the count in between.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    async fn back_off(&mut self, listener: &str, e: io::Error) {
+        if matches!(e.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+            return;
+        }
+        self.unlogged += 1;
+        if self.last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(listener, error = %e, failures = self.unlogged, "accept failed; backing off");
+            self.last_logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+}
