@@ -134,3 +134,22 @@ impl AcceptErrors {
         tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn descriptor_exhaustion_backs_off_and_a_reset_peer_does_not() {
+        let mut errors = AcceptErrors::default();
+        let started = Instant::now();
+        for _ in 0..3 {
+            errors.back_off("public", io::Error::from_raw_os_error(libc::EMFILE)).await;
+        }
+        assert_eq!(started.elapsed(), 3 * ACCEPT_BACKOFF, "each EMFILE waits instead of spinning");
+        assert_eq!(errors.unlogged, 2, "logged once, then counted");
+        let reset = Instant::now();
+        errors.back_off("public", io::ErrorKind::ConnectionReset.into()).await;
+        assert_eq!(reset.elapsed(), Duration::ZERO);
+    }
+}
