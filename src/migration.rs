@@ -158,16 +158,21 @@ impl Migration {
         self.secret.lock().ok()?.clone()
     }
 
+    /// Whether HS256 tokens still verify (phase `hs256`, or `asymmetric`
+    /// before the sunset), including legacy ones kmsd never issued.
+    pub fn accepts_hs256(&self) -> bool {
+        let state = self.state();
+        match state.phase {
+            Phase::Hs256 => true,
+            Phase::Asymmetric => state.sunset_at.is_some_and(|s| self.clock.now() < s),
+            Phase::Sunset => false,
+        }
+    }
+
     /// Verifies an HS256 signature, counting it; false after sunset.
     pub fn verify(&self, kid: &str, signing_input: &[u8], signature: &[u8]) -> bool {
-        let state = self.state();
         let now = self.clock.now();
-        let open = match state.phase {
-            Phase::Hs256 => true,
-            Phase::Asymmetric => state.sunset_at.is_some_and(|s| now < s),
-            Phase::Sunset => false,
-        };
-        if !open || kid != self.config.kid {
+        if !self.accepts_hs256() || kid != self.config.kid {
             return false;
         }
         let Some(secret) = self.secret.lock().ok().and_then(|s| s.clone()) else { return false };

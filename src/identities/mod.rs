@@ -6,11 +6,14 @@
 //! Invariant: an identity never holds a scope its creator (or last editor)
 //! does not hold.
 
+mod filter;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+pub use filter::ListFilter;
+use record::{is_identity_type, IDENTITY_TYPES};
 pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
 
 use crate::api_keys::Actor;
@@ -19,7 +22,8 @@ use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store};
 
-const MAX_CHAIN: usize = 10;
+/// The longest sponsor chain (sponsor first, the identity last).
+pub const MAX_CHAIN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -57,6 +61,16 @@ pub struct IdentityPatch {
     pub roles: Option<Vec<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub workspace_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// `kind` if it is one of relayauth's identity types.
+fn checked_kind(kind: String) -> Result<String, IdentityError> {
+    if is_identity_type(&kind) {
+        Ok(kind)
+    } else {
+        Err(IdentityError::Invalid(format!("type must be one of {} (got {kind:?})", IDENTITY_TYPES.join(", "))))
+    }
 }
 
 #[derive(Clone)]
@@ -91,11 +105,19 @@ impl Identities {
         self.by_id.read().ok()?.get(id).cloned()
     }
 
-    /// One page of `org`'s identities in id order after `cursor`.
-    pub fn list(&self, org: &str, cursor: Option<&str>, limit: usize) -> (Vec<Arc<IdentityRecord>>, bool) {
+    /// One page of `org`'s identities that match `filter`, in id order after `cursor`.
+    pub fn list(
+        &self,
+        org: &str,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<IdentityRecord>>, bool) {
         let Ok(map) = self.by_id.read() else { return (Vec::new(), false) };
-        let mut all: Vec<&Arc<IdentityRecord>> =
-            map.values().filter(|i| i.org_id == org && cursor.is_none_or(|c| i.id.as_str() > c)).collect();
+        let mut all: Vec<&Arc<IdentityRecord>> = map
+            .values()
+            .filter(|i| i.org_id == org && cursor.is_none_or(|c| i.id.as_str() > c) && filter.matches(i))
+            .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let more = all.len() > limit;
         (all.into_iter().take(limit).cloned().collect(), more)
@@ -121,6 +143,7 @@ impl Identities {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(IdentityError::Invalid("name is required (1 to 128 characters)".into()));
         }
+        let kind = checked_kind(req.kind.unwrap_or_else(|| "agent".into()))?;
         let sponsor_id = req.sponsor_id.trim().to_owned();
         if sponsor_id.is_empty() || sponsor_id.len() > 128 {
             return Err(IdentityError::Invalid("sponsorId is required".into()));
@@ -141,7 +164,7 @@ impl Identities {
         let record = IdentityRecord {
             id,
             name,
-            kind: req.kind.unwrap_or_else(|| "agent".into()),
+            kind,
             org_id: actor.org_id.clone(),
             status: IdentityStatus::Active,
             scopes: req.scopes,
@@ -192,6 +215,9 @@ impl Identities {
         }
         if let Some(w) = patch.workspace_id {
             rec.workspace_id = w;
+        }
+        if let Some(kind) = patch.kind {
+            rec.kind = checked_kind(kind)?;
         }
         rec.updated_at = now;
         let event = AuditEvent::new(now, actor.id.clone(), "identity.update")

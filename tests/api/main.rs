@@ -10,6 +10,7 @@ mod python;
 mod api_keys;
 mod backend_contract;
 mod cli;
+mod conformance;
 mod http_surface;
 mod jwks;
 mod kms;
