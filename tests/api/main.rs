@@ -11,6 +11,7 @@ mod api_keys;
 mod backend_contract;
 mod cli;
 mod conformance;
+mod discovery;
 mod http_surface;
 mod jwks;
 mod kms;
