@@ -158,8 +158,8 @@ impl Migration {
         self.secret.lock().ok()?.clone()
     }
 
-    /// Whether HS256 tokens are still accepted: phase `hs256`, or
-    /// `asymmetric` before the sunset.
+    /// Whether HS256 tokens still verify (phase `hs256`, or `asymmetric`
+    /// before the sunset), including legacy ones kmsd never issued.
     pub fn accepts_hs256(&self) -> bool {
         let state = self.state();
         match state.phase {

@@ -40,13 +40,16 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// 403 `insufficient_scope` unless one of the caller's scopes covers `scope`.
+    /// 403 `insufficient_scope` unless one of the caller's scopes covers
+    /// `scope`. `required` is the scope (relayauth's clients read a string),
+    /// `requiredScopes` the list of what is missing, `actual` what is held.
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         if scopes::any_covers(&self.scopes, scope) {
             Ok(())
         } else {
             Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call requires scope {scope}"))
-                .with("required", json!([scope]))
+                .with("required", scope)
+                .with("requiredScopes", json!([scope]))
                 .with("actual", json!(self.scopes)))
         }
     }

@@ -52,3 +52,85 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })
 }
+
+/// A lifetime in whole seconds, as relayauth's server reads one: a JSON
+/// integer (`600`) or a string of decimal digits (`"600"`). Anything else
+/// (`"10m"`, `-1`, `1.5`, `true`) is refused with a message naming `field`.
+pub struct Seconds(pub &'static str);
+
+impl<'de> serde::de::Visitor<'de> for Seconds {
+    type Value = Option<u64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} as a whole number of seconds: an integer or a string of digits such as \"600\"", self.0)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Some(n))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match s.parse::<u64>() {
+            Ok(n) if digits => Ok(Some(n)),
+            _ => Err(E::invalid_value(serde::de::Unexpected::Str(s), &self)),
+        }
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// `#[serde(default, deserialize_with = "...")]` for `expiresIn`.
+pub fn expires_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    d.deserialize_any(Seconds("expiresIn"))
+}
+
+/// `#[serde(default, deserialize_with = "...")]` for `refreshTokenTtlSeconds`.
+pub fn refresh_token_ttl_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    d.deserialize_any(Seconds("refreshTokenTtlSeconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    struct Body {
+        #[serde(default, deserialize_with = "super::expires_in")]
+        ttl: Option<u64>,
+    }
+
+    fn ttl(json: &str) -> Result<Option<u64>, String> {
+        serde_json::from_str::<Body>(json).map(|b| b.ttl).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seconds_are_integers_or_digit_strings_and_nothing_else() {
+        assert_eq!(ttl(r#"{}"#), Ok(None));
+        assert_eq!(ttl(r#"{"ttl": null}"#), Ok(None));
+        assert_eq!(ttl(r#"{"ttl": 600}"#), Ok(Some(600)));
+        assert_eq!(ttl(r#"{"ttl": "600"}"#), Ok(Some(600)));
+        assert_eq!(ttl(r#"{"ttl": "0"}"#), Ok(Some(0)), "zero is refused later, as a lifetime");
+        for bad in [
+            r#""10m""#,
+            "-1",
+            "1.5",
+            "true",
+            r#""""#,
+            r#"" 60""#,
+            r#""+60""#,
+            r#""-5""#,
+            "[60]",
+            r#""99999999999999999999""#,
+        ] {
+            let e = ttl(&format!(r#"{{"ttl": {bad}}}"#)).unwrap_err();
+            assert!(e.contains("expiresIn as a whole number of seconds"), "{bad}: {e}");
+        }
+    }
+}

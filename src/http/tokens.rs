@@ -57,12 +57,17 @@ pub fn token_error(e: TokenError) -> ApiError {
         TokenError::IdentitySuspended(s) => {
             ApiError::new(StatusCode::FORBIDDEN, "identity_suspended", format!("identity is {s}"))
         }
-        TokenError::InsufficientScope(scope) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "insufficient_scope",
-            format!("scope {scope:?} is not held by both the identity and the caller"),
-        )
-        .with("scope", scope),
+        TokenError::InsufficientScope(missing) => {
+            let first = missing.first().cloned().unwrap_or_default();
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("scopes {missing:?} are not held by both the identity and the caller"),
+            )
+            .with("required", first.clone())
+            .with("requiredScopes", missing)
+            .with("scope", first)
+        }
         TokenError::InvalidScope { scope, reason } => crate::scopes::GrantError::Invalid { scope, reason }.into(),
         TokenError::Invalid(m) => ApiError::bad_request("invalid_request", m),
         TokenError::UnsupportedAlgorithm(a) => {
@@ -117,7 +122,9 @@ struct IssueBody {
     identity_id: String,
     scopes: Option<Vec<String>>,
     audience: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::json::expires_in")]
     expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "super::json::refresh_token_ttl_seconds")]
     refresh_token_ttl_seconds: Option<u64>,
     algorithm: Option<String>,
 }

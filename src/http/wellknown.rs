@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::config::Policy;
+use crate::identities::MAX_CHAIN;
 use crate::jwks::JwksSnapshot;
 use crate::metrics::Metrics;
 
@@ -62,19 +63,106 @@ fn serve(state: &AppState, headers: &HeaderMap, snapshot: &Arc<JwksSnapshot>) ->
     (common, snapshot.body.clone()).into_response()
 }
 
+/// Every route of the public listener, for the discovery `endpoints` map:
+/// (key, path, methods, auth, description). Keys follow relayauth's server
+/// where it has the route; `{id}` is written percent-encoded, as relayauth
+/// writes it, so that each URL is a valid URI.
+const ENDPOINTS: &[(&str, &str, &[&str], &str, &str)] = &[
+    ("agent_configuration", "/.well-known/agent-configuration", &["GET"], "none", "This discovery document"),
+    ("jwks", "/.well-known/jwks.json", &["GET"], "none", "Published verification keys"),
+    ("keyset_jwks", "/v1/keysets/%7Bname%7D/jwks.json", &["GET"], "none", "A sign keyset's public keys"),
+    ("health", "/health", &["GET"], "none", "Liveness"),
+    ("health_detail", "/v1/health", &["GET"], "none", "Service health: storage, key backends, signers"),
+    ("tokens", "/v1/tokens", &["POST"], "bearer_token", "Issue a token pair"),
+    ("tokens_refresh", "/v1/tokens/refresh", &["POST"], "none", "Exchange a refresh token (single use) for a new pair"),
+    ("token_revocation", "/v1/tokens/revoke", &["POST"], "bearer_token", "Revoke by tokenId, identityId or sessionId"),
+    (
+        "token_introspection",
+        "/v1/tokens/introspect",
+        &["GET", "POST"],
+        "bearer_token",
+        "The claims of a token kmsd trusts, or null",
+    ),
+    (
+        "token_validation",
+        "/v1/tokens/validate",
+        &["POST"],
+        "bearer_token",
+        "Validate a token and check required scopes",
+    ),
+    ("token_revocation_list", "/v1/tokens/revocation", &["GET"], "none", "Whether a jti is revoked, for verifiers"),
+    ("identities", "/v1/identities", &["GET", "POST"], "bearer_token", "List and create identities"),
+    (
+        "identity",
+        "/v1/identities/%7Bid%7D",
+        &["GET", "PATCH", "DELETE"],
+        "bearer_token",
+        "Fetch, update or delete an identity",
+    ),
+    (
+        "identity_suspend",
+        "/v1/identities/%7Bid%7D/suspend",
+        &["POST"],
+        "bearer_token",
+        "Suspend an identity and revoke its tokens",
+    ),
+    (
+        "identity_retire",
+        "/v1/identities/%7Bid%7D/retire",
+        &["POST"],
+        "bearer_token",
+        "Retire an identity and revoke its tokens",
+    ),
+    (
+        "identity_reactivate",
+        "/v1/identities/%7Bid%7D/reactivate",
+        &["POST"],
+        "bearer_token",
+        "Reactivate a suspended identity",
+    ),
+    ("api_keys", "/v1/api-keys", &["GET", "POST"], "bearer_token", "List and create API keys"),
+    ("api_key_revoke", "/v1/api-keys/%7Bid%7D/revoke", &["POST"], "bearer_token", "Revoke an API key"),
+    ("sign", "/v1/sign", &["POST"], "bearer_token", "Raw signature with a signing keyset's active key"),
+    ("verify", "/v1/verify", &["POST"], "bearer_token", "Verify a raw signature"),
+];
+
+/// What this deployment does, in relayauth's capability names where they exist.
+const CAPABILITIES: &[&str] = &[
+    "identity-management",
+    "token-issuance",
+    "token-refresh-rotation",
+    "token-revocation",
+    "token-introspection",
+    "scope-delegation",
+    "api-key-management",
+    "key-rotation",
+    "raw-signing",
+];
+
 async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
     let base = &state.config.public_base_url;
     let algs: Vec<&str> = state.ring.jwks().algorithms.iter().map(|a| a.as_str()).collect();
     let url = |p: &str| format!("{base}{p}");
-    let endpoint = |p: &str, methods: &[&str], auth: &str, description: &str| json!({ "url": url(p), "methods": methods, "auth": auth, "description": description });
+    let endpoints: serde_json::Map<String, Value> = ENDPOINTS
+        .iter()
+        .map(|(key, path, methods, auth, description)| {
+            (
+                (*key).to_owned(),
+                json!({ "url": url(path), "methods": methods, "auth": auth, "description": description }),
+            )
+        })
+        .collect();
     let body = json!({
         "schema_version": "1.0",
+        "service_name": "kmsd",
+        "server_version": env!("CARGO_PKG_VERSION"),
         "issuer": state.config.issuer,
         "jwks_uri": url("/.well-known/jwks.json"),
         "token_endpoint": url("/v1/tokens"),
         "revocation_endpoint": url("/v1/tokens/revoke"),
         "introspection_endpoint": url("/v1/tokens/introspect"),
         "identity_endpoint": url("/v1/identities"),
+        "capabilities": CAPABILITIES,
         "grant_types_supported": ["client_credentials", "refresh_token"],
         "token_endpoint_auth_methods_supported": ["bearer_token"],
         "token_signing_alg_values_supported": algs,
@@ -87,6 +175,15 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
             "actions": ["read", "write", "create", "delete", "manage", "invoke", "*"],
         },
         "scope_definitions": [{
+            "name": "relayauth-core",
+            "plane": "relayauth",
+            "resource": "identity",
+            "pattern": "relayauth:{identity|token|api-key|admin}:{action}:{selector}",
+            "description": "kmsd's own API: identities, tokens, API keys, administration",
+            "actions": ["read", "create", "manage", "*"],
+            "examples": ["relayauth:identity:manage:*", "relayauth:token:create:*", "relayauth:api-key:read:*"],
+            "path_schema": { "type": "identifier", "required": false, "wildcard_allowed": true, "description": "resource selector or '*'" },
+        }, {
             "name": "sign",
             "plane": "relayauth",
             "resource": "sign",
@@ -94,27 +191,78 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
             "description": "Raw signing with the active key of a keyset declared use = \"sign\" (never a token keyset)",
             "actions": ["invoke"],
             "examples": ["relayauth:sign:invoke:sign"],
-            "path_schema": { "required": true, "wildcard_allowed": true, "description": "keyset name" },
+            "path_schema": { "type": "identifier", "required": true, "wildcard_allowed": true, "description": "keyset name" },
         }],
         "sponsor_required": true,
-        "scope_delegation": { "enabled": true, "mode": "intersection", "escalation_policy": "hard_error" },
+        "sponsor_chain": {
+            "required": true,
+            "propagated_in_tokens": true,
+            "propagated_in_audit": false,
+            "max_depth": MAX_CHAIN,
+        },
+        "scope_delegation": { "enabled": true, "mode": "intersection", "escalation_policy": "hard_error", "max_depth": MAX_CHAIN },
         "budgets": { "enabled": false, "supported_limits": [], "alert_webhook_supported": false, "auto_suspend_supported": false },
         "token_lifetimes": token_lifetimes(&state.config.policy),
-        "endpoints": {
-            "jwks": endpoint("/.well-known/jwks.json", &["GET"], "none", "Published verification keys"),
-            "tokens": endpoint("/v1/tokens", &["POST"], "bearer_token", "Issue a token pair"),
-            "health": endpoint("/v1/health", &["GET"], "none", "Service health"),
-        },
+        "endpoints": endpoints,
     });
     ([(header::CACHE_CONTROL, "public, max-age=3600")], Json(body))
 }
 
+/// Defaults and the longest lifetime kmsd grants (the larger of the access
+/// and refresh caps: relayauth's `maximum` is one value for both).
 fn token_lifetimes(p: &Policy) -> Value {
-    let secs = |d: std::time::Duration| format!("{}s", d.as_secs());
+    let t = &p.tokens;
     json!({
-        "access_token_default": secs(p.tokens.access_ttl_default),
-        "refresh_token_default": secs(p.tokens.refresh_ttl_default),
-        "maximum": secs(p.tokens.access_ttl_max),
+        "access_token_default": iso_duration(t.access_ttl_default),
+        "refresh_token_default": iso_duration(t.refresh_ttl_default),
+        "maximum": iso_duration(t.access_ttl_max.max(t.refresh_ttl_max)),
         "permanent_tokens_allowed": false,
     })
+}
+
+/// An ISO-8601 duration in days, hours, minutes and seconds (`PT1H`, `P1D`,
+/// `P1DT2H3M4S`); sub-second parts are dropped.
+fn iso_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let mut out = String::from("P");
+    if days > 0 {
+        out.push_str(&format!("{days}D"));
+    }
+    if h > 0 || m > 0 || sec > 0 || days == 0 {
+        out.push('T');
+        for (n, unit) in [(h, 'H'), (m, 'M'), (sec, 'S')] {
+            if n > 0 {
+                out.push_str(&format!("{n}{unit}"));
+            }
+        }
+        if s == 0 {
+            out.push_str("0S");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::iso_duration;
+
+    #[test]
+    fn durations_are_written_in_iso_8601() {
+        for (secs, iso) in [
+            (0, "PT0S"),
+            (45, "PT45S"),
+            (90, "PT1M30S"),
+            (3600, "PT1H"),
+            (86_400, "P1D"),
+            (30 * 86_400, "P30D"),
+            (86_400 + 2 * 3600 + 3 * 60 + 4, "P1DT2H3M4S"),
+            (2 * 86_400 + 60, "P2DT1M"),
+        ] {
+            assert_eq!(iso_duration(Duration::from_secs(secs)), iso, "{secs} s");
+        }
+        assert_eq!(iso_duration(Duration::from_millis(1500)), "PT1S");
+    }
 }

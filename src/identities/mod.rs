@@ -9,11 +9,14 @@
 //! one write transaction, shown in memory by the same blocking task
 //! ([`Store::commit_then_apply`]), so a change that returned sticks.
 
+mod filter;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
+pub use filter::ListFilter;
+use record::{is_identity_type, IDENTITY_TYPES};
 pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
 
 use crate::api_keys::Actor;
@@ -22,7 +25,8 @@ use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store};
 
-const MAX_CHAIN: usize = 10;
+/// The longest sponsor chain (sponsor first, the identity last).
+pub const MAX_CHAIN: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -60,6 +64,16 @@ pub struct IdentityPatch {
     pub roles: Option<Vec<String>>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub workspace_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// `kind` if it is one of relayauth's identity types.
+fn checked_kind(kind: String) -> Result<String, IdentityError> {
+    if is_identity_type(&kind) {
+        Ok(kind)
+    } else {
+        Err(IdentityError::Invalid(format!("type must be one of {} (got {kind:?})", IDENTITY_TYPES.join(", "))))
+    }
 }
 
 #[derive(Clone)]
@@ -103,11 +117,19 @@ impl Identities {
         (identity.status == IdentityStatus::Active).then(|| scopes::intersect(claimed, &identity.scopes))
     }
 
-    /// One page of `org`'s identities in id order after `cursor`.
-    pub fn list(&self, org: &str, cursor: Option<&str>, limit: usize) -> (Vec<Arc<IdentityRecord>>, bool) {
+    /// One page of `org`'s identities that match `filter`, in id order after `cursor`.
+    pub fn list(
+        &self,
+        org: &str,
+        filter: &ListFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<Arc<IdentityRecord>>, bool) {
         let Ok(map) = self.by_id.read() else { return (Vec::new(), false) };
-        let mut all: Vec<&Arc<IdentityRecord>> =
-            map.values().filter(|i| i.org_id == org && cursor.is_none_or(|c| i.id.as_str() > c)).collect();
+        let mut all: Vec<&Arc<IdentityRecord>> = map
+            .values()
+            .filter(|i| i.org_id == org && cursor.is_none_or(|c| i.id.as_str() > c) && filter.matches(i))
+            .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let more = all.len() > limit;
         (all.into_iter().take(limit).cloned().collect(), more)
@@ -126,6 +148,7 @@ impl Identities {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(IdentityError::Invalid("name is required (1 to 128 characters)".into()));
         }
+        let kind = checked_kind(req.kind.unwrap_or_else(|| "agent".into()))?;
         let sponsor_id = req.sponsor_id.trim().to_owned();
         if sponsor_id.is_empty() || sponsor_id.len() > 128 {
             return Err(IdentityError::Invalid("sponsorId is required".into()));
@@ -143,7 +166,7 @@ impl Identities {
         let record = IdentityRecord {
             id,
             name,
-            kind: req.kind.unwrap_or_else(|| "agent".into()),
+            kind,
             org_id: actor.org_id.clone(),
             status: IdentityStatus::Active,
             scopes: req.scopes,
@@ -205,6 +228,7 @@ impl Identities {
         if let Some(scopes) = &patch.scopes {
             scopes::check_grant(&actor.scopes, scopes)?;
         }
+        let kind = patch.kind.map(checked_kind).transpose()?;
         let memory = self.by_id.clone();
         self.change(actor, id, now, move |rec| {
             if let Some(name) = name {
@@ -224,6 +248,9 @@ impl Identities {
             }
             if let Some(w) = patch.workspace_id {
                 rec.workspace_id = w;
+            }
+            if let Some(kind) = kind {
+                rec.kind = kind;
             }
             rec.updated_at = now;
             Ok(Edit::put("identity.update", serde_json::json!({ "scopes": rec.scopes })))

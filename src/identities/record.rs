@@ -23,6 +23,19 @@ impl IdentityStatus {
             Self::Retired => "retired",
         }
     }
+
+    /// The status named `text` (`active`, `suspended`, `retired`), if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Active, Self::Suspended, Self::Retired].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// The identity types relayauth defines (`IdentityType`).
+pub const IDENTITY_TYPES: [&str; 3] = ["agent", "human", "service"];
+
+/// Whether `kind` is one of [`IDENTITY_TYPES`].
+pub fn is_identity_type(kind: &str) -> bool {
+    IDENTITY_TYPES.contains(&kind)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

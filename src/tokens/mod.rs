@@ -58,8 +58,9 @@ pub enum TokenError {
     IdentityNotFound,
     #[error("identity is {0}")]
     IdentitySuspended(&'static str),
-    #[error("scope {0:?} is not held by both the identity and the caller")]
-    InsufficientScope(String),
+    /// Every requested scope that the identity and the caller do not both hold.
+    #[error("scopes {0:?} are not held by both the identity and the caller")]
+    InsufficientScope(Vec<String>),
     #[error("scope {scope:?} is not grantable: {reason}")]
     InvalidScope { scope: String, reason: &'static str },
     #[error("{0}")]
@@ -197,12 +198,17 @@ impl TokenService {
             scopes::check_grantable(s).map_err(|e| match e {
                 GrantError::Invalid { scope, reason } => TokenError::InvalidScope { scope, reason },
                 GrantError::Escalation { scope } | GrantError::Stronger { scope } => {
-                    TokenError::InsufficientScope(scope)
+                    TokenError::InsufficientScope(vec![scope])
                 }
             })?;
-            if !scopes::any_covers(&identity.scopes, s) || !scopes::any_covers(&caller.scopes, s) {
-                return Err(TokenError::InsufficientScope(s.clone()));
-            }
+        }
+        let missing: Vec<String> = scopes
+            .iter()
+            .filter(|s| !scopes::any_covers(&identity.scopes, s) || !scopes::any_covers(&caller.scopes, s))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(TokenError::InsufficientScope(missing));
         }
         let audience = match req.audience {
             Some(a) if a.is_empty() || a.len() > 16 || a.iter().any(|x| x.is_empty() || x.len() > 256) => {
@@ -483,22 +489,35 @@ impl TokenService {
                     .ok_or(TokenError::NotFound)?;
             }
             RevokeTarget::Identity(id) => {
+                // Every token kmsd issued has a session, so no live session
+                // means nothing left to revoke ("nothing matched", as for a
+                // jti or sid) — unless legacy HS256 tokens, which have none,
+                // still verify: only the identity's epoch reaches those.
+                let identity = self.identities.get(&actor.org_id, &id).ok_or(TokenError::NotFound)?;
+                // Authorized before any session is touched; the epoch's own
+                // transaction checks again against the stored record.
+                scopes::check_covers(&actor.scopes, &identity.scopes).map_err(TokenError::Grant)?;
+                let live = self.revoke_sessions_of(&id, now).await?;
+                if live == 0 && !self.migration.as_ref().is_some_and(|m| m.accepts_hs256()) {
+                    return Err(TokenError::NotFound);
+                }
                 self.identities.revoke_tokens(actor, &id, now).await.map_err(|e| match e {
                     IdentityError::Storage(e) => TokenError::Storage(e),
                     IdentityError::Grant(g) => TokenError::Grant(g),
                     _ => TokenError::NotFound,
                 })?;
-                self.revoke_sessions_of(&id, now).await?;
             }
         }
         Ok(())
     }
 
-    /// Revokes every session of an identity (after suspend, retire, delete).
+    /// Revokes every session of an identity (after suspend, retire, delete);
+    /// returns how many of them still had a token that could verify.
     pub async fn revoke_sessions_of(&self, identity_id: &str, now: Timestamp) -> Result<usize, TokenError> {
         let id = identity_id.to_owned();
         let revocations = self.revocations.clone();
         let keep = now.plus(self.policy.access_ttl_max);
+        let live_after = now.minus(self.policy.skew);
         let revoked = self
             .store
             .commit_then_apply(
@@ -519,7 +538,7 @@ impl TokenService {
                 },
             )
             .await?;
-        Ok(revoked.len())
+        Ok(revoked.iter().filter(|(_, until)| *until >= live_after).count())
     }
 
     /// Verifications answered without a signature check, and those that needed one.

@@ -158,7 +158,8 @@ async fn the_admin_listener_refuses_non_admin_keys_and_the_public_one_has_no_adm
     for path in ["/v1/admin/keys", "/v1/admin/audit"] {
         let (status, body) = call(&d.admin, user, "GET", path, None).await;
         assert_eq!((status, body["code"].as_str()), (403, Some("insufficient_scope")), "{path}");
-        assert_eq!(body["required"], json!(["relayauth:admin:read:*"]));
+        assert_eq!(body["required"], "relayauth:admin:read:*");
+        assert_eq!(body["requiredScopes"], json!(["relayauth:admin:read:*"]));
         assert_eq!(body["actual"], json!(["relayauth:api-key:manage:*"]));
         let (status, body) = call(&d.public, &admin, "GET", path, None).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{path} on public");

@@ -124,7 +124,7 @@ async fn discovery_names_our_urls_and_only_published_algorithms() {
     assert_eq!(body["jwks_uri"], "https://auth.example.test/.well-known/jwks.json");
     assert_eq!(body["token_endpoint"], "https://auth.example.test/v1/tokens");
     assert_eq!(body["token_signing_alg_values_supported"], serde_json::json!(["RS256", "EdDSA"]));
-    assert_eq!(body["token_lifetimes"]["access_token_default"], "3600s");
+    assert_eq!(body["token_lifetimes"]["access_token_default"], "PT1H");
 }
 
 const PYJWT_LOADS_JWKS: &str = r#"

@@ -92,6 +92,11 @@ except Exception as e:
 fn long_lived(token: &str) -> String {
     let mut claims = part(token, 1);
     claims["exp"] = json!(claims["iat"].as_i64().unwrap() + 3600);
+    resign(token, &claims)
+}
+
+/// `claims` under `token`'s header, signed with the shared secret.
+fn resign(token: &str, claims: &Value) -> String {
     let header = token.split('.').next().unwrap();
     let input = format!("{header}.{}", kmsd::encoding::b64url(claims.to_string().as_bytes()));
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
@@ -253,4 +258,29 @@ async fn the_revocation_check_follows_the_hs256_sunset() {
     assert_eq!(m.introspect(&legacy).await, Value::Null);
     assert!(crate::revocation::revoked(&m.d.public, &jti).await, "HS256 after sunset is refused");
     assert!(crate::revocation::revoked(&m.d.public, &unseen).await, "no legacy token stands after sunset");
+}
+
+/// A token the legacy system issued has no session in kmsd: revocation by
+/// identity must still reach it (through the identity's epoch) while HS256
+/// verifies, and so answers 204 even when kmsd holds no live session.
+#[tokio::test]
+async fn revoking_an_identity_reaches_legacy_tokens_that_have_no_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = setup_capped(tmp.path(), "1h");
+    let m = M::start(tmp.path(), &env, None).await;
+    let ours = m.token().await;
+    let mut claims = part(&ours, 1);
+    let iat = claims["iat"].as_i64().unwrap() - 10;
+    claims["iat"] = json!(iat);
+    claims["exp"] = json!(iat + 3600);
+    claims["jti"] = json!("tok_legacy00000000000000000000000000");
+    claims["sid"] = json!("sess_legacy0000000000000000000000000");
+    let legacy = resign(&ours, &claims);
+    let revoke = |body: Value| call(&m.d.public, &m.admin, "POST", "/v1/tokens/revoke", Some(body));
+    assert_eq!(revoke(json!({ "sessionId": part(&ours, 1)["sid"] })).await.0, 204);
+    assert_eq!(m.introspect(&ours).await, Value::Null);
+    assert_eq!(m.introspect(&legacy).await["sub"], m.id.as_str(), "the legacy token verifies");
+    let (status, v) = revoke(json!({ "identityId": m.id })).await;
+    assert_eq!(status, 204, "a legacy token may be live: {v}");
+    assert_eq!(m.introspect(&legacy).await, Value::Null, "the identity epoch revoked it");
 }
