@@ -26,7 +26,7 @@ use crate::rotation::Rotation;
 use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
 use crate::tokens::{TokenKeysets, TokenService};
-use crate::vault::{self, DataKey, VaultBackend, VaultError};
+use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,13 @@ pub enum AppError {
     AlreadyInitialized { path: PathBuf },
     #[error("{path} is not initialized (run `kmsd init`)")]
     NotInitialized { path: PathBuf },
+    #[error(
+        "store {store} does not exist but the KEK file {kek} does: an earlier store was deleted or moved. Restore it \
+         from a backup, or to start a new, empty store under this KEK run: kmsd init --force-new-store"
+    )]
+    EarlierStore { store: PathBuf, kek: PathBuf },
+    #[error("{what} {path} is accessible to group or others (mode {mode:o}); run: chmod {fix:o} {path}")]
+    Permissions { what: &'static str, path: PathBuf, mode: u32, fix: u32 },
     #[error("bootstrap API key from KMSD_BOOTSTRAP_API_KEY is not a valid rak_ key: {0}")]
     BootstrapKey(crate::api_keys::ApiKeyFormatError),
     #[error(transparent)]
@@ -79,17 +86,53 @@ impl App {
     /// Creates the data dir (0700), the KEK file if configured, the store with
     /// the wrapped data key and a bootstrap admin API key, and the first key of
     /// every keyset. `bootstrap` supplies the admin key instead of generating one.
-    /// The data key is made and wrapped (perhaps by AWS KMS) before the store
-    /// is created, so a KEK that fails leaves no store behind.
-    pub async fn init(config: &Config, clock: Arc<dyn Clock>, bootstrap: Option<&str>) -> Result<InitReport, AppError> {
+    ///
+    /// All or nothing (see [`Staging`]): everything is built under staging
+    /// names and put in place only once the first keys exist, so a failure
+    /// (say, AWS KMS down at CreateKey) leaves no file behind and the next start
+    /// is a first start again; the bootstrap key is returned only then, for the
+    /// caller to print once. A KEK file that exists without a store is the sign
+    /// of a deleted store: refused unless `force_new_store`, which makes a new
+    /// store under that KEK.
+    pub async fn init(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        bootstrap: Option<&str>,
+        force_new_store: bool,
+    ) -> Result<InitReport, AppError> {
         let store_path = config.store_path();
         if store_path.exists() {
             return Err(AppError::AlreadyInitialized { path: config.data_dir.clone() });
         }
+        if let KekSource::File(kek) = &config.kek {
+            if kek.exists() && !force_new_store {
+                return Err(AppError::EarlierStore { store: store_path, kek: kek.clone() });
+            }
+        }
         let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
-        create_private_dir(&config.data_dir)?;
-        let (data_key, wrapped) = vault::new_data_key(&config.kek).await?;
-        let store = Store::create(&store_path, data_key.record_key())?;
+        let staging = Staging::begin(config)?;
+        let done = async {
+            let report = Self::init_staged(config, &staging, clock, supplied).await?;
+            staging.commit()?;
+            Ok(report)
+        }
+        .await;
+        if done.is_err() {
+            staging.discard();
+        }
+        done
+    }
+
+    /// The work of [`App::init`], in the staged files. The data key is made
+    /// and wrapped (perhaps by AWS KMS) before the store is created.
+    async fn init_staged(
+        config: &Config,
+        staging: &Staging,
+        clock: Arc<dyn Clock>,
+        supplied: Option<ApiKeySecret>,
+    ) -> Result<InitReport, AppError> {
+        let (data_key, wrapped) = vault::new_data_key(&staging.kek_source(&config.kek)).await?;
+        let store = Store::create(&staging.store.staged, data_key.record_key())?;
         let (key, generated) = match supplied {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
@@ -111,6 +154,9 @@ impl App {
             .await?;
         let (ring, _) = build_ring(config, store, data_key, clock).await?;
         let kids = ring.ensure_signers("system").await?;
+        // The ring holds the last handle on the staged store: closed before
+        // it is put in place.
+        drop(ring);
         Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
     }
 
@@ -122,6 +168,8 @@ impl App {
         if !path.exists() {
             return Err(AppError::NotInitialized { path: config.data_dir.clone() });
         }
+        check_private(&config.data_dir, "data dir", 0o700)?;
+        check_private(&path, "store", 0o600)?;
         let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek).await?;
         let store = Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?;
@@ -372,6 +420,123 @@ async fn build_ring(
     Ok((KeyRing::open(store, backends, config.keysets.clone(), clock).await?, kms))
 }
 
+/// A first start's files under their staging names (`<name>.init`, beside
+/// the final ones): the store and, when `init` makes the KEK file, that file.
+///
+/// Chosen over a resumable init: a half-made store holds a bootstrap key
+/// whose secret was never shown, and resuming would have to replace it; a
+/// staged store that never becomes live needs no such care. Putting in place
+/// links each staged file to its final name (which fails if that name was
+/// taken meanwhile, so a concurrent init never overwrites a live store) and
+/// unlinks the staged one: the KEK file first, the store last. The store's
+/// link is the commit point: before it the data dir is not initialized, and
+/// a later init removes the staged files an interrupted one left (they never
+/// become live under those names). A failure removes what this attempt made,
+/// and the data dir if this attempt created it and it is empty. KMS keys a
+/// failed attempt created are tagged, and a later start's orphan search
+/// schedules their deletion.
+struct Staging {
+    store: Staged,
+    /// The KEK file, when this init creates it.
+    kek: Option<Staged>,
+    /// The data dir, when this init created it.
+    made_dir: Option<PathBuf>,
+}
+
+struct Staged {
+    staged: PathBuf,
+    live: PathBuf,
+}
+
+impl Staged {
+    fn new(live: PathBuf) -> Self {
+        let mut staged = live.clone().into_os_string();
+        staged.push(".init");
+        Self { staged: staged.into(), live }
+    }
+
+    /// Removes the staged file if there is one; `left` says it was left by an
+    /// earlier attempt.
+    fn remove(&self, left: bool) -> Result<(), std::io::Error> {
+        match std::fs::remove_file(&self.staged) {
+            Ok(()) if left => {
+                tracing::warn!(path = %self.staged.display(), "removed what an interrupted `kmsd init` left");
+                Ok(())
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Links the staged file to its live name: an error means it is not live.
+    /// Once it is, unlinking the staged name and syncing the directory are
+    /// best effort (a failure is logged, the file is live either way).
+    fn put_in_place(&self) -> Result<(), AppError> {
+        std::fs::hard_link(&self.staged, &self.live)
+            .map_err(|source| AppError::DataDir { path: self.live.clone(), source })?;
+        let dir = self.live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let settled = std::fs::remove_file(&self.staged).and_then(|()| std::fs::File::open(dir)?.sync_all());
+        if let Err(e) = settled {
+            tracing::warn!(path = %self.live.display(), error = %e, "could not settle a file made by `kmsd init`");
+        }
+        Ok(())
+    }
+}
+
+impl Staging {
+    /// Creates the data dir (0700) if needed and removes what an earlier,
+    /// interrupted init left.
+    fn begin(config: &Config) -> Result<Self, AppError> {
+        let made_dir = (!config.data_dir.exists()).then(|| config.data_dir.clone());
+        create_private_dir(&config.data_dir)?;
+        let kek = match &config.kek {
+            KekSource::File(path) => {
+                let staged = Staged::new(path.clone());
+                staged.remove(true).map_err(|source| AppError::DataDir { path: staged.staged.clone(), source })?;
+                (!path.exists()).then_some(staged)
+            }
+            _ => None,
+        };
+        let store = Staged::new(config.store_path());
+        store.remove(true).map_err(|source| AppError::DataDir { path: store.staged.clone(), source })?;
+        Ok(Self { store, kek, made_dir })
+    }
+
+    /// The KEK to initialize with: the staged file if init makes the file.
+    fn kek_source(&self, configured: &KekSource) -> KekSource {
+        match &self.kek {
+            Some(kek) => KekSource::File(kek.staged.clone()),
+            None => configured.clone(),
+        }
+    }
+
+    /// Puts the KEK file (if made here) and then the store in place; if the
+    /// store cannot be, the KEK file is taken back.
+    fn commit(&self) -> Result<(), AppError> {
+        if let Some(kek) = &self.kek {
+            kek.put_in_place()?;
+        }
+        let done = self.store.put_in_place();
+        if let (Err(_), Some(kek)) = (&done, &self.kek) {
+            let _ = std::fs::remove_file(&kek.live);
+        }
+        done
+    }
+
+    /// Best effort: removes the staged files, and the data dir if this
+    /// attempt made it (and it is empty).
+    fn discard(&self) {
+        for staged in [Some(&self.store), self.kek.as_ref()].into_iter().flatten() {
+            if let Err(e) = staged.remove(false) {
+                tracing::warn!(path = %staged.staged.display(), error = %e, "could not remove a staged file");
+            }
+        }
+        if let Some(dir) = &self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {
     let err = |source| AppError::DataDir { path: path.to_owned(), source };
     std::fs::create_dir_all(path).map_err(err)?;
@@ -379,6 +544,23 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Refuses a data dir or store that group or others can access (like the KEK
+/// file, see `vault`): kmsd makes them 0700 and 0600, and the shipped systemd
+/// unit says `StateDirectoryMode=0700`, so only a hand-made change (or a
+/// restore with plain `cp`) is refused, with the command that fixes it.
+fn check_private(path: &std::path::Path, what: &'static str, fix: u32) -> Result<(), AppError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| AppError::DataDir { path: path.to_owned(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AppError::Permissions { what, path: path.to_owned(), mode, fix });
+        }
     }
     Ok(())
 }

@@ -28,8 +28,14 @@ struct Cli {
 enum Command {
     /// Run the daemon (initializes the data dir on first start).
     Serve,
-    /// Create the data dir, vault, first keys and the bootstrap admin API key.
-    Init,
+    /// Create the data dir, vault, first keys and the bootstrap admin API key
+    /// (all or nothing: a failure leaves no file behind).
+    Init {
+        /// Make a new, empty store although the KEK file exists (its store was
+        /// deleted or moved); the new store is wrapped under that KEK.
+        #[arg(long)]
+        force_new_store: bool,
+    },
     /// Validate the configuration and report every problem.
     CheckConfig,
     /// Vault maintenance.
@@ -229,13 +235,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Init => {
-            init(&config, clock).await?;
+        Command::Init { force_new_store } => {
+            init(&config, clock, force_new_store).await?;
             Ok(())
         }
         Command::Serve => {
             if !App::is_initialized(&config) {
-                init(&config, clock.clone()).await?;
+                init(&config, clock.clone(), false).await?;
             }
             let public = kmsd::listener::bind(config.listen_public)?;
             let admin = kmsd::listener::bind(config.listen_admin)?;
@@ -363,9 +369,11 @@ async fn migration(cmd: MigrationCommand, config: &Config) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn init(config: &Config, clock: Arc<SystemClock>) -> anyhow::Result<()> {
+/// Initializes the data dir; the bootstrap key is printed only once the
+/// initialized store is in place (`App::init` is all or nothing).
+async fn init(config: &Config, clock: Arc<SystemClock>, force_new_store: bool) -> anyhow::Result<()> {
     let bootstrap = std::env::var("KMSD_BOOTSTRAP_API_KEY").ok();
-    let report = App::init(config, clock, bootstrap.as_deref()).await?;
+    let report = App::init(config, clock, bootstrap.as_deref(), force_new_store).await?;
     println!("kmsd: initialized {} ({} signing key(s) created)", config.data_dir.display(), report.kids.len());
     match report.bootstrap_key {
         Some(key) => println!(

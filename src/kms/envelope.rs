@@ -45,7 +45,10 @@ pub struct Ciphertext {
 impl KmsKek {
     /// Uses the standard AWS credential chain, with the `[aws_kms]` settings on top.
     pub async fn connect(&self) -> KmsEnvelope {
-        KmsEnvelope { client: client(&load_sdk_config().await, &self.settings), key_id: self.key_id.clone() }
+        KmsEnvelope {
+            client: client(&load_sdk_config(&self.settings).await, &self.settings),
+            key_id: self.key_id.clone(),
+        }
     }
 }
 

@@ -30,6 +30,8 @@ pub struct KmsFailure {
     /// One line for a person: the code and message KMS answered, or the
     /// chain of causes when it did not answer.
     pub summary: String,
+    /// Where the call went, when the caller said ([`KmsFailure::at`]).
+    pub endpoint: Option<String>,
 }
 
 /// AWS error codes that a later retry may get past.
@@ -55,15 +57,7 @@ impl KmsFailure {
                 Some(message) => format!("{}: {message}", service.err().code().unwrap_or("unknown error")),
                 None => service.err().code().unwrap_or("unknown error").to_owned(),
             },
-            other => {
-                let mut causes = vec![other.to_string()];
-                let mut source = std::error::Error::source(other);
-                while let Some(e) = source {
-                    causes.push(e.to_string());
-                    source = e.source();
-                }
-                causes.join(": ")
-            }
+            other => cause_chain(other),
         };
         let (code, class) = match &err {
             SdkError::ServiceError(service) => {
@@ -83,13 +77,27 @@ impl KmsFailure {
             // Not sent: the request could not be built (configuration).
             _ => (None, Class::Rejected),
         };
-        Self { op, code, class, detail, summary }
+        Self { op, code, class, detail, summary, endpoint: None }
+    }
+
+    /// The same failure, naming the endpoint the call went to.
+    pub fn at(mut self, endpoint: &str) -> Self {
+        self.endpoint = Some(endpoint.to_owned());
+        self
+    }
+
+    /// One line: the operation, the endpoint if known, and the summary.
+    pub fn reason(&self) -> String {
+        match &self.endpoint {
+            Some(endpoint) => format!("{} at {endpoint}: {}", self.op, self.summary),
+            None => format!("{}: {}", self.op, self.summary),
+        }
     }
 
     /// A failure found by kmsd itself in what KMS answered.
     pub fn invalid_reply(op: &'static str, detail: impl Into<String>) -> Self {
         let detail = detail.into();
-        Self { op, code: None, class: Class::Rejected, summary: detail.clone(), detail }
+        Self { op, code: None, class: Class::Rejected, summary: detail.clone(), detail, endpoint: None }
     }
 
     pub fn is(&self, code: &str) -> bool {
@@ -97,12 +105,30 @@ impl KmsFailure {
     }
 
     /// The backend error, naming `kid` when the call was about a known key.
+    /// It carries the one-line [`reason`](Self::reason); the SDK's full
+    /// account (its debug dump of the connector error) goes to the debug log.
     pub fn into_backend(self, kid: Option<&Kid>) -> BackendError {
-        let reason = format!("{}: {}", self.op, self.detail);
+        tracing::debug!(op = self.op, error = %self.detail, "AWS KMS call failed");
+        let reason = self.reason();
         match (self.class, kid) {
             (Class::Transient, _) => BackendError::Unavailable { backend: NAME, reason },
             (Class::NotFound, Some(kid)) => BackendError::NotFound { backend: NAME, kid: kid.clone() },
             (Class::Rejected | Class::NotFound, _) => BackendError::Rejected { backend: NAME, reason },
         }
     }
+}
+
+/// `err` and its sources as one line, `a: b: c`; a cause that its parent
+/// already quotes is not repeated.
+fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut causes: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !causes.last().is_some_and(|last| last.contains(&text)) {
+            causes.push(text);
+        }
+        source = e.source();
+    }
+    causes.join(": ").replace(['\n', '\r'], " ")
 }

@@ -44,7 +44,7 @@ impl AwsKmsBackend {
     async fn managed_keys(&self) -> Result<Vec<ManagedKey>, KmsFailure> {
         let entries = self.client.list_keys().into_paginator().page_size(1000).items().send().try_collect().await;
         let mut found = Vec::new();
-        for entry in entries.map_err(|e| KmsFailure::from_sdk("ListKeys", e))? {
+        for entry in entries.map_err(|e| self.failure("ListKeys", e))? {
             let Some(key_id) = entry.key_id() else { continue };
             match self.tags_of(key_id).await {
                 Ok(tags) if self.is_ours(&tags) => {
@@ -61,7 +61,7 @@ impl AwsKmsBackend {
 
     async fn tags_of(&self, key_id: &str) -> Result<HashMap<String, String>, KmsFailure> {
         let tags = self.client.list_resource_tags().key_id(key_id).into_paginator().items().send().try_collect().await;
-        let tags = tags.map_err(|e| KmsFailure::from_sdk("ListResourceTags", e))?;
+        let tags = tags.map_err(|e| self.failure("ListResourceTags", e))?;
         Ok(tags.into_iter().map(|t| (t.tag_key, t.tag_value)).collect())
     }
 
@@ -94,7 +94,7 @@ impl AwsKmsBackend {
                 continue;
             }
             let described = self.client.describe_key().key_id(&key.key_id).send().await;
-            let meta = match described.map_err(|e| KmsFailure::from_sdk("DescribeKey", e)) {
+            let meta = match described.map_err(|e| self.failure("DescribeKey", e)) {
                 Ok(out) => out.key_metadata,
                 Err(f) if f.class == Class::NotFound => continue,
                 Err(f) => return Err(f.into_backend(None)),

@@ -33,7 +33,7 @@ impl AwsKmsBackend {
             .key_id(key_id)
             .send()
             .await
-            .map_err(|e| KmsFailure::from_sdk("GetPublicKey", e).into_backend(kid))?;
+            .map_err(|e| self.failure("GetPublicKey", e).into_backend(kid))?;
         let mismatch = |reason: String| match kid {
             Some(kid) => BackendError::Corrupt { backend: NAME, kid: kid.clone(), reason },
             None => KmsFailure::invalid_reply("GetPublicKey", reason).into_backend(None),
@@ -63,7 +63,7 @@ impl AwsKmsBackend {
             .tags(tag(TAG_KID, kid.as_str())?)
             .send()
             .await
-            .map_err(|e| KmsFailure::from_sdk("TagResource", e).into_backend(None))?;
+            .map_err(|e| self.failure("TagResource", e).into_backend(None))?;
         self.point_alias(keyset, key_id).await?;
         self.loaded.insert(kid.clone(), LoadedKey { key_id: key_id.to_owned(), spec, public: public.clone() });
         Ok(CreatedKey { kid, public, handle: KeyHandle::AwsKms { key_id: key_id.to_owned() } })
@@ -75,7 +75,7 @@ impl AwsKmsBackend {
         let created = self.client.create_alias().alias_name(&alias).target_key_id(key_id).send().await;
         let failure = match created {
             Ok(_) => return Ok(()),
-            Err(e) => KmsFailure::from_sdk("CreateAlias", e),
+            Err(e) => self.failure("CreateAlias", e),
         };
         if !failure.is("AlreadyExistsException") {
             return Err(failure.into_backend(None));
@@ -87,7 +87,7 @@ impl AwsKmsBackend {
             .send()
             .await
             .map(drop)
-            .map_err(|e| KmsFailure::from_sdk("UpdateAlias", e).into_backend(None))
+            .map_err(|e| self.failure("UpdateAlias", e).into_backend(None))
     }
 
     fn budget(&self, spec: KeySpec) -> &TokenBucket {
@@ -107,7 +107,7 @@ impl AwsKmsBackend {
             .pending_window_in_days(self.config.deletion_window_days)
             .send()
             .await;
-        match sent.map_err(|e| KmsFailure::from_sdk("ScheduleKeyDeletion", e)) {
+        match sent.map_err(|e| self.failure("ScheduleKeyDeletion", e)) {
             Ok(_) => Ok(()),
             Err(f) if f.is("NotFoundException") => Ok(()),
             Err(f) if f.is("KMSInvalidStateException") && self.state_is(key_id, &["PendingDeletion"]).await => Ok(()),
@@ -154,7 +154,7 @@ impl KeyBackend for AwsKmsBackend {
             .set_tags(Some(self.tags(keyset)?))
             .send()
             .await
-            .map_err(|e| KmsFailure::from_sdk("CreateKey", e).into_backend(None))?;
+            .map_err(|e| self.failure("CreateKey", e).into_backend(None))?;
         let key_id = out
             .key_metadata()
             .map(|m| m.key_id().to_owned())
@@ -230,7 +230,7 @@ impl KeyBackend for AwsKmsBackend {
             .signing_algorithm(algorithm)
             .send()
             .await
-            .map_err(|e| KmsFailure::from_sdk("Sign", e).into_backend(Some(kid)))?;
+            .map_err(|e| self.failure("Sign", e).into_backend(Some(kid)))?;
         let raw = out.signature().map(|b| b.as_ref()).unwrap_or_default();
         let corrupt = |reason: String| BackendError::Corrupt { backend: NAME, kid: kid.clone(), reason };
         let sig = match key.spec.algorithm() {
@@ -250,8 +250,7 @@ impl KeyBackend for AwsKmsBackend {
             tracing::warn!(%kid, "no KMS key carries this kid; nothing to disable");
             return Ok(());
         };
-        match self.client.disable_key().key_id(&key_id).send().await.map_err(|e| KmsFailure::from_sdk("DisableKey", e))
-        {
+        match self.client.disable_key().key_id(&key_id).send().await.map_err(|e| self.failure("DisableKey", e)) {
             Ok(_) => Ok(()),
             Err(f) if f.is("NotFoundException") => Ok(()),
             Err(f)
@@ -279,6 +278,6 @@ impl KeyBackend for AwsKmsBackend {
             .send()
             .await
             .map(drop)
-            .map_err(|e| KmsFailure::from_sdk("ListKeys", e).into_backend(None))
+            .map_err(|e| self.failure("ListKeys", e).into_backend(None))
     }
 }

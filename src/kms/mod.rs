@@ -32,9 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_kms::config::http::HttpResponse;
 use aws_sdk_kms::config::retry::RetryConfig;
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::Region;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::Client;
 
 pub use budget::{Budget, TokenBucket};
@@ -111,6 +113,8 @@ struct LoadedKey {
 
 pub struct AwsKmsBackend {
     client: Client,
+    /// Where `client` sends requests, for error messages.
+    endpoint: String,
     config: AwsKmsConfig,
     rsa: TokenBucket,
     ecc: TokenBucket,
@@ -122,7 +126,7 @@ impl AwsKmsBackend {
     /// Uses the standard AWS credential chain and region resolution, with
     /// `config`'s region and endpoint if set.
     pub async fn connect(config: AwsKmsConfig) -> Self {
-        Self::from_sdk_config(&load_sdk_config().await, config)
+        Self::from_sdk_config(&load_sdk_config(&config).await, config)
     }
 
     /// Uses an SDK configuration built by the caller (its credentials and
@@ -130,6 +134,7 @@ impl AwsKmsBackend {
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: AwsKmsConfig) -> Self {
         Self {
             client: client(sdk, &config),
+            endpoint: endpoint(sdk, &config),
             rsa: TokenBucket::new(config.rsa_budget),
             ecc: TokenBucket::new(config.ecc_budget),
             config,
@@ -150,11 +155,41 @@ impl AwsKmsBackend {
             None => format!("alias/kmsd-{keyset}"),
         }
     }
+
+    /// A failed call of `op`, naming this backend's endpoint.
+    fn failure<E>(&self, op: &'static str, err: SdkError<E, HttpResponse>) -> KmsFailure
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        KmsFailure::from_sdk(op, err).at(&self.endpoint)
+    }
 }
 
-/// The standard AWS credential chain and region resolution.
-async fn load_sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// The standard AWS credential chain and region resolution; a region set in
+/// `[aws_kms]` is given to the loader, so its default chain (environment,
+/// profile, then IMDS, once for the config and once more for the credential
+/// chain) is not asked for one.
+async fn load_sdk_config(config: &AwsKmsConfig) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    loader.load().await
+}
+
+/// Where a client on `sdk` with `config` sends its requests, as the SDK
+/// chooses: the `[aws_kms]` endpoint, else `AWS_ENDPOINT_URL_KMS`, else the
+/// general endpoint override (`AWS_ENDPOINT_URL`, the profile), else AWS's
+/// endpoint for the region.
+fn endpoint(sdk: &aws_config::SdkConfig, config: &AwsKmsConfig) -> String {
+    let region = config.region.clone().or_else(|| sdk.region().map(ToString::to_string));
+    config
+        .endpoint_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL_KMS").ok().filter(|url| !url.is_empty()))
+        .or_else(|| sdk.endpoint_url().map(str::to_owned))
+        .or_else(|| region.map(|r| format!("https://kms.{r}.amazonaws.com")))
+        .unwrap_or_else(|| "AWS KMS (no region configured)".to_owned())
 }
 
 /// A KMS client on `sdk` with `config`'s region, endpoint, timeouts and

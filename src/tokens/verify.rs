@@ -244,7 +244,7 @@ mod tests {
         let env = [("KMSD_DATA_DIR", dir.join("data")), ("KMSD_KEYS_DIR", keys)]
             .map(|(k, v)| (k.to_owned(), v.display().to_string()));
         let config = Config::load(None, &env).unwrap();
-        App::init(&config, Arc::new(SystemClock), None).await.unwrap();
+        App::init(&config, Arc::new(SystemClock), None, false).await.unwrap();
         App::open(config, Arc::new(SystemClock)).await.unwrap()
     }
 

@@ -13,6 +13,7 @@ mod cli;
 mod conformance;
 mod connections;
 mod discovery;
+mod first_start;
 mod forgery;
 mod http_surface;
 mod integrity;
