@@ -3,14 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::json::ApiJson;
+use super::json::{ApiBody, ApiJson};
+use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::identities::{IdentityError, IdentityPatch, ListFilter, NewIdentity, Transition};
 
@@ -100,8 +101,8 @@ struct FilterQuery {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<PageQuery>,
-    Query(f): Query<FilterQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(f): ApiQuery<FilterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let (limit, cursor) = page.parse()?;
@@ -116,7 +117,11 @@ async fn list(
     Ok(Json(body))
 }
 
-async fn fetch(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or_else(not_found)?;
     Ok(Json(rec.view()))
@@ -147,7 +152,7 @@ struct PatchBody {
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<PatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
@@ -187,7 +192,7 @@ async fn lifecycle(
 async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
     lifecycle(state, caller, id, Transition::Suspend, b.reason).await
@@ -196,8 +201,8 @@ async fn suspend(
 async fn retire(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<String>,
+    ApiBody(body): ApiBody,
 ) -> Result<Json<Value>, ApiError> {
     let b: ReasonBody = if body.is_empty() { ReasonBody::default() } else { super::json::parse(&body)? };
     lifecycle(state, caller, id, Transition::Retire, b.reason).await
@@ -206,7 +211,7 @@ async fn retire(
 async fn reactivate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     lifecycle(state, caller, id, Transition::Reactivate, None).await
 }
@@ -214,7 +219,7 @@ async fn reactivate(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     caller.require(MANAGE)?;
