@@ -7,7 +7,8 @@
 //! does not hold; only a caller covering all of an identity's scopes may
 //! change it; every change is a read-modify-write of the stored record in
 //! one write transaction, shown in memory by the same blocking task
-//! ([`Store::commit_then_apply`]), so a change that returned sticks.
+//! ([`Store::commit_then_apply`]), so a change that returned sticks. Every
+//! text field a client sets passes [`crate::text::check`].
 
 mod filter;
 mod record;
@@ -24,6 +25,7 @@ use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store};
+use crate::text;
 
 /// The longest sponsor chain (sponsor first, the identity last).
 pub const MAX_CHAIN: usize = 10;
@@ -42,6 +44,12 @@ pub enum IdentityError {
     State(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<text::UnsafeText> for IdentityError {
+    fn from(e: text::UnsafeText) -> Self {
+        IdentityError::Invalid(e.to_string())
+    }
 }
 
 /// A create request.
@@ -148,11 +156,14 @@ impl Identities {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(IdentityError::Invalid("name is required (1 to 128 characters)".into()));
         }
+        text::check("name", &name)?;
         let kind = checked_kind(req.kind.unwrap_or_else(|| "agent".into()))?;
         let sponsor_id = req.sponsor_id.trim().to_owned();
         if sponsor_id.is_empty() || sponsor_id.len() > 128 {
             return Err(IdentityError::Invalid("sponsorId is required".into()));
         }
+        text::check("sponsorId", &sponsor_id)?;
+        check_fields(req.workspace_id.as_deref(), Some(req.roles.as_slice()), Some(&req.metadata))?;
         scopes::check_grant(&actor.scopes, &req.scopes)?;
         let id = new_identity_id();
         let mut chain: Vec<String> = match caller_chain {
@@ -221,6 +232,7 @@ impl Identities {
                 if name.is_empty() || name.chars().count() > 128 {
                     return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
                 }
+                text::check("name", &name)?;
                 Some(name)
             }
             None => None,
@@ -228,6 +240,7 @@ impl Identities {
         if let Some(scopes) = &patch.scopes {
             scopes::check_grant(&actor.scopes, scopes)?;
         }
+        check_fields(patch.workspace_id.as_deref(), patch.roles.as_deref(), patch.metadata.as_ref())?;
         let kind = patch.kind.map(checked_kind).transpose()?;
         let memory = self.by_id.clone();
         self.change(actor, id, now, move |rec| {
@@ -274,6 +287,7 @@ impl Identities {
                     let reason = reason
                         .filter(|r| !r.trim().is_empty())
                         .ok_or_else(|| IdentityError::Invalid("reason is required".into()))?;
+                    text::check("reason", &reason)?;
                     rec.status = IdentityStatus::Suspended;
                     rec.suspended_at = Some(now);
                     rec.suspend_reason = Some(reason);
@@ -283,6 +297,7 @@ impl Identities {
                 (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Retired;
                     if let Some(r) = reason {
+                        text::check("reason", &r)?;
                         rec.suspend_reason = Some(r);
                     }
                     rec.tokens_revoked_before = Some(now);
@@ -383,6 +398,21 @@ fn name_taken(memory: &Memory, org: &str, name: &str, except: Option<&str>) -> b
         .read()
         .map(|m| m.values().any(|i| i.org_id == org && i.name == name && Some(i.id.as_str()) != except))
         .unwrap_or(false)
+}
+
+/// The text checks of the optional fields a create or a PATCH sets.
+fn check_fields(
+    workspace_id: Option<&str>,
+    roles: Option<&[String]>,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<(), text::UnsafeText> {
+    if let Some(w) = workspace_id {
+        text::check("workspaceId", w)?;
+    }
+    if let Some(roles) = roles {
+        text::check_each("roles", roles)?;
+    }
+    metadata.map_or(Ok(()), |m| text::check_map("metadata", m))
 }
 
 /// Shows a committed record (or its deletion) in memory.
