@@ -1,8 +1,6 @@
 //! `/v1/identities`: relayauth's identity routes. Suspend, retire and delete
 //! also revoke every session the identity holds.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -10,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::json::{ApiBody, ApiJson};
+use super::json::{ApiBody, ApiJson, UniqueMap};
 use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::identities::{IdentityError, IdentityPatch, ListFilter, NewIdentity, Transition};
@@ -59,7 +57,7 @@ struct CreateBody {
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    metadata: UniqueMap,
     sponsor_id: Option<String>,
     workspace_id: Option<String>,
 }
@@ -75,7 +73,7 @@ async fn create(
         kind: b.kind,
         scopes: b.scopes,
         roles: b.roles,
-        metadata: b.metadata,
+        metadata: b.metadata.0,
         sponsor_id: b.sponsor_id.unwrap_or_default(),
         workspace_id: b.workspace_id,
     };
@@ -139,7 +137,7 @@ struct PatchBody {
     kind: Option<String>,
     scopes: Option<Vec<String>>,
     roles: Option<Vec<String>>,
-    metadata: Option<BTreeMap<String, String>>,
+    metadata: Option<UniqueMap>,
     workspace_id: Option<String>,
     #[serde(rename = "lastActiveAt")]
     _last_active_at: Option<String>,
@@ -160,7 +158,7 @@ async fn patch(
         name: b.name,
         scopes: b.scopes,
         roles: b.roles,
-        metadata: b.metadata,
+        metadata: b.metadata.map(|m| m.0),
         workspace_id: b.workspace_id,
         kind: b.kind,
     };
