@@ -15,6 +15,7 @@ mod connections;
 mod discovery;
 mod forgery;
 mod http_surface;
+mod hygiene;
 mod integrity;
 mod introspection;
 mod jwks;
