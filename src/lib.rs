@@ -19,6 +19,7 @@
 //! - [`auth_limit`]: per-client throttling of failed authentication.
 //! - [`metrics`]: process counters for `/metrics`.
 //! - [`scopes`]: scope coverage with relayauth's semantics.
+//! - [`text`]: what identifiers and display fields may hold (no control characters).
 //! - [`audit`]: the hash-chained audit log.
 //! - [`http`]: the public and admin routers.
 //! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain.
@@ -49,5 +50,6 @@ pub mod migration;
 pub mod rotation;
 pub mod scopes;
 pub mod storage;
+pub mod text;
 pub mod tokens;
 pub mod vault;

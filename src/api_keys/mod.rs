@@ -190,6 +190,7 @@ impl ApiKeys {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(ApiKeyError::Invalid("name must be 1 to 128 characters".into()));
         }
+        crate::text::check("name", name).map_err(|e| ApiKeyError::Invalid(e.to_string()))?;
         if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
             return Err(ApiKeyError::Invalid(format!("scopes must hold 1 to {MAX_SCOPES} entries")));
         }

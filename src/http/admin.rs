@@ -1,7 +1,7 @@
 //! The admin API (CONTRACT section 7), on the admin listener.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::params::{ApiPath, ApiQuery};
 use super::{query_number, ApiError, AppState, Caller};
 use std::sync::Arc;
 
@@ -79,7 +80,7 @@ struct AuditQuery {
 async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
     let after = query_number(q.after.as_deref(), "after", 0, 0..=u64::MAX)?;
@@ -210,7 +211,7 @@ async fn rotate(State(state): State<AppState>, caller: Caller, body: Bytes) -> R
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(kid): Path<String>,
+    ApiPath(kid): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(ADMIN_MANAGE)?;
     let replacement = state.rotation.revoke(&kid, &caller.id).await.map_err(rotation_error)?;

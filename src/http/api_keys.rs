@@ -1,7 +1,7 @@
 //! `/v1/api-keys`: create, list, revoke (relayauth shapes). Mounted on both
 //! listeners; the CLI uses the admin one.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::json::ApiJson;
+use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::api_keys::{ApiKeyError, ApiKeyRecord, NewApiKey};
 use crate::clock::Timestamp;
@@ -80,7 +81,7 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let (limit, cursor) = page.parse()?;
@@ -95,7 +96,7 @@ async fn list(
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
     let record = state.api_keys.revoke(&caller.actor(), &id, state.clock.now()).await.map_err(error)?;

@@ -1,16 +1,15 @@
 //! `/v1/identities`: relayauth's identity routes. Suspend, retire and delete
 //! also revoke every session the identity holds.
 
-use std::collections::BTreeMap;
-
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::json::ApiJson;
+use super::json::{ApiBody, ApiJson, UniqueMap};
+use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, PageQuery};
 use crate::identities::{IdentityError, IdentityPatch, ListFilter, NewIdentity, Transition};
 
@@ -58,7 +57,7 @@ struct CreateBody {
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
-    metadata: BTreeMap<String, String>,
+    metadata: UniqueMap,
     sponsor_id: Option<String>,
     workspace_id: Option<String>,
 }
@@ -74,7 +73,7 @@ async fn create(
         kind: b.kind,
         scopes: b.scopes,
         roles: b.roles,
-        metadata: b.metadata,
+        metadata: b.metadata.0,
         sponsor_id: b.sponsor_id.unwrap_or_default(),
         workspace_id: b.workspace_id,
     };
@@ -100,8 +99,8 @@ struct FilterQuery {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(page): Query<PageQuery>,
-    Query(f): Query<FilterQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(f): ApiQuery<FilterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let (limit, cursor) = page.parse()?;
@@ -116,7 +115,11 @@ async fn list(
     Ok(Json(body))
 }
 
-async fn fetch(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or_else(not_found)?;
     Ok(Json(rec.view()))
@@ -134,7 +137,7 @@ struct PatchBody {
     kind: Option<String>,
     scopes: Option<Vec<String>>,
     roles: Option<Vec<String>>,
-    metadata: Option<BTreeMap<String, String>>,
+    metadata: Option<UniqueMap>,
     workspace_id: Option<String>,
     #[serde(rename = "lastActiveAt")]
     _last_active_at: Option<String>,
@@ -147,7 +150,7 @@ struct PatchBody {
 async fn patch(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<PatchBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
@@ -155,7 +158,7 @@ async fn patch(
         name: b.name,
         scopes: b.scopes,
         roles: b.roles,
-        metadata: b.metadata,
+        metadata: b.metadata.map(|m| m.0),
         workspace_id: b.workspace_id,
         kind: b.kind,
     };
@@ -187,7 +190,7 @@ async fn lifecycle(
 async fn suspend(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
     lifecycle(state, caller, id, Transition::Suspend, b.reason).await
@@ -196,8 +199,8 @@ async fn suspend(
 async fn retire(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<String>,
+    ApiBody(body): ApiBody,
 ) -> Result<Json<Value>, ApiError> {
     let b: ReasonBody = if body.is_empty() { ReasonBody::default() } else { super::json::parse(&body)? };
     lifecycle(state, caller, id, Transition::Retire, b.reason).await
@@ -206,7 +209,7 @@ async fn retire(
 async fn reactivate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     lifecycle(state, caller, id, Transition::Reactivate, None).await
 }
@@ -214,7 +217,7 @@ async fn reactivate(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     caller.require(MANAGE)?;

@@ -3,6 +3,8 @@
 //! `payload_too_large`), never axum's plain-text rejections. The body is
 //! parsed as JSON whatever the `Content-Type`, as relayauth clients send it.
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -51,6 +53,40 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             _ => ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")),
         }
     })
+}
+
+/// A JSON object of strings that names each key once. serde_json keeps the
+/// last of two equal keys in a map; `{"a":"1","a":"2"}` is refused instead,
+/// as serde refuses a struct field given twice, so that what kmsd stores is
+/// what every reader of the body sees.
+#[derive(Default)]
+pub struct UniqueMap(pub BTreeMap<String, String>);
+
+impl<'de> serde::Deserialize<'de> for UniqueMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(UniqueMapVisitor)
+    }
+}
+
+struct UniqueMapVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueMapVisitor {
+    type Value = UniqueMap;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of strings, each key once")
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut access: M) -> Result<UniqueMap, M::Error> {
+        let mut map = BTreeMap::new();
+        while let Some((key, value)) = access.next_entry::<String, String>()? {
+            if map.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            map.insert(key, value);
+        }
+        Ok(UniqueMap(map))
+    }
 }
 
 /// A lifetime in whole seconds, as relayauth's server reads one: a JSON
@@ -108,6 +144,22 @@ mod tests {
 
     fn ttl(json: &str) -> Result<Option<u64>, String> {
         serde_json::from_str::<Body>(json).map(|b| b.ttl).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_unique_map_refuses_a_key_given_twice() {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            m: super::UniqueMap,
+        }
+        let m = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.m.0).map_err(|e| e.to_string());
+        assert_eq!(m(r#"{}"#).unwrap().len(), 0);
+        assert_eq!(m(r#"{"m":{"a":"1","b":"1"}}"#).unwrap().len(), 2);
+        for dup in [r#"{"m":{"a":"1","a":"2"}}"#, r#"{"m":{"a":"1","b":"2","a":"1"}}"#] {
+            assert!(m(dup).unwrap_err().starts_with("duplicate key \"a\""), "{dup}: {:?}", m(dup));
+        }
+        assert!(m(r#"{"m":{"a":1}}"#).is_err(), "values are strings");
     }
 
     #[test]

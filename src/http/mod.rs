@@ -10,6 +10,7 @@ mod health;
 mod identities;
 mod json;
 mod limits;
+mod params;
 mod request_id;
 mod sign;
 mod tokens;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::json::{ApiBody, ApiJson};
+use super::params::{single, ApiQuery};
 use super::{ApiError, AppState, Caller};
 use crate::backend::BackendError;
 use crate::scopes;
@@ -187,18 +188,14 @@ async fn revoke(
 /// The claims if kmsd still trusts the token and it belongs to the caller's
 /// org; JSON `null` otherwise. The query is read in place (a token needs no
 /// percent-decoding, so it is borrowed, not copied): this is the hottest
-/// authenticated route.
+/// authenticated route. `token` must be given exactly once.
 async fn introspect(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Option<Arc<Claims>>>, ApiError> {
     caller.require(READ)?;
-    let token = query
-        .as_deref()
-        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token"))
-        .map(|(_, v)| v)
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?;
+    let token = single(query.as_deref().unwrap_or_default().as_bytes(), "token")?;
     introspection(&state, &caller, &token).await
 }
 
@@ -221,14 +218,8 @@ async fn introspect_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-    let token = if form {
-        form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "token is required"))?
-    } else {
-        super::json::parse::<IntrospectBody>(&body)?.token
-    };
+    let token =
+        if form { single(&body, "token")?.into_owned() } else { super::json::parse::<IntrospectBody>(&body)?.token };
     introspection(&state, &caller, &token).await
 }
 
@@ -280,7 +271,7 @@ struct RevocationQuery {
 
 /// `{"revoked": true}` for every jti whose token kmsd itself refuses (see
 /// `TokenService::is_jti_revoked`); a store failure is a 503, never `false`.
-async fn revocation(State(state): State<AppState>, Query(q): Query<RevocationQuery>) -> Response {
+async fn revocation(State(state): State<AppState>, ApiQuery(q): ApiQuery<RevocationQuery>) -> Response {
     match q.jti {
         Some(jti) if !jti.is_empty() => match state.tokens.is_jti_revoked(&jti).await {
             Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),

@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use super::params::ApiPath;
 use super::{ApiError, AppState};
 use crate::config::Policy;
 use crate::identities::MAX_CHAIN;
@@ -34,7 +35,7 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 /// The public keys of a `sign` keyset; 404 `keyset_not_found` for a token
 /// keyset or an unknown name.
-async fn keyset_jwks(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn keyset_jwks(State(state): State<AppState>, ApiPath(name): ApiPath<String>, headers: HeaderMap) -> Response {
     match state.ring.keyset_jwks(&name) {
         Some(snapshot) => serve(&state, &headers, &snapshot),
         None => ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", "no raw-signing keyset of that name")

@@ -7,7 +7,10 @@
 //! does not hold; only a caller covering all of an identity's scopes may
 //! change it; every change is a read-modify-write of the stored record in
 //! one write transaction, shown in memory by the same blocking task
-//! ([`Store::commit_then_apply`]), so a change that returned sticks.
+//! ([`Store::commit_then_apply`]), so a change that returned sticks. Names
+//! are unique per org: checked against the stored records inside the write
+//! transaction that adds or renames one. Every text field a client sets
+//! passes [`crate::text::check`].
 
 mod filter;
 mod record;
@@ -23,7 +26,8 @@ use crate::api_keys::Actor;
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
-use crate::storage::{StorageError, Store};
+use crate::storage::{StorageError, Store, Writer};
+use crate::text;
 
 /// The longest sponsor chain (sponsor first, the identity last).
 pub const MAX_CHAIN: usize = 10;
@@ -42,6 +46,12 @@ pub enum IdentityError {
     State(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<text::UnsafeText> for IdentityError {
+    fn from(e: text::UnsafeText) -> Self {
+        IdentityError::Invalid(e.to_string())
+    }
 }
 
 /// A create request.
@@ -148,11 +158,14 @@ impl Identities {
         if name.is_empty() || name.chars().count() > 128 {
             return Err(IdentityError::Invalid("name is required (1 to 128 characters)".into()));
         }
+        text::check("name", &name)?;
         let kind = checked_kind(req.kind.unwrap_or_else(|| "agent".into()))?;
         let sponsor_id = req.sponsor_id.trim().to_owned();
         if sponsor_id.is_empty() || sponsor_id.len() > 128 {
             return Err(IdentityError::Invalid("sponsorId is required".into()));
         }
+        text::check("sponsorId", &sponsor_id)?;
+        check_fields(req.workspace_id.as_deref(), Some(req.roles.as_slice()), Some(&req.metadata))?;
         scopes::check_grant(&actor.scopes, &req.scopes)?;
         let id = new_identity_id();
         let mut chain: Vec<String> = match caller_chain {
@@ -184,16 +197,10 @@ impl Identities {
         let event = AuditEvent::new(now, actor.id.clone(), "identity.create")
             .target(record.id.clone())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes }));
-        let memory = self.by_id.clone();
         self.store
             .commit_then_apply(
                 move |w| {
-                    // Names are checked against memory, which shows every
-                    // identity change committed so far: they all commit and
-                    // apply in turn (see `Store::commit_then_apply`).
-                    if name_taken(&memory, &record.org_id, &record.name, None) {
-                        return Err(IdentityError::Duplicate(record.name));
-                    }
+                    unique_name(w, &record, None)?;
                     w.put_identity(&record)?;
                     w.audit(event)?;
                     Ok(record)
@@ -221,6 +228,7 @@ impl Identities {
                 if name.is_empty() || name.chars().count() > 128 {
                     return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
                 }
+                text::check("name", &name)?;
                 Some(name)
             }
             None => None,
@@ -228,13 +236,10 @@ impl Identities {
         if let Some(scopes) = &patch.scopes {
             scopes::check_grant(&actor.scopes, scopes)?;
         }
+        check_fields(patch.workspace_id.as_deref(), patch.roles.as_deref(), patch.metadata.as_ref())?;
         let kind = patch.kind.map(checked_kind).transpose()?;
-        let memory = self.by_id.clone();
         self.change(actor, id, now, move |rec| {
             if let Some(name) = name {
-                if name_taken(&memory, &rec.org_id, &name, Some(&rec.id)) {
-                    return Err(IdentityError::Duplicate(name));
-                }
                 rec.name = name;
             }
             if let Some(scopes) = patch.scopes {
@@ -274,6 +279,7 @@ impl Identities {
                     let reason = reason
                         .filter(|r| !r.trim().is_empty())
                         .ok_or_else(|| IdentityError::Invalid("reason is required".into()))?;
+                    text::check("reason", &reason)?;
                     rec.status = IdentityStatus::Suspended;
                     rec.suspended_at = Some(now);
                     rec.suspend_reason = Some(reason);
@@ -283,6 +289,7 @@ impl Identities {
                 (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Retired;
                     if let Some(r) = reason {
+                        text::check("reason", &r)?;
                         rec.suspend_reason = Some(r);
                     }
                     rec.tokens_revoked_before = Some(now);
@@ -334,6 +341,9 @@ impl Identities {
     /// read-modify-write safe, and concurrent changes (a suspend and a PATCH)
     /// apply one after the other instead of one overwriting the other.
     ///
+    /// A change that gives the identity a name another identity of its org
+    /// holds is refused, checked in the same transaction (see [`unique_name`]).
+    ///
     /// The caller must cover every scope the identity currently holds.
     async fn change<F>(&self, actor: &Actor, id: &str, now: Timestamp, edit: F) -> Result<IdentityRecord, IdentityError>
     where
@@ -347,7 +357,11 @@ impl Identities {
                 move |w| {
                     let mut rec = w.identity(&id)?.filter(|r| r.org_id == org).ok_or(IdentityError::NotFound)?;
                     scopes::check_covers(&held, &rec.scopes)?;
+                    let name = rec.name.clone();
                     let edit = edit(&mut rec)?;
+                    if !edit.delete && rec.name != name {
+                        unique_name(w, &rec, Some(&rec.id))?;
+                    }
                     if edit.delete {
                         w.delete_identity(&rec.id)?;
                     } else {
@@ -378,11 +392,31 @@ impl Edit {
 
 type Memory = RwLock<HashMap<String, Arc<IdentityRecord>>>;
 
-fn name_taken(memory: &Memory, org: &str, name: &str, except: Option<&str>) -> bool {
-    memory
-        .read()
-        .map(|m| m.values().any(|i| i.org_id == org && i.name == name && Some(i.id.as_str()) != except))
-        .unwrap_or(false)
+/// Refuses `rec`'s name if another identity of its org holds it. Runs inside
+/// the write transaction that stores `rec`: redb admits one writer at a time,
+/// so of two racing creates (or renames) to one name the second sees the
+/// first's record and fails. The stored records are the authority: memory is
+/// only as current as every writer's discipline in updating it.
+fn unique_name(w: &Writer, rec: &IdentityRecord, except: Option<&str>) -> Result<(), IdentityError> {
+    match w.identity_named(&rec.org_id, &rec.name, except)? {
+        Some(_) => Err(IdentityError::Duplicate(rec.name.clone())),
+        None => Ok(()),
+    }
+}
+
+/// The text checks of the optional fields a create or a PATCH sets.
+fn check_fields(
+    workspace_id: Option<&str>,
+    roles: Option<&[String]>,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Result<(), text::UnsafeText> {
+    if let Some(w) = workspace_id {
+        text::check("workspaceId", w)?;
+    }
+    if let Some(roles) = roles {
+        text::check_each("roles", roles)?;
+    }
+    metadata.map_or(Ok(()), |m| text::check_map("metadata", m))
 }
 
 /// Shows a committed record (or its deletion) in memory.

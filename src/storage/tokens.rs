@@ -80,6 +80,27 @@ impl Writer {
         row.map(|g| IdentityRecord::decode(&self.mac, "identities", id, g.value())).transpose()
     }
 
+    /// The id of an identity of `org` named `name`, other than `except`, if
+    /// any. A scan of the stored records inside this write transaction, so no
+    /// other write can add the name before this one commits. A record is
+    /// decoded (and its MAC checked) only if its bytes hold the name as JSON
+    /// encodes it, as every record is written.
+    pub fn identity_named(&self, org: &str, name: &str, except: Option<&str>) -> Result<Option<String>, StorageError> {
+        let needle = serde_json::Value::from(name).to_string().into_bytes();
+        let table = self.txn.open_table(IDENTITIES)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            if Some(k.value()) == except || !v.value().windows(needle.len()).any(|w| w == needle.as_slice()) {
+                continue;
+            }
+            let rec = IdentityRecord::decode(&self.mac, "identities", k.value(), v.value())?;
+            if rec.org_id == org && rec.name == name {
+                return Ok(Some(rec.id));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
         let bytes = rec.encode(&self.mac, "identities", rec.id.as_str());
         self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), bytes.as_slice())?;

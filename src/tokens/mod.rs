@@ -214,7 +214,10 @@ impl TokenService {
             Some(a) if a.is_empty() || a.len() > 16 || a.iter().any(|x| x.is_empty() || x.len() > 256) => {
                 return Err(TokenError::Invalid("audience must hold 1 to 16 non-empty strings".into()))
             }
-            Some(a) => a,
+            Some(a) => {
+                crate::text::check_each("audience", &a).map_err(|e| TokenError::Invalid(e.to_string()))?;
+                a
+            }
             None => default_audience(&scopes),
         };
         let algorithm = match req.algorithm.as_deref() {

@@ -16,6 +16,7 @@ mod discovery;
 mod first_start;
 mod forgery;
 mod http_surface;
+mod hygiene;
 mod integrity;
 mod introspection;
 mod jwks;
