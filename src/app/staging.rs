@@ -1,0 +1,130 @@
+//! A first start made all or nothing: the store and the KEK file are built
+//! under staging names and put in place only once init has succeeded.
+
+use std::path::PathBuf;
+
+use super::{create_private_dir, AppError};
+use crate::config::Config;
+use crate::vault::KekSource;
+
+/// A first start's files under their staging names (`<name>.init`, beside
+/// the final ones): the store and, when `init` makes the KEK file, that file.
+///
+/// Chosen over a resumable init: a half-made store holds a bootstrap key
+/// whose secret was never shown, and resuming would have to replace it; a
+/// staged store that never becomes live needs no such care. Putting in place
+/// links each staged file to its final name (which fails if that name was
+/// taken meanwhile, so a concurrent init never overwrites a live store) and
+/// unlinks the staged one: the KEK file first, the store last. The store's
+/// link is the commit point: before it the data dir is not initialized, and
+/// a later init removes the staged files an interrupted one left (they never
+/// become live under those names). A failure removes what this attempt made,
+/// and the data dir if this attempt created it and it is empty. KMS keys a
+/// failed attempt created are tagged, and a later start's orphan search
+/// schedules their deletion.
+pub(super) struct Staging {
+    store: Staged,
+    /// The KEK file, when this init creates it.
+    kek: Option<Staged>,
+    /// The data dir, when this init created it.
+    made_dir: Option<PathBuf>,
+}
+
+struct Staged {
+    staged: PathBuf,
+    live: PathBuf,
+}
+
+impl Staged {
+    fn new(live: PathBuf) -> Self {
+        let mut staged = live.clone().into_os_string();
+        staged.push(".init");
+        Self { staged: staged.into(), live }
+    }
+
+    /// Removes the staged file if there is one; `left` says it was left by an
+    /// earlier attempt.
+    fn remove(&self, left: bool) -> Result<(), std::io::Error> {
+        match std::fs::remove_file(&self.staged) {
+            Ok(()) if left => {
+                tracing::warn!(path = %self.staged.display(), "removed what an interrupted `kmsd init` left");
+                Ok(())
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Links the staged file to its live name: an error means it is not live.
+    /// Once it is, unlinking the staged name and syncing the directory are
+    /// best effort (a failure is logged, the file is live either way).
+    fn put_in_place(&self) -> Result<(), AppError> {
+        std::fs::hard_link(&self.staged, &self.live)
+            .map_err(|source| AppError::DataDir { path: self.live.clone(), source })?;
+        let dir = self.live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let settled = std::fs::remove_file(&self.staged).and_then(|()| std::fs::File::open(dir)?.sync_all());
+        if let Err(e) = settled {
+            tracing::warn!(path = %self.live.display(), error = %e, "could not settle a file made by `kmsd init`");
+        }
+        Ok(())
+    }
+}
+
+impl Staging {
+    /// Creates the data dir (0700) if needed and removes what an earlier,
+    /// interrupted init left.
+    pub(super) fn begin(config: &Config) -> Result<Self, AppError> {
+        let made_dir = (!config.data_dir.exists()).then(|| config.data_dir.clone());
+        create_private_dir(&config.data_dir)?;
+        let kek = match &config.kek {
+            KekSource::File(path) => {
+                let staged = Staged::new(path.clone());
+                staged.remove(true).map_err(|source| AppError::DataDir { path: staged.staged.clone(), source })?;
+                (!path.exists()).then_some(staged)
+            }
+            _ => None,
+        };
+        let store = Staged::new(config.store_path());
+        store.remove(true).map_err(|source| AppError::DataDir { path: store.staged.clone(), source })?;
+        Ok(Self { store, kek, made_dir })
+    }
+
+    /// Where init builds the store.
+    pub(super) fn store_path(&self) -> &std::path::Path {
+        &self.store.staged
+    }
+
+    /// The KEK to initialize with: the staged file if init makes the file.
+    pub(super) fn kek_source(&self, configured: &KekSource) -> KekSource {
+        match &self.kek {
+            Some(kek) => KekSource::File(kek.staged.clone()),
+            None => configured.clone(),
+        }
+    }
+
+    /// Puts the KEK file (if made here) and then the store in place; if the
+    /// store cannot be, the KEK file is taken back.
+    pub(super) fn commit(&self) -> Result<(), AppError> {
+        if let Some(kek) = &self.kek {
+            kek.put_in_place()?;
+        }
+        let done = self.store.put_in_place();
+        if let (Err(_), Some(kek)) = (&done, &self.kek) {
+            let _ = std::fs::remove_file(&kek.live);
+        }
+        done
+    }
+
+    /// Best effort: removes the staged files, and the data dir if this
+    /// attempt made it (and it is empty).
+    pub(super) fn discard(&self) {
+        for staged in [Some(&self.store), self.kek.as_ref()].into_iter().flatten() {
+            if let Err(e) = staged.remove(false) {
+                tracing::warn!(path = %staged.staged.display(), error = %e, "could not remove a staged file");
+            }
+        }
+        if let Some(dir) = &self.made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
