@@ -68,18 +68,23 @@ impl Daemon {
     ) -> Result<Daemon, (Option<ExitStatus>, String)> {
         let mut cmd = command(dir, env);
         configure(&mut cmd);
+        // One pipe for stdout and stderr: the lines arrive in the order kmsd
+        // wrote them, so the bootstrap key (stdout) is captured before the
+        // `kmsd listening` log line (stderr) that ends the wait below. With a
+        // pipe each, a loaded machine let the stderr reader win.
+        let (reader, writer) = std::io::pipe().expect("pipe");
         let mut child = cmd
             .arg("serve")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(writer.try_clone().expect("pipe"))
+            .stderr(writer)
             .spawn()
             .expect("spawn kmsd");
+        // The parent's copies of the write end go with `cmd`, so the reader
+        // sees end-of-file when kmsd exits.
+        drop(cmd);
         let output = Arc::new(Mutex::new(String::new()));
-        let readers = [
-            pump(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), output.clone()),
-            pump(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), output.clone()),
-        ];
+        let readers = [pump(reader, output.clone())];
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = output.lock().unwrap().lines().find(|l| l.contains("kmsd listening")).map(str::to_owned);
@@ -150,9 +155,8 @@ impl Drop for Daemon {
     }
 }
 
-fn pump(stream: Option<Box<dyn Read + Send>>, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+fn pump(stream: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let Some(stream) = stream else { return };
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let mut s = sink.lock().unwrap();
             s.push_str(&line);
