@@ -1,5 +1,7 @@
-//! `GET /.well-known/jwks.json`, `GET /v1/keysets/{name}/jwks.json` and
-//! `GET /.well-known/agent-configuration`. The well-known JWKS holds the
+//! `GET /.well-known/jwks.json`, `GET /v1/keysets/{name}/jwks.json`,
+//! `GET /.well-known/agent-configuration` (relayauth discovery) and
+//! `GET /.well-known/openid-configuration` (OIDC discovery, for Vault JWT
+//! auth, cloud IAM federation and generic OIDC verifiers). The well-known JWKS holds the
 //! token keysets' keys only; a `sign` keyset's keys are in its own document.
 //! Each is a pre-rendered snapshot from the key ring: no storage read, no
 //! serialization per request. `max-age` never runs past the next planned
@@ -26,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/keysets/{name}/jwks.json", get(keyset_jwks))
         .route("/.well-known/agent-configuration", get(discovery))
+        .route("/.well-known/openid-configuration", get(openid_configuration))
 }
 
 async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -70,6 +73,7 @@ fn serve(state: &AppState, headers: &HeaderMap, snapshot: &Arc<JwksSnapshot>) ->
 /// writes it, so that each URL is a valid URI.
 const ENDPOINTS: &[(&str, &str, &[&str], &str, &str)] = &[
     ("agent_configuration", "/.well-known/agent-configuration", &["GET"], "none", "This discovery document"),
+    ("openid_configuration", "/.well-known/openid-configuration", &["GET"], "none", "OIDC discovery document"),
     ("jwks", "/.well-known/jwks.json", &["GET"], "none", "Published verification keys"),
     ("keyset_jwks", "/v1/keysets/%7Bname%7D/jwks.json", &["GET"], "none", "A sign keyset's public keys"),
     ("health", "/health", &["GET"], "none", "Liveness"),
@@ -205,6 +209,31 @@ async fn discovery(State(state): State<AppState>) -> impl IntoResponse {
         "budgets": { "enabled": false, "supported_limits": [], "alert_webhook_supported": false, "auto_suspend_supported": false },
         "token_lifetimes": token_lifetimes(&state.config.policy),
         "endpoints": endpoints,
+    });
+    ([(header::CACHE_CONTROL, "public, max-age=3600")], Json(body))
+}
+
+/// OpenID Connect Discovery 1.0 metadata for the tokens kmsd issues. kmsd
+/// has no authorization or userinfo endpoint (it is a signing authority, not
+/// a login server); its JWTs are what a relying party verifies, so they are
+/// described as ID tokens: `sub`, `iss`, `aud` (array), `exp`, `iat` signed
+/// by a key in `jwks_uri`. Clients that check `issuer` against the discovery
+/// URL (go-oidc, so Vault's JWT auth) need `issuer = public_base_url`.
+async fn openid_configuration(State(state): State<AppState>) -> impl IntoResponse {
+    let base = &state.config.public_base_url;
+    let algs: Vec<&str> = state.ring.jwks().algorithms.iter().map(|a| a.as_str()).collect();
+    let url = |p: &str| format!("{base}{p}");
+    let body = json!({
+        "issuer": state.config.issuer,
+        "jwks_uri": url("/.well-known/jwks.json"),
+        "token_endpoint": url("/v1/tokens"),
+        "introspection_endpoint": url("/v1/tokens/introspect"),
+        "revocation_endpoint": url("/v1/tokens/revoke"),
+        "id_token_signing_alg_values_supported": algs,
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "sid", "org", "wks", "scopes", "sponsorId", "sponsorChain", "token_type"],
     });
     ([(header::CACHE_CONTROL, "public, max-age=3600")], Json(body))
 }

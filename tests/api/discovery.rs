@@ -297,6 +297,7 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/v1/keysets/{name}/jwks.json"),
     ("GET", "/.well-known/agent-configuration"),
+    ("GET", "/.well-known/openid-configuration"),
     ("POST", "/v1/tokens"),
     ("POST", "/v1/tokens/refresh"),
     ("POST", "/v1/tokens/revoke"),
