@@ -24,6 +24,7 @@ mod kms;
 mod lasting_changes;
 mod migration;
 mod oidc;
+mod packaging;
 mod revocation;
 mod rotation;
 mod tokens;
