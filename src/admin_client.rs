@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -40,6 +41,39 @@ impl AdminClient {
     /// Sends one request; a non-2xx answer becomes [`ClientError::Api`] with the
     /// server's error code.
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(value)
+        } else {
+            let field = |k: &str| value[k].as_str().unwrap_or("").to_owned();
+            Err(ClientError::Api { status, code: field("code"), message: field("message") })
+        }
+    }
+
+    /// `GET path`, its body streamed into `to` (created with mode 0600, must
+    /// not exist). Returns the response headers and the bytes written; on any
+    /// failure `to` is removed.
+    pub async fn download(&self, path: &str, to: &std::path::Path) -> Result<(HeaderMap, u64), ClientError> {
+        let resp = self.send("GET", path, None).await?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let field = |k: &str| value[k].as_str().unwrap_or("").to_owned();
+            return Err(ClientError::Api { status, code: field("code"), message: field("message") });
+        }
+        let headers = resp.headers().clone();
+        let written = save(resp.into_body(), to).await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(to);
+        }
+        Ok((headers, written?))
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Response<Incoming>, ClientError> {
         let stream = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(&self.authority))
             .await
             .map_err(|_| ClientError::Connect { addr: self.authority.clone(), reason: "timed out".into() })?
@@ -57,15 +91,22 @@ impl AdminClient {
             .header("content-type", "application/json")
             .body(Full::new(payload))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let resp = sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| ClientError::Http(e.to_string()))?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            Ok(value)
-        } else {
-            let field = |k: &str| value[k].as_str().unwrap_or("").to_owned();
-            Err(ClientError::Api { status, code: field("code"), message: field("message") })
+        sender.send_request(req).await.map_err(|e| ClientError::Http(e.to_string()))
+    }
+}
+
+async fn save(mut body: Incoming, to: &std::path::Path) -> Result<u64, ClientError> {
+    use tokio::io::AsyncWriteExt as _;
+    let io = |e: std::io::Error| ClientError::Http(format!("{}: {e}", to.display()));
+    let mut file = tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to).await.map_err(io)?;
+    let mut written = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            file.write_all(data).await.map_err(io)?;
+            written += data.len() as u64;
         }
     }
+    file.sync_all().await.map_err(io)?;
+    Ok(written)
 }

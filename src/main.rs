@@ -53,6 +53,25 @@ enum Command {
     /// The HS256 cut-over: status, advance, rollback, sunset (admin API).
     #[command(subcommand)]
     Migration(MigrationCommand),
+    /// Save a consistent copy of the running daemon's store (admin API,
+    /// `relayauth:admin:manage:*`); it opens without repair. The KEK is not in it.
+    Backup {
+        /// Where to write the copy (created 0600; must not exist).
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Put a backup back as the store (kmsd stopped). It must unlock with the
+    /// configured KEK and pass the record-MAC and audit-chain checks first.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store (kept beside it as kmsd.redb.pre-restore-<time>).
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the rotation timeline the configuration implies, from now (offline).
     Plan {
         /// How many rotations to show per keyset.
@@ -259,6 +278,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { admin }) => audit_verify(&config, admin).await,
+        Command::Backup { to, admin } => {
+            let client = admin_client(&config, &admin, "relayauth:admin:manage:*")?;
+            let (headers, bytes) = client.download("/v1/admin/backup", &to).await?;
+            let rows = headers.get(kmsd::http::backup::ROWS_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("?");
+            println!("backup written to {} ({bytes} bytes, {rows} rows)", to.display());
+            Ok(())
+        }
+        Command::Restore { from, force } => {
+            let restored = kmsd::app::restore::restore(&config, &from, force, clock.now().unix()).await?;
+            println!("audit log intact: {} entries verified", restored.audit_entries);
+            if let Some(previous) = restored.previous {
+                println!("the replaced store is kept at {}", previous.display());
+            }
+            println!("restored {} from {}", config.store_path().display(), from.display());
+            Ok(())
+        }
         Command::Vault(VaultCommand::Rekey { to }) => {
             let new = parse_kek(&to, &config)?;
             kmsd::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref()).await?;

@@ -29,6 +29,7 @@ use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
 use zeroize::Zeroizing;
 
+pub mod restore;
 mod staging;
 use staging::Staging;
 

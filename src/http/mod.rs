@@ -5,6 +5,7 @@
 mod admin;
 mod api_keys;
 mod auth;
+pub mod backup;
 mod error;
 mod health;
 mod identities;
@@ -84,7 +85,8 @@ pub fn public_router(state: AppState) -> Router {
 
 /// The admin listener (loopback by default).
 pub fn admin_router(state: AppState) -> Router {
-    let router = Router::new().merge(health::routes()).merge(admin::routes()).merge(api_keys::routes());
+    let router =
+        Router::new().merge(health::routes()).merge(admin::routes()).merge(backup::routes()).merge(api_keys::routes());
     finish(router, state, Listener::Admin)
 }
 

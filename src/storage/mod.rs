@@ -15,6 +15,7 @@
 //! blocking task, so a request dropped mid-way (client gone, timeout) cannot
 //! leave the store ahead of memory until a restart.
 
+mod backup;
 mod integrity;
 mod mac;
 mod records;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
+pub use backup::verify_backup;
 pub use mac::RecordKey;
 pub use records::{MetaValue, Record, Sealed};
 pub use tokens::Collected;

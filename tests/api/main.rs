@@ -9,6 +9,7 @@ mod python;
 
 mod api_keys;
 mod backend_contract;
+mod backup;
 mod cli;
 mod conformance;
 mod connections;
