@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::storage::{StorageError, Store};
 
@@ -113,7 +113,7 @@ impl Migration {
                 store
                     .write(move |w| {
                         w.put_meta(META_STATE, &bytes)?;
-                        w.audit(AuditEvent::new(now, "system", "migration.start").target("hs256"))?;
+                        w.audit(AuditEvent::new(now, "system", AuditAction::MigrationStart).target("hs256"))?;
                         Ok::<_, StorageError>(())
                     })
                     .await?;
@@ -240,7 +240,7 @@ impl Migration {
                     sunset_at: Some(sunset_at),
                     ..current
                 };
-                Ok(Some((next, "migration.advance", detail)))
+                Ok(Some((next, AuditAction::MigrationAdvance, detail)))
             })
             .await?;
         changed(next)
@@ -255,7 +255,7 @@ impl Migration {
                     return Err(MigrationError::Phase { action: "roll back", phase: current.phase.as_str() });
                 }
                 let next = MigrationState { phase: Phase::Hs256, cutover_at: None, sunset_at: None, ..current };
-                Ok(Some((next, "migration.rollback", serde_json::Value::Null)))
+                Ok(Some((next, AuditAction::MigrationRollback, serde_json::Value::Null)))
             })
             .await?;
         changed(next)
@@ -269,7 +269,7 @@ impl Migration {
                     return Err(MigrationError::Phase { action: "sunset", phase: "sunset" });
                 }
                 let next = MigrationState { phase: Phase::Sunset, sunset_at: Some(now), ..current };
-                Ok(Some((next, "migration.sunset_now", serde_json::Value::Null)))
+                Ok(Some((next, AuditAction::MigrationSunsetNow, serde_json::Value::Null)))
             })
             .await?;
         changed(next)
@@ -286,7 +286,7 @@ impl Migration {
         let next = self
             .step("scheduler", move |current, _, now| {
                 let next = MigrationState { phase: Phase::Sunset, ..current.clone() };
-                Ok(due(&current, now).then_some((next, "migration.sunset", serde_json::Value::Null)))
+                Ok(due(&current, now).then_some((next, AuditAction::MigrationSunset, serde_json::Value::Null)))
             })
             .await?;
         Ok(next.is_some())
@@ -336,7 +336,7 @@ impl Migration {
 }
 
 /// A next state, its audit action and detail.
-type Step = (MigrationState, &'static str, serde_json::Value);
+type Step = (MigrationState, AuditAction, serde_json::Value);
 
 /// The state a step that always changes something moved to.
 fn changed(next: Option<MigrationState>) -> Result<MigrationState, MigrationError> {

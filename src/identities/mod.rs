@@ -23,7 +23,7 @@ use record::{is_identity_type, IDENTITY_TYPES};
 pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
 
 use crate::api_keys::Actor;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store, Writer};
@@ -194,7 +194,7 @@ impl Identities {
             suspend_reason: None,
             tokens_revoked_before: None,
         };
-        let event = AuditEvent::new(now, actor.id.clone(), "identity.create")
+        let event = AuditEvent::new(now, actor.id.clone(), AuditAction::IdentityCreate)
             .target(record.id.clone())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes }));
         self.store
@@ -258,7 +258,7 @@ impl Identities {
                 rec.kind = kind;
             }
             rec.updated_at = now;
-            Ok(Edit::put("identity.update", serde_json::json!({ "scopes": rec.scopes })))
+            Ok(Edit::put(AuditAction::IdentityUpdate, serde_json::json!({ "scopes": rec.scopes })))
         })
         .await
     }
@@ -284,7 +284,7 @@ impl Identities {
                     rec.suspended_at = Some(now);
                     rec.suspend_reason = Some(reason);
                     rec.tokens_revoked_before = Some(now);
-                    "identity.suspend"
+                    AuditAction::IdentitySuspend
                 }
                 (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Retired;
@@ -293,13 +293,13 @@ impl Identities {
                         rec.suspend_reason = Some(r);
                     }
                     rec.tokens_revoked_before = Some(now);
-                    "identity.retire"
+                    AuditAction::IdentityRetire
                 }
                 (Transition::Reactivate, IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Active;
                     rec.suspended_at = None;
                     rec.suspend_reason = None;
-                    "identity.reactivate"
+                    AuditAction::IdentityReactivate
                 }
                 (_, status) => return Err(IdentityError::State(status.as_str())),
             };
@@ -313,7 +313,7 @@ impl Identities {
     /// gone (verification requires a known, active identity).
     pub async fn delete(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, |_| {
-            Ok(Edit { action: "identity.delete", detail: serde_json::Value::Null, delete: true })
+            Ok(Edit { action: AuditAction::IdentityDelete, detail: serde_json::Value::Null, delete: true })
         })
         .await
     }
@@ -327,7 +327,7 @@ impl Identities {
     ) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, move |rec| {
             rec.tokens_revoked_before = Some(now);
-            Ok(Edit::put("token.revoke_identity", serde_json::Value::Null))
+            Ok(Edit::put(AuditAction::TokenRevokeIdentity, serde_json::Value::Null))
         })
         .await
     }
@@ -379,13 +379,13 @@ impl Identities {
 
 /// What [`Identities::change`] does with the edited record.
 struct Edit {
-    action: &'static str,
+    action: AuditAction,
     detail: serde_json::Value,
     delete: bool,
 }
 
 impl Edit {
-    fn put(action: &'static str, detail: serde_json::Value) -> Self {
+    fn put(action: AuditAction, detail: serde_json::Value) -> Self {
         Self { action, detail, delete: false }
     }
 }
