@@ -10,7 +10,10 @@
 //! `sunset_at = max(latest exp of any HS256 token kmsd issued,
 //! cutover_at + legacy_ttl_cap) + skew`. The latest exp is written with each
 //! HS256 token's rows (group commit), so it survives a crash. The secret is
-//! never published, logged or returned, and `Debug` redacts it.
+//! never published, logged or returned, and `Debug` redacts it. The stored
+//! form of the state, with its format version, is in [`state`].
+
+pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +47,7 @@ impl Phase {
     }
 }
 
-/// The persisted state (meta table, JSON).
+/// The persisted state (meta table; its stored form is in [`state`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationState {
     pub phase: Phase,
@@ -106,10 +109,10 @@ impl Migration {
         let stored = store.read(|r| r.meta(META_STATE)).await?;
         let now = clock.now();
         let state = match stored {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| MigrationError::Corrupt(e.to_string()))?,
+            Some(bytes) => state::decode(&bytes)?,
             None => {
                 let s = MigrationState { phase: Phase::Hs256, started_at: now, cutover_at: None, sunset_at: None };
-                let bytes = serde_json::to_vec(&s).unwrap_or_default();
+                let bytes = state::encode(&s);
                 store
                     .write(move |w| {
                         w.put_meta(META_STATE, &bytes)?;
@@ -312,12 +315,11 @@ impl Migration {
             .commit_then_apply(
                 move |w| {
                     let stored = w.meta(META_STATE)?.ok_or_else(|| MigrationError::Corrupt("state missing".into()))?;
-                    let current =
-                        serde_json::from_slice(&stored).map_err(|e| MigrationError::Corrupt(e.to_string()))?;
+                    let current = state::decode(&stored)?;
                     let Some((next, action, detail)) = decide(current, max_exp(w.meta(META_MAX_EXP)?), now)? else {
                         return Ok(None);
                     };
-                    w.put_meta(META_STATE, &serde_json::to_vec(&next).unwrap_or_default())?;
+                    w.put_meta(META_STATE, &state::encode(&next))?;
                     w.audit(AuditEvent::new(now, actor, action).target(next.phase.as_str()).detail(detail))?;
                     Ok(Some(next))
                 },
