@@ -14,13 +14,15 @@
 
 mod filter;
 mod record;
+mod request;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use filter::ListFilter;
-use record::{is_identity_type, IDENTITY_TYPES};
 pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
+use request::{check_fields, checked_kind};
+pub use request::{IdentityPatch, NewIdentity, Transition};
 
 use crate::api_keys::Actor;
 use crate::audit::{AuditAction, AuditEvent};
@@ -54,50 +56,10 @@ impl From<text::UnsafeText> for IdentityError {
     }
 }
 
-/// A create request.
-#[derive(Debug, Clone, Default)]
-pub struct NewIdentity {
-    pub name: String,
-    pub kind: Option<String>,
-    pub scopes: Vec<String>,
-    pub roles: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
-    pub sponsor_id: String,
-    pub workspace_id: Option<String>,
-}
-
-/// A partial update (PATCH).
-#[derive(Debug, Clone, Default)]
-pub struct IdentityPatch {
-    pub name: Option<String>,
-    pub scopes: Option<Vec<String>>,
-    pub roles: Option<Vec<String>>,
-    pub metadata: Option<BTreeMap<String, String>>,
-    pub workspace_id: Option<String>,
-    pub kind: Option<String>,
-}
-
-/// `kind` if it is one of relayauth's identity types.
-fn checked_kind(kind: String) -> Result<String, IdentityError> {
-    if is_identity_type(&kind) {
-        Ok(kind)
-    } else {
-        Err(IdentityError::Invalid(format!("type must be one of {} (got {kind:?})", IDENTITY_TYPES.join(", "))))
-    }
-}
-
 #[derive(Clone)]
 pub struct Identities {
     store: Store,
     by_id: Arc<RwLock<HashMap<String, Arc<IdentityRecord>>>>,
-}
-
-/// What a lifecycle operation does to the identity.
-#[derive(Debug, Clone, Copy)]
-pub enum Transition {
-    Suspend,
-    Retire,
-    Reactivate,
 }
 
 impl Identities {
@@ -402,21 +364,6 @@ fn unique_name(w: &Writer, rec: &IdentityRecord, except: Option<&str>) -> Result
         Some(_) => Err(IdentityError::Duplicate(rec.name.clone())),
         None => Ok(()),
     }
-}
-
-/// The text checks of the optional fields a create or a PATCH sets.
-fn check_fields(
-    workspace_id: Option<&str>,
-    roles: Option<&[String]>,
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<(), text::UnsafeText> {
-    if let Some(w) = workspace_id {
-        text::check("workspaceId", w)?;
-    }
-    if let Some(roles) = roles {
-        text::check_each("roles", roles)?;
-    }
-    metadata.map_or(Ok(()), |m| text::check_map("metadata", m))
 }
 
 /// Shows a committed record (or its deletion) in memory.
