@@ -25,7 +25,7 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Keyset, Policy};
 use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
-use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid};
+use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid, Schedule};
 use crate::storage::{StorageError, Store};
 
 const META_PAUSED: &str = "rotation_paused";
@@ -168,21 +168,15 @@ impl Rotation {
             Action::Initial => {
                 let kid = self
                     .ring
-                    .create_key(
-                        ks,
-                        |at| (crate::keys::Schedule::immediate(at), Vec::new()),
-                        AuditAction::KeyCreate,
-                        "scheduler",
-                    )
+                    .create_key(ks, |at| (Schedule::immediate(at), Vec::new()), AuditAction::KeyCreate, "scheduler")
                     .await?;
                 Ok(format!("{}: created {kid} (active now)", ks.name))
             }
             Action::Promote { kid } => {
                 let mut k = owned(refs, &kid)?;
                 k.schedule.activated_at = now;
-                self.ring
-                    .put(vec![k], AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str()))
-                    .await?;
+                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str());
+                self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
@@ -281,12 +275,7 @@ impl Rotation {
             let updates = revocation.updates;
             let kid = self
                 .ring
-                .create_key(
-                    &ks,
-                    move |at| (crate::keys::Schedule::immediate(at), updates),
-                    AuditAction::KeyRevoke,
-                    actor,
-                )
+                .create_key(&ks, move |at| (Schedule::immediate(at), updates), AuditAction::KeyRevoke, actor)
                 .await?;
             Some(kid)
         } else {
