@@ -9,6 +9,10 @@
 //! hashes keeps its older entries' plain SHA-256 hashes ([`Link::Sha256`]);
 //! its upgrade entry is the first keyed one and commits the hash of the last
 //! plain entry, so the plain prefix cannot be rewritten either.
+//!
+//! What happened is an [`AuditAction`]: one variant per kind of change, each
+//! stored as its stable string (`key.rotate`), so the stored bytes, and the
+//! hashes over them, are what they were when actions were plain strings.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,14 +25,14 @@ use crate::encoding::sha256_hex;
 pub struct AuditEvent {
     pub at: Timestamp,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub target: Option<String>,
     pub detail: Value,
 }
 
 impl AuditEvent {
-    pub fn new(at: Timestamp, actor: impl Into<String>, action: impl Into<String>) -> Self {
-        Self { at, actor: actor.into(), action: action.into(), target: None, detail: Value::Null }
+    pub fn new(at: Timestamp, actor: impl Into<String>, action: AuditAction) -> Self {
+        Self { at, actor: actor.into(), action, target: None, detail: Value::Null }
     }
 
     pub fn target(mut self, target: impl Into<String>) -> Self {
@@ -39,6 +43,95 @@ impl AuditEvent {
     pub fn detail(mut self, detail: Value) -> Self {
         self.detail = detail;
         self
+    }
+}
+
+/// Declares [`AuditAction`] from `Variant => "stable.string",` rows.
+macro_rules! audit_actions {
+    ($($variant:ident => $text:literal,)*) => {
+        /// A kind of audited change, stored as its stable string.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum AuditAction {
+            $(#[doc = concat!("`", $text, "`")] $variant,)*
+            /// An action this build does not know (written by a later
+            /// version): kept as read, so its entry still verifies.
+            Other(String),
+        }
+
+        impl AuditAction {
+            /// Every action this build writes.
+            pub const KNOWN: &'static [AuditAction] = &[$(AuditAction::$variant),*];
+
+            /// The stable string stored in the audit log.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)*
+                    Self::Other(text) => text,
+                }
+            }
+
+            /// The action stored as `text`.
+            pub fn parse(text: &str) -> Self {
+                match text {
+                    $($text => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+audit_actions! {
+    VaultInit => "vault.init",
+    VaultRekey => "vault.rekey",
+    StoreUpgrade => "store.upgrade",
+    StoreBackup => "store.backup",
+    ApiKeyCreate => "api_key.create",
+    ApiKeyRevoke => "api_key.revoke",
+    AuthFailures => "auth.failures",
+    IdentityCreate => "identity.create",
+    IdentityUpdate => "identity.update",
+    IdentitySuspend => "identity.suspend",
+    IdentityRetire => "identity.retire",
+    IdentityReactivate => "identity.reactivate",
+    IdentityDelete => "identity.delete",
+    KeyCreate => "key.create",
+    KeyRotate => "key.rotate",
+    KeyRotateImmediate => "key.rotate_immediate",
+    KeyPromote => "key.promote",
+    KeyDestroy => "key.destroy",
+    KeyRevoke => "key.revoke",
+    KeyRollback => "key.rollback",
+    RotationPause => "rotation.pause",
+    RotationResume => "rotation.resume",
+    KmsOrphanCleanup => "kms.orphan_cleanup",
+    MigrationStart => "migration.start",
+    MigrationAdvance => "migration.advance",
+    MigrationRollback => "migration.rollback",
+    MigrationSunset => "migration.sunset",
+    MigrationSunsetNow => "migration.sunset_now",
+    TokenRevoke => "token.revoke",
+    TokenRevokeSession => "token.revoke_session",
+    TokenRevokeIdentity => "token.revoke_identity",
+    TokenRefreshReuse => "token.refresh_reuse",
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for AuditAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::parse(&text))
     }
 }
 
@@ -161,16 +254,40 @@ mod tests {
         let mut out: Vec<AuditEntry> = Vec::new();
         for i in 1..=n {
             let link = if i >= keyed_from { KEYED } else { Link::Sha256 };
-            let event = AuditEvent::new(Timestamp::from_unix(i as i64), "system", format!("e{i}"));
+            let event = AuditEvent::new(Timestamp::from_unix(i as i64), "system", AuditAction::Other(format!("e{i}")));
             out.push(AuditEntry::chain(out.last(), event, link));
         }
         out
     }
 
     #[test]
+    fn every_action_keeps_its_stable_string_and_an_unknown_one_is_kept_as_read() {
+        let texts: Vec<&str> = AuditAction::KNOWN.iter().map(AuditAction::as_str).collect();
+        let unique: std::collections::BTreeSet<&str> = texts.iter().copied().collect();
+        assert_eq!(unique.len(), texts.len(), "an action string is used twice");
+        for action in AuditAction::KNOWN {
+            let json = serde_json::to_string(action).unwrap();
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+            assert_eq!(&serde_json::from_str::<AuditAction>(&json).unwrap(), action);
+        }
+        assert_eq!(AuditAction::KeyRotateImmediate.as_str(), "key.rotate_immediate");
+        assert_eq!(AuditAction::TokenRevokeIdentity.as_str(), "token.revoke_identity");
+        // An entry written by a later version, with an action this build
+        // does not know, reads back byte for byte and still verifies.
+        let future = AuditAction::Other("key.future_thing".into());
+        let later = AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(5), "x", future), KEYED);
+        let text = serde_json::to_string(&later).unwrap();
+        assert!(text.contains(r#""action":"key.future_thing""#), "{text}");
+        let read: AuditEntry = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, later);
+        assert!(read.is_intact_after(None, KEYED));
+    }
+
+    #[test]
     fn editing_an_entry_breaks_its_link() {
-        let a = AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(1), "x", "a"), KEYED);
-        let b = AuditEntry::chain(Some(&a), AuditEvent::new(Timestamp::from_unix(2), "x", "b"), KEYED);
+        let a = AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(1), "x", AuditAction::KeyCreate), KEYED);
+        let b =
+            AuditEntry::chain(Some(&a), AuditEvent::new(Timestamp::from_unix(2), "x", AuditAction::KeyRotate), KEYED);
         assert!(a.is_intact_after(None, KEYED));
         assert!(b.is_intact_after(Some(&a), KEYED));
         let mut edited = b.clone();

@@ -111,6 +111,47 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that moves only when told to: tests (and the in-process test
+/// harness) set the time and advance it instead of sleeping. Millisecond
+/// resolution, like the system clock; safe to share between tasks.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    millis: std::sync::atomic::AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock that reads `at` until it is moved.
+    pub fn at(at: Timestamp) -> Self {
+        Self { millis: std::sync::atomic::AtomicI64::new(at.unix().saturating_mul(1000)) }
+    }
+
+    /// A clock that starts at the system clock's current millisecond.
+    pub fn starting_now() -> Self {
+        Self { millis: std::sync::atomic::AtomicI64::new(SystemClock.now_millis()) }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.millis.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `at` (the start of that second).
+    pub fn set(&self, at: Timestamp) {
+        self.millis.store(at.unix().saturating_mul(1000), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now_millis().div_euclid(1000))
+    }
+
+    fn now_millis(&self) -> i64 {
+        self.millis.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +178,16 @@ mod tests {
         assert_eq!(whole_seconds_until(99_000, change), Duration::from_secs(1));
         assert_eq!(whole_seconds_until(100_000, change), Duration::ZERO);
         assert_eq!(whole_seconds_until(100_500, change), Duration::ZERO, "past");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let c = ManualClock::at(Timestamp::from_unix(1_000));
+        assert_eq!((c.now(), c.now_millis()), (Timestamp::from_unix(1_000), 1_000_000));
+        c.advance(Duration::from_millis(1_500));
+        assert_eq!((c.now(), c.now_millis()), (Timestamp::from_unix(1_001), 1_001_500));
+        c.set(Timestamp::from_unix(50));
+        assert_eq!(c.now(), Timestamp::from_unix(50));
     }
 
     #[test]

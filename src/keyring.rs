@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::backend::{BackendError, Guarded};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{KeyUse, Keyset};
@@ -223,8 +223,10 @@ impl KeyRing {
             if self.active(&ks.name, self.clock.now()).is_some() {
                 continue;
             }
-            created
-                .push(self.create_key(&ks, |now| (Schedule::immediate(now), Vec::new()), "key.create", actor).await?);
+            created.push(
+                self.create_key(&ks, |now| (Schedule::immediate(now), Vec::new()), AuditAction::KeyCreate, actor)
+                    .await?,
+            );
         }
         Ok(created)
     }
@@ -237,7 +239,7 @@ impl KeyRing {
         &self,
         ks: &Keyset,
         plan: impl FnOnce(Timestamp) -> (Schedule, Vec<KeyRecord>),
-        action: &str,
+        action: AuditAction,
         actor: &str,
     ) -> Result<Kid, RingError> {
         let backend = self

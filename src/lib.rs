@@ -1,7 +1,9 @@
 //! kmsd: a key-management daemon that is a platform's JWT signing authority.
 //!
 //! The map (dependencies point inward, toward `keys` and `clock`):
-//! - [`clock`]: injected time ([`clock::Clock`], [`clock::Timestamp`]).
+//! - [`clock`]: injected time ([`clock::Clock`], [`clock::Timestamp`], and
+//!   [`clock::ManualClock`] for tests that move time by hand).
+//! - [`encoding`]: base64url (JOSE), lower-case hex and SHA-256 helpers.
 //! - [`config`]: what the files say vs. what the program trusts; built-in defaults.
 //! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
 //! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
@@ -21,12 +23,13 @@
 //! - [`scopes`]: scope coverage with relayauth's semantics.
 //! - [`text`]: what identifiers and display fields may hold (no control characters).
 //! - [`audit`]: the hash-chained audit log.
-//! - [`http`]: the public and admin routers.
+//! - [`http`]: the public and admin routers, and the one table of error codes
+//!   ([`http::ErrorCode`]).
 //! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain.
 //! - [`app`]: the composition root used by `main` and the tests.
 //! - [`admin_client`]: the CLI's HTTP client for the admin API.
 //!
-//! Request path: `http -> keyring -> backend`.
+//! Request path: `http -> tokens -> keyring -> backend`.
 //! Background path: `rotation -> keyring -> backend + storage`.
 
 pub mod admin_client;

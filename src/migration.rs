@@ -10,7 +10,10 @@
 //! `sunset_at = max(latest exp of any HS256 token kmsd issued,
 //! cutover_at + legacy_ttl_cap) + skew`. The latest exp is written with each
 //! HS256 token's rows (group commit), so it survives a crash. The secret is
-//! never published, logged or returned, and `Debug` redacts it.
+//! never published, logged or returned, and `Debug` redacts it. The stored
+//! form of the state, with its format version, is in [`state`].
+
+pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::storage::{StorageError, Store};
 
@@ -44,7 +47,7 @@ impl Phase {
     }
 }
 
-/// The persisted state (meta table, JSON).
+/// The persisted state (meta table; its stored form is in [`state`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationState {
     pub phase: Phase,
@@ -106,14 +109,14 @@ impl Migration {
         let stored = store.read(|r| r.meta(META_STATE)).await?;
         let now = clock.now();
         let state = match stored {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| MigrationError::Corrupt(e.to_string()))?,
+            Some(bytes) => state::decode(&bytes)?,
             None => {
                 let s = MigrationState { phase: Phase::Hs256, started_at: now, cutover_at: None, sunset_at: None };
-                let bytes = serde_json::to_vec(&s).unwrap_or_default();
+                let bytes = state::encode(&s);
                 store
                     .write(move |w| {
                         w.put_meta(META_STATE, &bytes)?;
-                        w.audit(AuditEvent::new(now, "system", "migration.start").target("hs256"))?;
+                        w.audit(AuditEvent::new(now, "system", AuditAction::MigrationStart).target("hs256"))?;
                         Ok::<_, StorageError>(())
                     })
                     .await?;
@@ -240,7 +243,7 @@ impl Migration {
                     sunset_at: Some(sunset_at),
                     ..current
                 };
-                Ok(Some((next, "migration.advance", detail)))
+                Ok(Some((next, AuditAction::MigrationAdvance, detail)))
             })
             .await?;
         changed(next)
@@ -255,7 +258,7 @@ impl Migration {
                     return Err(MigrationError::Phase { action: "roll back", phase: current.phase.as_str() });
                 }
                 let next = MigrationState { phase: Phase::Hs256, cutover_at: None, sunset_at: None, ..current };
-                Ok(Some((next, "migration.rollback", serde_json::Value::Null)))
+                Ok(Some((next, AuditAction::MigrationRollback, serde_json::Value::Null)))
             })
             .await?;
         changed(next)
@@ -269,7 +272,7 @@ impl Migration {
                     return Err(MigrationError::Phase { action: "sunset", phase: "sunset" });
                 }
                 let next = MigrationState { phase: Phase::Sunset, sunset_at: Some(now), ..current };
-                Ok(Some((next, "migration.sunset_now", serde_json::Value::Null)))
+                Ok(Some((next, AuditAction::MigrationSunsetNow, serde_json::Value::Null)))
             })
             .await?;
         changed(next)
@@ -286,7 +289,7 @@ impl Migration {
         let next = self
             .step("scheduler", move |current, _, now| {
                 let next = MigrationState { phase: Phase::Sunset, ..current.clone() };
-                Ok(due(&current, now).then_some((next, "migration.sunset", serde_json::Value::Null)))
+                Ok(due(&current, now).then_some((next, AuditAction::MigrationSunset, serde_json::Value::Null)))
             })
             .await?;
         Ok(next.is_some())
@@ -312,12 +315,11 @@ impl Migration {
             .commit_then_apply(
                 move |w| {
                     let stored = w.meta(META_STATE)?.ok_or_else(|| MigrationError::Corrupt("state missing".into()))?;
-                    let current =
-                        serde_json::from_slice(&stored).map_err(|e| MigrationError::Corrupt(e.to_string()))?;
+                    let current = state::decode(&stored)?;
                     let Some((next, action, detail)) = decide(current, max_exp(w.meta(META_MAX_EXP)?), now)? else {
                         return Ok(None);
                     };
-                    w.put_meta(META_STATE, &serde_json::to_vec(&next).unwrap_or_default())?;
+                    w.put_meta(META_STATE, &state::encode(&next))?;
                     w.audit(AuditEvent::new(now, actor, action).target(next.phase.as_str()).detail(detail))?;
                     Ok(Some(next))
                 },
@@ -336,7 +338,7 @@ impl Migration {
 }
 
 /// A next state, its audit action and detail.
-type Step = (MigrationState, &'static str, serde_json::Value);
+type Step = (MigrationState, AuditAction, serde_json::Value);
 
 /// The state a step that always changes something moved to.
 fn changed(next: Option<MigrationState>) -> Result<MigrationState, MigrationError> {

@@ -33,7 +33,7 @@ pub use secret::{ApiKeyFormatError, ApiKeySecret};
 
 use cache::KeyCache;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store};
@@ -202,7 +202,7 @@ impl ApiKeys {
         let mut record = ApiKeyRecord::new(&secret, &actor.org_id, name, req.scopes, now);
         record.expires_at = req.expires_at;
         record.identity_id = actor.identity_id.clone();
-        let event = AuditEvent::new(now, actor.id.clone(), "api_key.create")
+        let event = AuditEvent::new(now, actor.id.clone(), AuditAction::ApiKeyCreate)
             .target(record.id.as_str())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes, "prefix": record.prefix,
                                 "expiresAt": record.expires_at.map(|t| t.to_iso()) }));
@@ -259,7 +259,7 @@ impl ApiKeys {
                         rec.revoked_at = Some(now);
                         w.put_api_key(&rec)?;
                         w.audit(
-                            AuditEvent::new(now, actor.id, "api_key.revoke")
+                            AuditEvent::new(now, actor.id, AuditAction::ApiKeyRevoke)
                                 .target(rec.id.as_str())
                                 .detail(serde_json::json!({ "name": rec.name, "prefix": rec.prefix })),
                         )?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_ORG};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::auth_limit::AuthLimiter;
 use crate::backend::{Guarded, KeyBackend};
 use crate::clock::{Clock, Timestamp};
@@ -147,9 +147,9 @@ impl App {
             .write(move |w| {
                 vault::init(w, &wrapped)?;
                 w.put_api_key(&record)?;
-                w.audit(AuditEvent::new(now, "system", "vault.init").target("vault"))?;
+                w.audit(AuditEvent::new(now, "system", AuditAction::VaultInit).target("vault"))?;
                 w.audit(
-                    AuditEvent::new(now, "system", "api_key.create")
+                    AuditEvent::new(now, "system", AuditAction::ApiKeyCreate)
                         .target(record.id.as_str())
                         .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
                 )?;
@@ -296,7 +296,7 @@ async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Rec
                 .write(move |w| {
                     for r in reports {
                         w.audit(
-                            AuditEvent::new(now, "system", "auth.failures")
+                            AuditEvent::new(now, "system", AuditAction::AuthFailures)
                                 .target(r.client.to_string())
                                 .detail(serde_json::json!({ "listener": r.listener.as_str(), "failures": r.failures,
                                                 "rejectedWhileLimited": r.rejected_while_limited })),
@@ -388,7 +388,7 @@ async fn clean_kms_orphans(
                 .iter()
                 .map(|o| serde_json::json!({ "keyId": o.key_id, "keyset": o.keyset, "kid": o.kid }))
                 .collect();
-            let event = AuditEvent::new(state.clock.now(), "system", "kms.orphan_cleanup")
+            let event = AuditEvent::new(state.clock.now(), "system", AuditAction::KmsOrphanCleanup)
                 .target("aws-kms")
                 .detail(serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }));
             state.store.write(move |w| w.audit(event)).await?;

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,12 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::params::{ApiPath, ApiQuery};
-use super::{query_number, ApiError, AppState, Caller};
+use super::{query_number, ApiError, AppState, Caller, ErrorCode};
 use std::sync::Arc;
 
 use crate::keys::KeysetName;
-use crate::migration::{Migration, MigrationError};
-use crate::rotation::RotationError;
+use crate::migration::Migration;
 use crate::storage::StorageError;
 
 const ADMIN_MANAGE: &str = "relayauth:admin:manage:*";
@@ -86,7 +85,7 @@ async fn audit(
     let after = query_number(q.after.as_deref(), "after", 0, 0..=u64::MAX)?;
     let limit = query_number(q.limit.as_deref(), "limit", 100, 1..=1000)? as usize;
     let entries =
-        state.store.read(move |r| r.audit(after, limit)).await.map_err(|e: StorageError| ApiError::internal(&e))?;
+        state.store.read(move |r| r.audit(after, limit)).await.map_err(|e: StorageError| ApiError::from(e))?;
     let next = entries.last().map_or(after, |e| e.seq);
     let events: Vec<Value> = entries
         .iter()
@@ -110,7 +109,7 @@ async fn audit(
 /// (what `kmsd audit verify` asks for when the store is in use).
 async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
-    let verified = state.store.read(|r| r.verify_audit()).await.map_err(|e| ApiError::internal(&e))?;
+    let verified = state.store.read(|r| r.verify_audit()).await.map_err(ApiError::from)?;
     Ok(Json(match verified {
         Ok(entries) => json!({ "intact": true, "entries": entries }),
         Err(crate::audit::ChainError::Broken { seq, reason }) => {
@@ -150,26 +149,6 @@ struct RotateBody {
     immediate: bool,
 }
 
-fn rotation_error(e: RotationError) -> ApiError {
-    match e {
-        RotationError::UnknownKeyset(k) => {
-            ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {k:?}"))
-        }
-        RotationError::UnknownKey(k) => ApiError::new(StatusCode::NOT_FOUND, "key_not_found", format!("no key {k}")),
-        RotationError::AlreadyRevoked(k) => {
-            ApiError::new(StatusCode::CONFLICT, "key_already_revoked", format!("key {k} is already revoked"))
-        }
-        RotationError::InProgress(k) => ApiError::new(
-            StatusCode::CONFLICT,
-            "rotation_in_progress",
-            format!("a successor of keyset {k} is already waiting to activate; revoke it or wait"),
-        ),
-        RotationError::Rollback(e) => ApiError::new(StatusCode::CONFLICT, "nothing_to_roll_back", e.to_string()),
-        RotationError::Ring(e) => ApiError::unavailable(&e, 2),
-        RotationError::Storage(e) => ApiError::internal(&e),
-    }
-}
-
 /// An optional JSON body: empty means all defaults.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -186,7 +165,7 @@ async fn rotate(State(state): State<AppState>, caller: Caller, body: Bytes) -> R
     caller.require(ADMIN_MANAGE)?;
     let b: RotateBody = optional_body(&body)?;
     let keyset = b.keyset.unwrap_or_else(|| DEFAULT_KEYSET.into());
-    let r = state.rotation.rotate_now(&keyset, b.immediate, &caller.id).await.map_err(rotation_error)?;
+    let r = state.rotation.rotate_now(&keyset, b.immediate, &caller.id).await?;
     let mut v = json!({
         "newKeyId": r.new_kid.as_str(),
         "oldKeyId": r.old_kid.as_ref().map(|k| k.as_str()),
@@ -214,7 +193,7 @@ async fn revoke_key(
     ApiPath(kid): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(ADMIN_MANAGE)?;
-    let replacement = state.rotation.revoke(&kid, &caller.id).await.map_err(rotation_error)?;
+    let replacement = state.rotation.revoke(&kid, &caller.id).await?;
     Ok(Json(json!({
         "revokedKeyId": kid,
         "revokedAt": state.clock.now().to_iso(),
@@ -233,19 +212,19 @@ async fn rollback(State(state): State<AppState>, caller: Caller, body: Bytes) ->
     caller.require(ADMIN_MANAGE)?;
     let b: RollbackBody = optional_body(&body)?;
     let keyset = b.keyset.unwrap_or_else(|| DEFAULT_KEYSET.into());
-    let (back, away) = state.rotation.rollback(&keyset, &caller.id).await.map_err(rotation_error)?;
+    let (back, away) = state.rotation.rollback(&keyset, &caller.id).await?;
     Ok(Json(json!({ "keyset": keyset, "keyId": back.as_str(), "rolledBackKeyId": away.as_str() })))
 }
 
 async fn pause(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(ADMIN_MANAGE)?;
-    state.rotation.set_paused(true, &caller.id).await.map_err(rotation_error)?;
+    state.rotation.set_paused(true, &caller.id).await?;
     Ok(Json(json!({ "paused": true })))
 }
 
 async fn resume(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(ADMIN_MANAGE)?;
-    state.rotation.set_paused(false, &caller.id).await.map_err(rotation_error)?;
+    state.rotation.set_paused(false, &caller.id).await?;
     Ok(Json(json!({ "paused": false })))
 }
 
@@ -255,29 +234,16 @@ async fn rotation_plan(State(state): State<AppState>, caller: Caller) -> Result<
     Ok(Json(state.rotation.timeline()))
 }
 
-fn migration_error(e: MigrationError) -> ApiError {
-    match e {
-        MigrationError::Phase { .. } | MigrationError::TooEarly { .. } | MigrationError::NoAsymmetricKey => {
-            ApiError::new(StatusCode::CONFLICT, "migration_conflict", e.to_string())
-        }
-        other => ApiError::internal(&other),
-    }
-}
-
 fn migration(state: &AppState) -> Result<Arc<Migration>, ApiError> {
     state.tokens.migration().cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "migration_disabled",
-            "no HS256 migration is configured ([migration] enabled)",
-        )
+        ApiError::new(ErrorCode::MigrationDisabled, "no HS256 migration is configured ([migration] enabled)")
     })
 }
 
 /// `GET /v1/admin/migration`: phase, instants and HS256 verification counts.
 async fn migration_status(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
-    Ok(Json(migration(&state)?.status().await.map_err(migration_error)?))
+    Ok(Json(migration(&state)?.status().await?))
 }
 
 #[derive(Deserialize)]
@@ -307,12 +273,9 @@ async fn migration_act(
         "rollback" => m.rollback(&caller.id).await,
         "sunset" => m.sunset_now(&caller.id).await,
         other => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("unknown action {other:?} (advance, rollback or sunset)"),
-            ))
+            return Err(ApiError::invalid_request(format!("unknown action {other:?} (advance, rollback or sunset)")))
         }
     };
-    result.map_err(migration_error)?;
-    Ok(Json(m.status().await.map_err(migration_error)?))
+    result?;
+    Ok(Json(m.status().await?))
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::json::ApiJson;
 use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, PageQuery};
-use crate::api_keys::{ApiKeyError, ApiKeyRecord, NewApiKey};
+use crate::api_keys::{ApiKeyRecord, NewApiKey};
 use crate::clock::Timestamp;
 
 const MANAGE: &str = "relayauth:api-key:manage:*";
@@ -40,18 +40,6 @@ pub fn view(r: &ApiKeyRecord) -> Value {
     v
 }
 
-fn error(e: ApiKeyError) -> ApiError {
-    match e {
-        ApiKeyError::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
-        ApiKeyError::Grant(g) => g.into(),
-        ApiKeyError::NotFound(id) => {
-            ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", format!("API key {id} not found"))
-        }
-        ApiKeyError::Storage(e) => ApiError::internal(&e),
-        ApiKeyError::Format(e) => ApiError::internal(&e),
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateBody {
@@ -70,11 +58,11 @@ async fn create(
         .expires_at
         .map(|t| {
             Timestamp::parse_iso(&t)
-                .ok_or_else(|| ApiError::bad_request("invalid_request", "expiresAt must be an ISO-8601 UTC timestamp"))
+                .ok_or_else(|| ApiError::invalid_request("expiresAt must be an ISO-8601 UTC timestamp"))
         })
         .transpose()?;
     let req = NewApiKey { name: body.name, scopes: body.scopes, expires_at };
-    let (record, secret) = state.api_keys.create(&caller.actor(), req, state.clock.now()).await.map_err(error)?;
+    let (record, secret) = state.api_keys.create(&caller.actor(), req, state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(json!({ "apiKey": view(&record), "key": secret.expose() }))))
 }
 
@@ -85,7 +73,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let (limit, cursor) = page.parse()?;
-    let (page, more) = state.api_keys.list(&caller.org_id, cursor, limit).await.map_err(error)?;
+    let (page, more) = state.api_keys.list(&caller.org_id, cursor, limit).await?;
     let next = if more { page.last().map(|r| r.id.as_str().to_owned()) } else { None };
     Ok(Json(json!({
         "data": page.iter().map(view).collect::<Vec<_>>(),
@@ -99,6 +87,6 @@ async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
-    let record = state.api_keys.revoke(&caller.actor(), &id, state.clock.now()).await.map_err(error)?;
+    let record = state.api_keys.revoke(&caller.actor(), &id, state.clock.now()).await?;
     Ok(Json(view(&record)))
 }

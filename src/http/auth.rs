@@ -19,7 +19,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::api_keys::{Actor, ApiKeyAuthError};
 use crate::auth_limit::Listener;
 use crate::metrics::Metrics;
@@ -47,7 +47,7 @@ impl Caller {
         if scopes::any_covers(&self.scopes, scope) {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", format!("this call requires scope {scope}"))
+            Err(ApiError::new(ErrorCode::InsufficientScope, format!("this call requires scope {scope}"))
                 .with("required", scope)
                 .with("requiredScopes", json!([scope]))
                 .with("actual", json!(self.scopes)))
@@ -72,10 +72,6 @@ impl Caller {
     }
 }
 
-fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
-}
-
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -85,7 +81,7 @@ impl FromRequestParts<AppState> for Caller {
         let listener = parts.extensions.get::<Listener>().copied().unwrap_or(Listener::Public);
         let result = authenticate(parts, state, (listener, client)).await;
         if let Err(e) = &result {
-            if e.status == StatusCode::UNAUTHORIZED {
+            if e.status() == StatusCode::UNAUTHORIZED {
                 Metrics::inc(&state.metrics.auth_failures);
                 state.limiter.failure(listener, client, state.clock.now());
             }
@@ -99,27 +95,29 @@ async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr
         None => None,
         Some(v) => match v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) {
             Some(token) if !token.trim().is_empty() => Some(token.trim().to_owned()),
-            _ => return Err(unauthorized("invalid_authorization", "Authorization must be `Bearer <token>`")),
+            _ => return Err(ApiError::new(ErrorCode::InvalidAuthorization, "Authorization must be `Bearer <token>`")),
         },
     };
     let api_key = parts.headers.get("x-api-key").map(|v| v.to_str().unwrap_or_default().to_owned());
     match (bearer, api_key) {
-        (None, None) => Err(unauthorized("missing_authorization", "send Authorization: Bearer <token> or x-api-key")),
+        (None, None) => {
+            Err(ApiError::new(ErrorCode::MissingAuthorization, "send Authorization: Bearer <token> or x-api-key"))
+        }
         (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access).await {
             Ok(c) => Ok(Caller {
                 id: c.sub.clone(),
                 org_id: c.org.clone(),
                 scopes: held_now(state, &c.org, &c.sub, &c.scopes)
-                    .ok_or_else(|| super::tokens::verify_error(crate::tokens::VerifyError::Revoked))?,
+                    .ok_or_else(|| ApiError::from(VerifyError::Revoked))?,
                 sponsor_chain: Some(c.sponsor_chain.clone()),
                 identity_id: Some(c.sub.clone()),
             }),
             // The store could not confirm the token: never "valid", never a fallback.
-            Err(e @ VerifyError::Unavailable) => Err(super::tokens::verify_error(e)),
+            Err(e @ VerifyError::Unavailable) => Err(e.into()),
             Err(e) => match api_key {
                 // A valid bearer wins; an invalid one falls back to the key.
                 Some(key) => api_key_caller(state, client, &key).await,
-                None => Err(super::tokens::verify_error(e)),
+                None => Err(e.into()),
             },
         },
         (None, Some(key)) => api_key_caller(state, client, &key).await,
@@ -140,15 +138,11 @@ async fn api_key_caller(state: &AppState, client: (Listener, IpAddr), key: &str)
     let gate = throttled.map(|_| state.limiter.lookup_gate(listener));
     let result = authenticate_key(state, key, gate).await;
     match (result, throttled) {
-        (Err(e), Some(retry)) if e.status == StatusCode::UNAUTHORIZED => {
+        (Err(e), Some(retry)) if e.status() == StatusCode::UNAUTHORIZED => {
             Metrics::inc(&state.metrics.auth_rate_limited);
             state.limiter.rejected(listener, address);
-            Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many failed authentications from this client; retry later",
-            )
-            .with("retryAfter", retry.as_secs()))
+            Err(ApiError::new(ErrorCode::RateLimited, "too many failed authentications from this client; retry later")
+                .with("retryAfter", retry.as_secs()))
         }
         (result, _) => result,
     }
@@ -162,11 +156,11 @@ async fn authenticate_key(
     let refused = |reason: &dyn std::fmt::Display| {
         // The reason only: never the presented key, not even its prefix.
         tracing::debug!(reason = %reason, "API key rejected");
-        unauthorized("invalid_api_key", "API key is not valid")
+        ApiError::new(ErrorCode::InvalidApiKey, "API key is not valid")
     };
     let rec = match state.api_keys.authenticate(presented, state.clock.now(), gate).await {
         Ok(rec) => rec,
-        Err(ApiKeyAuthError::Storage(e)) => return Err(ApiError::internal(&e)),
+        Err(ApiKeyAuthError::Storage(e)) => return Err(e.into()),
         Err(e) => return Err(refused(&e)),
     };
     let scopes = match &rec.identity_id {

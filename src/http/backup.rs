@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::{ApiError, AppState, Caller};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::storage::StorageError;
 
 /// The row count of the copy, for the CLI's summary.
@@ -28,7 +28,7 @@ async fn backup(State(state): State<AppState>, caller: Caller) -> Result<Respons
     let (now, actor) = (state.clock.now(), caller.id.clone());
     state
         .store
-        .write(move |w| w.audit(AuditEvent::new(now, actor, "store.backup")).map(drop))
+        .write(move |w| w.audit(AuditEvent::new(now, actor, AuditAction::StoreBackup)).map(drop))
         .await
         .map_err(|e: StorageError| ApiError::unavailable(&e, 5))?;
     let tmp = state.config.data_dir.join(format!(".backup-{}.redb", crate::encoding::random_hex(8)));

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::json::{ApiBody, ApiJson, UniqueMap};
 use super::params::{ApiPath, ApiQuery};
-use super::{ApiError, AppState, Caller, PageQuery};
+use super::{ApiError, AppState, Caller, ErrorCode, PageQuery};
 use crate::identities::{IdentityError, IdentityPatch, ListFilter, NewIdentity, Transition};
 
 const MANAGE: &str = "relayauth:identity:manage:*";
@@ -23,27 +23,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/identities/{id}/suspend", post(suspend))
         .route("/v1/identities/{id}/retire", post(retire))
         .route("/v1/identities/{id}/reactivate", post(reactivate))
-}
-
-fn error(e: IdentityError) -> ApiError {
-    match e {
-        IdentityError::Invalid(m) => ApiError::bad_request("invalid_request", m),
-        IdentityError::Grant(g) => g.into(),
-        IdentityError::NotFound => not_found(),
-        IdentityError::Duplicate(name) => ApiError::new(
-            StatusCode::CONFLICT,
-            "identity_already_exists",
-            format!("an identity named {name:?} already exists"),
-        ),
-        IdentityError::State(s) => {
-            ApiError::new(StatusCode::CONFLICT, "invalid_state", format!("not allowed while the identity is {s}"))
-        }
-        IdentityError::Storage(e) => ApiError::internal(&e),
-    }
-}
-
-fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "identity_not_found", "identity not found")
 }
 
 #[derive(Deserialize)]
@@ -81,8 +60,7 @@ async fn create(
         .tokens
         .identities()
         .create(&caller.actor(), caller.sponsor_chain.as_deref(), req, state.clock.now())
-        .await
-        .map_err(error)?;
+        .await?;
     Ok((StatusCode::CREATED, Json(rec.view())))
 }
 
@@ -104,7 +82,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
     let (limit, cursor) = page.parse()?;
-    let filter = ListFilter::parse(f.status.as_deref(), f.kind.as_deref(), f.workspace_id.as_deref()).map_err(error)?;
+    let filter = ListFilter::parse(f.status.as_deref(), f.kind.as_deref(), f.workspace_id.as_deref())?;
     let (page, more) = state.tokens.identities().list(&caller.org_id, &filter, cursor.as_deref(), limit);
     let mut body = json!({ "data": page.iter().map(|i| i.view()).collect::<Vec<_>>() });
     if more {
@@ -121,7 +99,7 @@ async fn fetch(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
-    let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or_else(not_found)?;
+    let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or(IdentityError::NotFound)?;
     Ok(Json(rec.view()))
 }
 
@@ -162,7 +140,7 @@ async fn patch(
         workspace_id: b.workspace_id,
         kind: b.kind,
     };
-    let rec = state.tokens.identities().patch(&caller.actor(), &id, p, state.clock.now()).await.map_err(error)?;
+    let rec = state.tokens.identities().patch(&caller.actor(), &id, p, state.clock.now()).await?;
     Ok(Json(rec.view()))
 }
 
@@ -180,9 +158,9 @@ async fn lifecycle(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
     let now = state.clock.now();
-    let rec = state.tokens.identities().transition(&caller.actor(), &id, to, reason, now).await.map_err(error)?;
+    let rec = state.tokens.identities().transition(&caller.actor(), &id, to, reason, now).await?;
     if !matches!(to, Transition::Reactivate) {
-        state.tokens.revoke_sessions_of(&rec.id, now).await.map_err(super::tokens::token_error)?;
+        state.tokens.revoke_sessions_of(&rec.id, now).await?;
     }
     Ok(Json(rec.view()))
 }
@@ -222,13 +200,13 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(MANAGE)?;
     if headers.get("x-confirm-delete").and_then(|v| v.to_str().ok()) != Some("true") {
-        return Err(ApiError::bad_request(
-            "confirmation_required",
+        return Err(ApiError::new(
+            ErrorCode::ConfirmationRequired,
             "send X-Confirm-Delete: true to delete an identity",
         ));
     }
     let now = state.clock.now();
-    let rec = state.tokens.identities().delete(&caller.actor(), &id, now).await.map_err(error)?;
-    state.tokens.revoke_sessions_of(&rec.id, now).await.map_err(super::tokens::token_error)?;
+    let rec = state.tokens.identities().delete(&caller.actor(), &id, now).await?;
+    state.tokens.revoke_sessions_of(&rec.id, now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,7 +10,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 
 pub struct ApiJson<T>(pub T);
 
@@ -35,7 +35,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiBody {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::payload_too_large()
             } else {
-                ApiError::bad_request("invalid_request", "request body could not be read")
+                ApiError::invalid_request("request body could not be read")
             }
         })?;
         Ok(ApiBody(bytes))
@@ -47,10 +47,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => {
-                ApiError::bad_request("invalid_request", format!("request body has the wrong shape: {e}"))
-            }
-            _ => ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")),
+            Category::Data => ApiError::invalid_request(format!("request body has the wrong shape: {e}")),
+            _ => ApiError::new(ErrorCode::InvalidJson, format!("request body is not valid JSON: {e}")),
         }
     })
 }

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::config::ConnectionLimits;
 
 #[derive(Clone)]
@@ -53,32 +53,23 @@ pub(super) async fn layer(State(limits): State<RequestLimits>, req: Request, nex
         return closing(ApiError::payload_too_large());
     }
     let Ok(_slot) = limits.in_flight.clone().try_acquire_owned() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in flight; retry later",
-        )
-        .with("retryAfter", 1)
-        .into_response();
+        return ApiError::new(ErrorCode::Overloaded, "too many requests in flight; retry later")
+            .with("retryAfter", 1)
+            .into_response();
     };
     let waiting = Arc::new(AtomicBool::new(false));
     let req = req.map(|inner| Body::new(WatchedBody { inner, waiting: waiting.clone() }));
     match tokio::time::timeout(limits.timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) if waiting.load(Ordering::Relaxed) => closing(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the request body did not arrive within {}s", limits.timeout.as_secs()),
         )),
         Err(_) => {
             tracing::warn!(timeout_secs = limits.timeout.as_secs(), "request deadline exceeded");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "deadline_exceeded",
-                "the request took too long; retry later",
-            )
-            .with("retryAfter", 1)
-            .into_response()
+            ApiError::new(ErrorCode::DeadlineExceeded, "the request took too long; retry later")
+                .with("retryAfter", 1)
+                .into_response()
         }
     }
 }
@@ -118,6 +109,7 @@ impl HttpBody for WatchedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
     use axum::routing::{get, post};
     use axum::Router;
     use tower::ServiceExt;

@@ -6,6 +6,8 @@ mod admin;
 mod api_keys;
 mod auth;
 pub mod backup;
+mod code;
+mod domain_errors;
 mod error;
 mod health;
 mod identities;
@@ -20,11 +22,11 @@ mod wellknown;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::middleware;
 use axum::Router;
 
 pub use auth::Caller;
+pub use code::ErrorCode;
 pub use error::ApiError;
 
 use crate::api_keys::ApiKeys;
@@ -101,10 +103,11 @@ fn query_number(
     match value.map(str::parse::<u64>) {
         None => Ok(default),
         Some(Ok(n)) if range.contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_request",
-            format!("{field} must be an integer from {} to {}", range.start(), range.end()),
-        )),
+        Some(_) => Err(ApiError::invalid_request(format!(
+            "{field} must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        ))),
     }
 }
 
@@ -128,7 +131,7 @@ fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Rout
     router
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limits, limits::layer))

@@ -46,7 +46,7 @@ fn refused(part: &str, status: StatusCode, text: &str) -> ApiError {
     if status.is_server_error() {
         ApiError::internal(&format!("{part} extractor: {text}"))
     } else {
-        ApiError::bad_request("invalid_request", format!("invalid {part}: {text}"))
+        ApiError::invalid_request(format!("invalid {part}: {text}"))
     }
 }
 
@@ -57,7 +57,7 @@ pub fn single<'a>(form: &'a [u8], name: &str) -> Result<std::borrow::Cow<'a, str
     let mut values = form_urlencoded::parse(form).filter(|(k, _)| k == name).map(|(_, v)| v);
     match (values.next(), values.next()) {
         (Some(value), None) => Ok(value),
-        (None, _) => Err(ApiError::bad_request("invalid_request", format!("{name} is required"))),
-        (Some(_), Some(_)) => Err(ApiError::bad_request("invalid_request", format!("{name} is given more than once"))),
+        (None, _) => Err(ApiError::invalid_request(format!("{name} is required"))),
+        (Some(_), Some(_)) => Err(ApiError::invalid_request(format!("{name} is given more than once"))),
     }
 }

@@ -7,18 +7,16 @@
 //! a token key over a JWT signing input the caller wrote is a forged token.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::json::ApiJson;
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::config::KeyUse;
 use crate::encoding::{b64url, b64url_decode};
 use crate::keys::KeysetName;
-use crate::tokens::TokenError;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/sign", post(sign)).route("/v1/verify", post(verify))
@@ -34,11 +32,10 @@ fn keyset(state: &AppState, name: &str) -> Result<KeysetName, ApiError> {
     let ks = KeysetName::parse(name)
         .ok()
         .and_then(|k| state.config.keyset(&k))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", format!("no keyset named {name:?}")))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::KeysetNotFound, format!("no keyset named {name:?}")))?;
     if ks.usage != KeyUse::Sign {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "keyset_not_signable",
+            ErrorCode::KeysetNotSignable,
             format!("keyset {name} signs tokens; raw signing needs a keyset declared use = \"sign\""),
         )
         .with("keyset", name));
@@ -47,7 +44,7 @@ fn keyset(state: &AppState, name: &str) -> Result<KeysetName, ApiError> {
 }
 
 fn decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
-    b64url_decode(text).map_err(|_| ApiError::bad_request("invalid_request", format!("{field} must be base64url")))
+    b64url_decode(text).map_err(|_| ApiError::invalid_request(format!("{field} must be base64url")))
 }
 
 #[derive(Deserialize)]
@@ -69,7 +66,7 @@ async fn sign(
         .ring
         .active(&ks, state.clock.now())
         .ok_or_else(|| ApiError::unavailable(&format!("keyset {ks} has no active key"), 5))?;
-    let sig = state.ring.sign(&key, &message).await.map_err(|e| super::tokens::token_error(TokenError::Backend(e)))?;
+    let sig = state.ring.sign(&key, &message).await?;
     Ok(Json(json!({ "kid": key.kid.as_str(), "alg": key.algorithm().as_str(), "signature": b64url(&sig) })))
 }
 

@@ -17,10 +17,9 @@ use serde_json::{json, Value};
 
 use super::json::{ApiBody, ApiJson};
 use super::params::{single, ApiQuery};
-use super::{ApiError, AppState, Caller};
-use crate::backend::BackendError;
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::scopes;
-use crate::tokens::{Claims, IssueRequest, RevokeTarget, TokenError, TokenPair, TokenType, VerifyError};
+use crate::tokens::{Claims, IssueRequest, RevokeTarget, TokenPair, TokenType, VerifyError};
 
 const CREATE: &str = "relayauth:token:create:*";
 const MANAGE: &str = "relayauth:token:manage:*";
@@ -34,59 +33,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tokens/introspect", get(introspect).post(introspect_body))
         .route("/v1/tokens/validate", post(validate))
         .route("/v1/tokens/revocation", get(revocation))
-}
-
-pub fn verify_error(e: VerifyError) -> ApiError {
-    if e == VerifyError::Unavailable {
-        return ApiError::unavailable(&e, 1);
-    }
-    let (code, message) = match e {
-        VerifyError::Expired => ("token_expired", "token has expired"),
-        VerifyError::Revoked => ("token_revoked", "token has been revoked"),
-        other => {
-            ("invalid_token", if other == VerifyError::Malformed { "token is malformed" } else { "token is not valid" })
-        }
-    };
-    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
-}
-
-pub fn token_error(e: TokenError) -> ApiError {
-    match e {
-        TokenError::IdentityNotFound => {
-            ApiError::new(StatusCode::NOT_FOUND, "identity_not_found", "identity not found")
-        }
-        TokenError::IdentitySuspended(s) => {
-            ApiError::new(StatusCode::FORBIDDEN, "identity_suspended", format!("identity is {s}"))
-        }
-        TokenError::InsufficientScope(missing) => {
-            let first = missing.first().cloned().unwrap_or_default();
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!("scopes {missing:?} are not held by both the identity and the caller"),
-            )
-            .with("required", first.clone())
-            .with("requiredScopes", missing)
-            .with("scope", first)
-        }
-        TokenError::InvalidScope { scope, reason } => crate::scopes::GrantError::Invalid { scope, reason }.into(),
-        TokenError::Invalid(m) => ApiError::bad_request("invalid_request", m),
-        TokenError::UnsupportedAlgorithm(a) => {
-            ApiError::bad_request("unsupported_algorithm", format!("algorithm {a:?} is not available"))
-        }
-        TokenError::Grant(g) => g.into(),
-        TokenError::Verify(v) => verify_error(v),
-        TokenError::NotFound => ApiError::new(StatusCode::NOT_FOUND, "token_not_found", "no matching token"),
-        TokenError::NoSigner(ks) => ApiError::unavailable(&format!("keyset {ks} has no active key"), 5),
-        TokenError::Backend(BackendError::Throttled { retry_after, .. }) => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "signing rate limit reached; retry later")
-                .with("retryAfter", retry_after.as_secs().max(1))
-        }
-        TokenError::Backend(e) if e.is_transient() => ApiError::unavailable(&e, 2),
-        TokenError::Backend(e) => ApiError::internal(&e),
-        TokenError::Storage(e) => ApiError::internal(&e),
-        TokenError::Commit(e) => ApiError::unavailable(&e, 1),
-    }
 }
 
 fn pair_json(p: &TokenPair) -> Value {
@@ -144,7 +90,7 @@ async fn issue(
         refresh_ttl: body.refresh_token_ttl_seconds,
         algorithm: body.algorithm,
     };
-    let pair = state.tokens.issue(&caller.actor(), req).await.map_err(token_error)?;
+    let pair = state.tokens.issue(&caller.actor(), req).await?;
     Ok((StatusCode::CREATED, Json(pair_json(&pair))))
 }
 
@@ -155,7 +101,7 @@ struct RefreshBody {
 }
 
 async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Json<Value>, ApiError> {
-    let pair = state.tokens.refresh(&body.refresh_token).await.map_err(token_error)?;
+    let pair = state.tokens.refresh(&body.refresh_token).await?;
     Ok(Json(pair_json(&pair)))
 }
 
@@ -177,11 +123,9 @@ async fn revoke(
         (Some(t), _, _) => RevokeTarget::Token(t),
         (None, Some(i), _) => RevokeTarget::Identity(i),
         (None, None, Some(s)) => RevokeTarget::Session(s),
-        (None, None, None) => {
-            return Err(ApiError::bad_request("invalid_request", "name one of tokenId, identityId, sessionId"))
-        }
+        (None, None, None) => return Err(ApiError::invalid_request("name one of tokenId, identityId, sessionId")),
     };
-    state.tokens.revoke(&caller.actor(), target, state.clock.now()).await.map_err(token_error)?;
+    state.tokens.revoke(&caller.actor(), target, state.clock.now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -226,7 +170,7 @@ async fn introspect_body(
 async fn introspection(state: &AppState, caller: &Caller, token: &str) -> Result<Json<Option<Arc<Claims>>>, ApiError> {
     match state.tokens.verify(token, TokenType::Access).await {
         Ok(c) if c.org == caller.org_id => Ok(Json(Some(c))),
-        Err(VerifyError::Unavailable) => Err(verify_error(VerifyError::Unavailable)),
+        Err(VerifyError::Unavailable) => Err(VerifyError::Unavailable.into()),
         _ => Ok(Json(None)),
     }
 }
@@ -247,7 +191,7 @@ async fn validate(
     caller.require(READ)?;
     let result = state.tokens.verify(&body.token, TokenType::Access).await;
     Ok(Json(match result {
-        Err(VerifyError::Unavailable) => return Err(verify_error(VerifyError::Unavailable)),
+        Err(VerifyError::Unavailable) => return Err(VerifyError::Unavailable.into()),
         Ok(c) if c.org == caller.org_id => {
             let missing: Vec<&String> =
                 body.required_scopes.iter().filter(|r| !scopes::any_covers(&c.scopes, r)).collect();
@@ -259,8 +203,8 @@ async fn validate(
             }
             v
         }
-        Ok(_) => json!({ "valid": false, "claims": null, "error": "invalid_token" }),
-        Err(e) => json!({ "valid": false, "claims": null, "error": verify_error(e).code }),
+        Ok(_) => json!({ "valid": false, "claims": null, "error": ErrorCode::InvalidToken.as_str() }),
+        Err(e) => json!({ "valid": false, "claims": null, "error": ApiError::from(e).code.as_str() }),
     }))
 }
 
@@ -277,6 +221,6 @@ async fn revocation(State(state): State<AppState>, ApiQuery(q): ApiQuery<Revocat
             Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),
             Err(e) => ApiError::unavailable(&e, 1).into_response(),
         },
-        _ => ApiError::bad_request("invalid_request", "jti is required").into_response(),
+        _ => ApiError::invalid_request("jti is required").into_response(),
     }
 }

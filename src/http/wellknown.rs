@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::params::ApiPath;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::config::Policy;
 use crate::identities::MAX_CHAIN;
 use crate::jwks::JwksSnapshot;
@@ -41,8 +41,7 @@ async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
 async fn keyset_jwks(State(state): State<AppState>, ApiPath(name): ApiPath<String>, headers: HeaderMap) -> Response {
     match state.ring.keyset_jwks(&name) {
         Some(snapshot) => serve(&state, &headers, &snapshot),
-        None => ApiError::new(StatusCode::NOT_FOUND, "keyset_not_found", "no raw-signing keyset of that name")
-            .into_response(),
+        None => ApiError::new(ErrorCode::KeysetNotFound, "no raw-signing keyset of that name").into_response(),
     }
 }
 

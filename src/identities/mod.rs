@@ -14,16 +14,18 @@
 
 mod filter;
 mod record;
+mod request;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use filter::ListFilter;
-use record::{is_identity_type, IDENTITY_TYPES};
 pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
+use request::{check_fields, checked_kind};
+pub use request::{IdentityPatch, NewIdentity, Transition};
 
 use crate::api_keys::Actor;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
 use crate::storage::{StorageError, Store, Writer};
@@ -54,50 +56,10 @@ impl From<text::UnsafeText> for IdentityError {
     }
 }
 
-/// A create request.
-#[derive(Debug, Clone, Default)]
-pub struct NewIdentity {
-    pub name: String,
-    pub kind: Option<String>,
-    pub scopes: Vec<String>,
-    pub roles: Vec<String>,
-    pub metadata: BTreeMap<String, String>,
-    pub sponsor_id: String,
-    pub workspace_id: Option<String>,
-}
-
-/// A partial update (PATCH).
-#[derive(Debug, Clone, Default)]
-pub struct IdentityPatch {
-    pub name: Option<String>,
-    pub scopes: Option<Vec<String>>,
-    pub roles: Option<Vec<String>>,
-    pub metadata: Option<BTreeMap<String, String>>,
-    pub workspace_id: Option<String>,
-    pub kind: Option<String>,
-}
-
-/// `kind` if it is one of relayauth's identity types.
-fn checked_kind(kind: String) -> Result<String, IdentityError> {
-    if is_identity_type(&kind) {
-        Ok(kind)
-    } else {
-        Err(IdentityError::Invalid(format!("type must be one of {} (got {kind:?})", IDENTITY_TYPES.join(", "))))
-    }
-}
-
 #[derive(Clone)]
 pub struct Identities {
     store: Store,
     by_id: Arc<RwLock<HashMap<String, Arc<IdentityRecord>>>>,
-}
-
-/// What a lifecycle operation does to the identity.
-#[derive(Debug, Clone, Copy)]
-pub enum Transition {
-    Suspend,
-    Retire,
-    Reactivate,
 }
 
 impl Identities {
@@ -194,7 +156,7 @@ impl Identities {
             suspend_reason: None,
             tokens_revoked_before: None,
         };
-        let event = AuditEvent::new(now, actor.id.clone(), "identity.create")
+        let event = AuditEvent::new(now, actor.id.clone(), AuditAction::IdentityCreate)
             .target(record.id.clone())
             .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes }));
         self.store
@@ -258,7 +220,7 @@ impl Identities {
                 rec.kind = kind;
             }
             rec.updated_at = now;
-            Ok(Edit::put("identity.update", serde_json::json!({ "scopes": rec.scopes })))
+            Ok(Edit::put(AuditAction::IdentityUpdate, serde_json::json!({ "scopes": rec.scopes })))
         })
         .await
     }
@@ -284,7 +246,7 @@ impl Identities {
                     rec.suspended_at = Some(now);
                     rec.suspend_reason = Some(reason);
                     rec.tokens_revoked_before = Some(now);
-                    "identity.suspend"
+                    AuditAction::IdentitySuspend
                 }
                 (Transition::Retire, IdentityStatus::Active | IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Retired;
@@ -293,13 +255,13 @@ impl Identities {
                         rec.suspend_reason = Some(r);
                     }
                     rec.tokens_revoked_before = Some(now);
-                    "identity.retire"
+                    AuditAction::IdentityRetire
                 }
                 (Transition::Reactivate, IdentityStatus::Suspended) => {
                     rec.status = IdentityStatus::Active;
                     rec.suspended_at = None;
                     rec.suspend_reason = None;
-                    "identity.reactivate"
+                    AuditAction::IdentityReactivate
                 }
                 (_, status) => return Err(IdentityError::State(status.as_str())),
             };
@@ -313,7 +275,7 @@ impl Identities {
     /// gone (verification requires a known, active identity).
     pub async fn delete(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, |_| {
-            Ok(Edit { action: "identity.delete", detail: serde_json::Value::Null, delete: true })
+            Ok(Edit { action: AuditAction::IdentityDelete, detail: serde_json::Value::Null, delete: true })
         })
         .await
     }
@@ -327,7 +289,7 @@ impl Identities {
     ) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, move |rec| {
             rec.tokens_revoked_before = Some(now);
-            Ok(Edit::put("token.revoke_identity", serde_json::Value::Null))
+            Ok(Edit::put(AuditAction::TokenRevokeIdentity, serde_json::Value::Null))
         })
         .await
     }
@@ -379,13 +341,13 @@ impl Identities {
 
 /// What [`Identities::change`] does with the edited record.
 struct Edit {
-    action: &'static str,
+    action: AuditAction,
     detail: serde_json::Value,
     delete: bool,
 }
 
 impl Edit {
-    fn put(action: &'static str, detail: serde_json::Value) -> Self {
+    fn put(action: AuditAction, detail: serde_json::Value) -> Self {
         Self { action, detail, delete: false }
     }
 }
@@ -402,21 +364,6 @@ fn unique_name(w: &Writer, rec: &IdentityRecord, except: Option<&str>) -> Result
         Some(_) => Err(IdentityError::Duplicate(rec.name.clone())),
         None => Ok(()),
     }
-}
-
-/// The text checks of the optional fields a create or a PATCH sets.
-fn check_fields(
-    workspace_id: Option<&str>,
-    roles: Option<&[String]>,
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<(), text::UnsafeText> {
-    if let Some(w) = workspace_id {
-        text::check("workspaceId", w)?;
-    }
-    if let Some(roles) = roles {
-        text::check_each("roles", roles)?;
-    }
-    metadata.map_or(Ok(()), |m| text::check_map("metadata", m))
 }
 
 /// Shows a committed record (or its deletion) in memory.

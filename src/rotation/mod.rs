@@ -21,11 +21,11 @@ use serde_json::json;
 pub use cron::CronSchedule;
 pub use plan::{Action, RollbackError};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::config::{Keyset, Policy};
 use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
-use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid};
+use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid, Schedule};
 use crate::storage::{StorageError, Store};
 
 const META_PAUSED: &str = "rotation_paused";
@@ -168,19 +168,20 @@ impl Rotation {
             Action::Initial => {
                 let kid = self
                     .ring
-                    .create_key(ks, |at| (crate::keys::Schedule::immediate(at), Vec::new()), "key.create", "scheduler")
+                    .create_key(ks, |at| (Schedule::immediate(at), Vec::new()), AuditAction::KeyCreate, "scheduler")
                     .await?;
                 Ok(format!("{}: created {kid} (active now)", ks.name))
             }
             Action::Promote { kid } => {
                 let mut k = owned(refs, &kid)?;
                 k.schedule.activated_at = now;
-                self.ring.put(vec![k], AuditEvent::new(now, "scheduler", "key.promote").target(kid.as_str())).await?;
+                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str());
+                self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
                 let lead = self.policy.rotation.publish_lead;
-                let kid = self.create_successor(ks, activate_at, lead, "scheduler", "key.rotate").await?;
+                let kid = self.create_successor(ks, activate_at, lead, "scheduler", AuditAction::KeyRotate).await?;
                 Ok(format!("{}: published {kid}, active at {activate_at}", ks.name))
             }
             Action::Destroy { kid } => {
@@ -189,7 +190,7 @@ impl Rotation {
                     b.backend().destroy(&kid).await.map_err(RingError::from)?;
                 }
                 k.handle = KeyHandle::Destroyed;
-                let event = AuditEvent::new(now, "scheduler", "key.destroy").target(kid.as_str());
+                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyDestroy).target(kid.as_str());
                 self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: destroyed private material of {kid}", ks.name))
             }
@@ -208,7 +209,7 @@ impl Rotation {
         activate_at: Timestamp,
         lead: Duration,
         actor: &str,
-        action: &str,
+        action: AuditAction,
     ) -> Result<Kid, RotationError> {
         let records = self.records_of(&ks.name);
         let policy = self.policy.rotation.clone();
@@ -236,7 +237,7 @@ impl Rotation {
         if plan::rotation_updates(&refs, now, activate_at, &self.policy.rotation).is_none() {
             return Err(RotationError::InProgress(ks.name.to_string()));
         }
-        let action = if immediate { "key.rotate_immediate" } else { "key.rotate" };
+        let action = if immediate { AuditAction::KeyRotateImmediate } else { AuditAction::KeyRotate };
         let lead = if immediate { Duration::ZERO } else { self.policy.rotation.publish_lead };
         let new_kid = self.create_successor(&ks, activate_at, lead, actor, action).await?;
         let new = self.ring.record(new_kid.as_str());
@@ -274,11 +275,11 @@ impl Rotation {
             let updates = revocation.updates;
             let kid = self
                 .ring
-                .create_key(&ks, move |at| (crate::keys::Schedule::immediate(at), updates), "key.revoke", actor)
+                .create_key(&ks, move |at| (Schedule::immediate(at), updates), AuditAction::KeyRevoke, actor)
                 .await?;
             Some(kid)
         } else {
-            let event = AuditEvent::new(now, actor, "key.revoke")
+            let event = AuditEvent::new(now, actor, AuditAction::KeyRevoke)
                 .target(target.kid.as_str())
                 .detail(json!({ "keyset": ks.name.as_str() }));
             self.ring.put(revocation.updates, event).await?;
@@ -307,7 +308,7 @@ impl Rotation {
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
         let updates = plan::rollback(&refs, now, &self.policy.rotation)?;
         let (back, away) = (updates[0].kid.clone(), updates[1].kid.clone());
-        let event = AuditEvent::new(now, actor, "key.rollback")
+        let event = AuditEvent::new(now, actor, AuditAction::KeyRollback)
             .target(back.as_str())
             .detail(json!({ "keyset": ks.name.as_str(), "rolledBack": away.as_str() }));
         self.ring.put(updates, event).await?;
@@ -323,7 +324,11 @@ impl Rotation {
             .commit_then_apply(
                 move |w| {
                     w.put_meta(META_PAUSED, if paused { b"1" } else { b"0" })?;
-                    w.audit(AuditEvent::new(now, actor, if paused { "rotation.pause" } else { "rotation.resume" }))?;
+                    w.audit(AuditEvent::new(
+                        now,
+                        actor,
+                        if paused { AuditAction::RotationPause } else { AuditAction::RotationResume },
+                    ))?;
                     Ok::<_, StorageError>(())
                 },
                 move |()| flag.store(paused, Ordering::Relaxed),

@@ -23,7 +23,7 @@ use super::{
     API_KEY_HASHES, AUDIT, IDENTITIES, KEYS, META, META_RECORD_MACS, META_SCHEMA,
 };
 use crate::api_keys::ApiKeyRecord;
-use crate::audit::{AuditEntry, AuditEvent, Link};
+use crate::audit::{AuditAction, AuditEntry, AuditEvent, Link};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
 use crate::keys::KeyRecord;
@@ -61,7 +61,7 @@ pub(super) fn upgrade(w: &mut Writer, now: Timestamp) -> Result<usize, StorageEr
     }
     let keyed_from = plain_audit(&w.txn.open_table(AUDIT)?, &w.mac)?;
     w.put_meta(META_RECORD_MACS, keyed_from.to_string().as_bytes())?;
-    let event = AuditEvent::new(now, "system", "store.upgrade").target("store").detail(serde_json::json!({
+    let event = AuditEvent::new(now, "system", AuditAction::StoreUpgrade).target("store").detail(serde_json::json!({
         "recordMacs": { "keys": keys, "identities": identities, "apiKeys": api_keys, "meta": values.len() },
         "auditKeyedFrom": keyed_from,
     }));
@@ -224,11 +224,14 @@ mod tests {
             txn.open_table(API_KEY_HASHES).unwrap().insert("ab".repeat(32).as_str(), AK).unwrap();
             txn.open_table(IDENTITIES).unwrap().insert("agent_1", identity_v1().as_bytes()).unwrap();
             let mut audit = txn.open_table(AUDIT).unwrap();
-            let first =
-                AuditEntry::chain(None, AuditEvent::new(Timestamp::from_unix(1), "system", "vault.init"), Link::Sha256);
+            let first = AuditEntry::chain(
+                None,
+                AuditEvent::new(Timestamp::from_unix(1), "system", AuditAction::VaultInit),
+                Link::Sha256,
+            );
             let second = AuditEntry::chain(
                 Some(&first),
-                AuditEvent::new(Timestamp::from_unix(2), "cli", "api_key.create"),
+                AuditEvent::new(Timestamp::from_unix(2), "cli", AuditAction::ApiKeyCreate),
                 Link::Sha256,
             );
             audit.insert(1, first.encode().as_slice()).unwrap();

@@ -153,7 +153,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::api_keys::ApiKeyId;
-    use crate::audit::{AuditEvent, Link};
+    use crate::audit::{AuditAction, AuditEvent, Link};
     use crate::clock::Timestamp;
     use crate::identities::{IdentityRecord, IdentityStatus};
     use crate::keys::{BackendKind, KeyHandle, KeySpec, KeysetName, PublicKey, Schedule};
@@ -283,7 +283,7 @@ pub(super) mod tests {
     #[test]
     fn audit_entry_golden_bytes() {
         let k = zero_key();
-        let event = AuditEvent::new(Timestamp::from_unix(9), "system", "vault.init").target("vault");
+        let event = AuditEvent::new(Timestamp::from_unix(9), "system", AuditAction::VaultInit).target("vault");
         let entry = AuditEntry::chain(None, event.clone(), Link::Keyed(&k));
         let golden = r#"{"v":1,"seq":1,"at":9,"actor":"system","action":"vault.init","target":"vault","detail":null,"prev_hash":"","hash":"e0c2133b4076a3dee8b1f6f9ae400764e8e1b2aef3f0ffb0143463d3f258e802"}"#;
         assert_eq!(String::from_utf8(entry.encode()).unwrap(), golden);

@@ -29,7 +29,7 @@ use group_commit::GroupCommit;
 use revocations::Revocations;
 
 use crate::api_keys::Actor;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::backend::BackendError;
 use crate::clock::{Clock, Timestamp};
 use crate::config::TokenPolicy;
@@ -416,7 +416,7 @@ impl TokenService {
                         current.revoked_at = Some(now);
                         w.put_session(&current)?;
                         w.audit(
-                            AuditEvent::new(now, current.identity_id.clone(), "token.refresh_reuse")
+                            AuditEvent::new(now, current.identity_id.clone(), AuditAction::TokenRefreshReuse)
                                 .target(current.sid.clone())
                                 .detail(serde_json::json!({ "jti": presented })),
                         )?;
@@ -460,7 +460,7 @@ impl TokenService {
                         move |w| {
                             let Some(t) = w.issued(&jti)?.filter(|t| t.org_id == org) else { return Ok(None) };
                             w.revoke_jti(&t.jti, t.exp)?;
-                            w.audit(AuditEvent::new(now, who, "token.revoke").target(t.jti.clone()))?;
+                            w.audit(AuditEvent::new(now, who, AuditAction::TokenRevoke).target(t.jti.clone()))?;
                             Ok::<_, StorageError>(Some(t))
                         },
                         move |t| {
@@ -479,7 +479,7 @@ impl TokenService {
                             let Some(mut s) = w.session(&sid)?.filter(|s| s.org_id == org) else { return Ok(None) };
                             s.revoked_at.get_or_insert(now);
                             w.put_session(&s)?;
-                            w.audit(AuditEvent::new(now, who, "token.revoke_session").target(s.sid.clone()))?;
+                            w.audit(AuditEvent::new(now, who, AuditAction::TokenRevokeSession).target(s.sid.clone()))?;
                             Ok::<_, StorageError>(Some(s))
                         },
                         move |s| {

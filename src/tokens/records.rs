@@ -86,3 +86,49 @@ impl IssuedToken {
             }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Golden bytes of the session row (the issued-token row's are in
+    //! `storage::tokens`): a change that breaks them needs a new format
+    //! version, not a new golden string.
+    use super::*;
+    use crate::storage::Record;
+
+    fn session() -> SessionRecord {
+        SessionRecord {
+            sid: "sess_1".into(),
+            identity_id: "agent_1".into(),
+            org_id: "org_default".into(),
+            scopes: vec!["relayfile:fs:read:/a/*".into()],
+            audience: vec!["relayfile".into()],
+            algorithm: Algorithm::EdDsa,
+            access_ttl: 3600,
+            refresh_ttl: 86400,
+            refresh_jti: "tok_r2".into(),
+            previous_refresh_jti: Some("tok_r1".into()),
+            rotated_at: Some(Timestamp::from_unix(150)),
+            created_at: Timestamp::from_unix(100),
+            expires_at: Timestamp::from_unix(86_500),
+            revoked_at: None,
+        }
+    }
+
+    const SESSION_V1: &str = r#"{"v":1,"sid":"sess_1","identity_id":"agent_1","org_id":"org_default","scopes":["relayfile:fs:read:/a/*"],"audience":["relayfile"],"algorithm":"EdDSA","access_ttl":3600,"refresh_ttl":86400,"refresh_jti":"tok_r2","previous_refresh_jti":"tok_r1","rotated_at":150,"created_at":100,"expires_at":86500,"revoked_at":null}"#;
+
+    #[test]
+    fn session_golden_bytes() {
+        assert_eq!(String::from_utf8(session().encode()).unwrap(), SESSION_V1);
+        assert_eq!(SessionRecord::decode("sessions", "sess_1", SESSION_V1.as_bytes()).unwrap(), session());
+        let revoked = SessionRecord { revoked_at: Some(Timestamp::from_unix(200)), ..session() };
+        let bytes = SESSION_V1.replace(r#""revoked_at":null"#, r#""revoked_at":200"#);
+        assert_eq!(String::from_utf8(revoked.encode()).unwrap(), bytes);
+        assert_eq!(SessionRecord::decode("sessions", "sess_1", bytes.as_bytes()).unwrap(), revoked);
+    }
+
+    #[test]
+    fn access_and_refresh_kinds_keep_their_stored_names() {
+        assert_eq!(serde_json::to_string(&TokenType::Access).unwrap(), r#""access""#);
+        assert_eq!(serde_json::to_string(&TokenType::Refresh).unwrap(), r#""refresh""#);
+    }
+}

@@ -17,7 +17,7 @@ pub use kek::{new_vault_id, KekError, KekKind, KekSource, WrappedDataKey};
 pub use material::{MaterialError, PrivateKey};
 pub use seal::{DataKey, SealError, SecretKey};
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditAction, AuditEvent};
 use crate::backend::{BackendError, CreatedKey, KeyBackend, LoadedKeys};
 use crate::clock::Clock;
 use crate::keys::{BackendKind, KeyHandle, KeySpec, KeysetName, Kid, PublicKey};
@@ -187,7 +187,7 @@ pub async fn rekey_store(
     new.create_if_missing()?;
     let wrapped = new.wrap(&data_key, &vault_id).await?;
     check_unwraps(new, &wrapped, &data_key).await?;
-    let event = AuditEvent::new(clock.now(), "cli", "vault.rekey")
+    let event = AuditEvent::new(clock.now(), "cli", AuditAction::VaultRekey)
         .target("vault")
         .detail(serde_json::json!({ "kek": new.kind().as_str() }));
     store

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::daemon::{bootstrap_key, client, run, text, Daemon};
+use crate::support::call;
 
 pub struct Api {
     pub base: String,
@@ -17,22 +18,6 @@ impl Api {
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         call(&self.base, &self.key, method, path, body).await
     }
-}
-
-pub async fn call(base: &str, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = client().request(method.parse().unwrap(), format!("{base}{path}")).header("x-api-key", key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// `GET /v1/tokens/introspect?token=` with an API key: the claims, or `null`.
-pub async fn introspect(base: &str, key: &str, token: &str) -> Value {
-    let url = format!("{base}/v1/tokens/introspect?token={token}");
-    client().get(url).header("x-api-key", key).send().await.unwrap().json().await.unwrap()
 }
 
 pub async fn create_key(base: &str, with: &str, scopes: &[&str]) -> (u16, Value) {

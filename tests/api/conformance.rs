@@ -9,8 +9,9 @@
 
 use serde_json::{json, Value};
 
-use crate::api_keys::{call, create_key};
+use crate::api_keys::create_key;
 use crate::daemon::client;
+use crate::support::call;
 use crate::tokens::{part, start, Env};
 
 /// Identity fields the Python client indexes (a `KeyError` if absent).

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::api_keys::call;
 use crate::daemon::{bootstrap_key, command, keys_dir, run, sha256_file, text, Daemon};
+use crate::support::call;
 
 const BOOTSTRAP_LINE: &str = "bootstrap admin API key (shown once";
 

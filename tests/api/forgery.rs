@@ -5,8 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::api_keys::{call, create_key};
+use crate::api_keys::create_key;
 use crate::daemon::client;
+use crate::support::call;
 use crate::tokens::{start, Env, ISSUER, PYJWT_VERIFY};
 use kmsd::encoding::{b64url, b64url_decode, random_hex};
 

@@ -4,18 +4,7 @@
 use serde_json::Value;
 
 use crate::daemon::{bootstrap_key, client, Daemon};
-
-async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = client().get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, headers, body)
-}
+use crate::support::get;
 
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"], code, "{body}");

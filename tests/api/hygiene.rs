@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::api_keys::call;
 use crate::daemon::client;
+use crate::support::call;
 use crate::tokens::{start, Env};
 
 /// Sends `body` as it is (no re-serialization, so duplicate keys survive);

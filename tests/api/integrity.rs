@@ -5,8 +5,9 @@
 
 use redb::{ReadableDatabase, TableDefinition};
 
-use crate::api_keys::{call, create_key};
+use crate::api_keys::create_key;
 use crate::daemon::{bootstrap_key, sha256_file, Daemon};
+use crate::support::call;
 use crate::vault::store;
 
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -159,7 +160,7 @@ async fn a_store_from_before_record_macs_is_upgraded_at_start_and_keeps_its_kids
     let admin = bootstrap_key(&d.output());
     let (_, created) = create_key(&d.public, &admin, &["relayauth:token:read:*"]).await;
     let narrow = created["key"].as_str().unwrap().to_owned();
-    let kids = crate::vault::kids(&d).await;
+    let kids = crate::support::jwks_kids(&d.public).await;
     d.stop();
     let path = store(tmp.path());
     downgrade_to_format_1(&path);
@@ -169,7 +170,7 @@ async fn a_store_from_before_record_macs_is_upgraded_at_start_and_keeps_its_kids
 
     let d = Daemon::start(tmp.path(), &[]);
     assert!(d.output().contains("store upgraded: its records are now authenticated"), "{}", d.output());
-    assert_eq!(crate::vault::kids(&d).await, kids, "the same keys sign and are published");
+    assert_eq!(crate::support::jwks_kids(&d.public).await, kids, "the same keys sign and are published");
     let (status, body) = call(&d.admin, &admin, "GET", "/v1/admin/keys", None).await;
     assert_eq!(status, 200, "the admin key still works: {body}");
     let (status, body) = call(&d.admin, &narrow, "GET", "/v1/admin/keys", None).await;

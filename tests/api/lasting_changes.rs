@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::api_keys::{call, create_key};
+use crate::api_keys::create_key;
 use crate::daemon::client;
+use crate::support::call;
 use crate::tokens::{part, start, Env};
 
 async fn audit_has(e: &Env, action: &str, target: &str) -> bool {

@@ -1,11 +1,15 @@
 //! Black-box tests: the real `kmsd` binary on 127.0.0.1 with a temp data dir,
-//! real redb files, real HTTP, and independent verifiers (PyJWT).
+//! real redb files, real HTTP, and independent verifiers (PyJWT). Tests whose
+//! behaviour does not need a process of its own run the same composition root
+//! in process on a manual clock (`support::TestApp`); helpers every module
+//! shares are in `support`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
 mod fleet;
 mod node;
 mod python;
+mod support;
 
 mod api_keys;
 mod backend_contract;

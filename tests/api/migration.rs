@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api_keys::call;
 use crate::daemon::{bootstrap_key, client, Daemon};
+use crate::support::call;
 use crate::tokens::{part, ISSUER};
 
 const SECRET: &str = "legacy-shared-secret-0123456789abcdef";
@@ -65,7 +65,7 @@ impl M {
     }
 
     async fn introspect(&self, token: &str) -> Value {
-        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
+        crate::support::introspect(&self.d.public, &self.admin, token).await
     }
 
     async fn act(&self, action: &str) -> (u16, Value) {

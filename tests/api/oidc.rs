@@ -50,14 +50,14 @@ async fn an_oidc_discovery_client_verifies_our_tokens_through_the_discovered_jwk
     let (d, base) = start_self_issuing(tmp.path());
     let admin = bootstrap_key(&d.output());
     let body = json!({ "name": "oidc-subject", "sponsorId": "user_sponsor", "scopes": ["relayfile:fs:read:*"] });
-    let (status, identity) = crate::api_keys::call(&d.public, &admin, "POST", "/v1/identities", Some(body)).await;
+    let (status, identity) = crate::support::call(&d.public, &admin, "POST", "/v1/identities", Some(body)).await;
     assert_eq!(status, 201, "{identity}");
     let id = identity["id"].as_str().unwrap().to_owned();
 
     let mut published = Vec::new();
     for alg in ["RS256", "EdDSA"] {
         let req = json!({ "identityId": id, "audience": ["vault"], "algorithm": alg });
-        let (status, pair) = crate::api_keys::call(&d.public, &admin, "POST", "/v1/tokens", Some(req)).await;
+        let (status, pair) = crate::support::call(&d.public, &admin, "POST", "/v1/tokens", Some(req)).await;
         assert_eq!(status, 201, "{pair}");
         let token = pair["accessToken"].as_str().unwrap().to_owned();
         let issuer = base.clone();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::api_keys::call;
+use crate::support::call;
 use crate::daemon::{bootstrap_key, client, BIN};
 
 fn root() -> PathBuf {

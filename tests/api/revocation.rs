@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::api_keys::call;
 use crate::daemon::client;
+use crate::support::call;
 use crate::tokens::{part, start, Env};
 
 /// The public answer for `jti`.

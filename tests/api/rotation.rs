@@ -1,16 +1,19 @@
 //! Rotation against the real daemon with second-scale schedules: a fleet of
 //! independent verifiers sees zero failures across 20+ rotations (and does see
 //! failures when the publish lead is unsafely short), emergency revoke,
-//! rollback, and kill -9 at random points of the rotation loop.
+//! rollback, and kill -9 at random points of the rotation loop. Pause and
+//! resume run in process on the manual clock.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kmsd::clock::{ManualClock, Timestamp};
 use serde_json::{json, Value};
 
-use crate::api_keys::call;
 use crate::daemon::{add_to_keysets, bootstrap_key, client, keys_dir, Daemon};
 use crate::fleet;
+use crate::support::{admin_keys, call, identity, introspect, issue, jwks_kids, jwks_kids_and_cache, TestApp};
 use crate::tokens::{part, ISSUER};
 
 /// Token, JWKS and rotation policy scaled to seconds: tokens live 4 s, a
@@ -49,18 +52,9 @@ fn env_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
-async fn identity(d: &Daemon, admin: &str) -> String {
-    let body = json!({ "name": "fleet", "sponsorId": "user_1", "scopes": ["relayfile:fs:read:/a/*"] });
-    let (status, v) = call(&d.public, admin, "POST", "/v1/identities", Some(body)).await;
-    assert_eq!(status, 201, "{v}");
-    v["id"].as_str().unwrap().to_owned()
-}
-
-async fn issue(d: &Daemon, admin: &str, id: &str) -> Value {
-    let body = json!({ "identityId": id, "audience": ["svc"] });
-    let (status, v) = call(&d.public, admin, "POST", "/v1/tokens", Some(body)).await;
-    assert_eq!(status, 201, "{v}");
-    v
+/// The identity the rotation tests issue for.
+async fn fleet_identity(public: &str, admin: &str) -> String {
+    identity(public, admin, "fleet", &["relayfile:fs:read:/a/*"]).await
 }
 
 /// Drives the fleet until `rotations` new access kids have signed (or
@@ -72,12 +66,12 @@ async fn run_fleet(
     rotations: usize,
     limit: Duration,
 ) -> (BTreeMap<&'static str, Vec<String>>, usize) {
-    let id = identity(d, admin).await;
+    let id = fleet_identity(&d.public, admin).await;
     let mut failures: BTreeMap<&'static str, Vec<String>> = verifiers.iter().map(|v| (v.name, Vec::new())).collect();
     let mut kids = HashSet::new();
     let started = Instant::now();
     while kids.len() <= rotations && started.elapsed() < limit {
-        let pair = issue(d, admin, &id).await;
+        let pair = issue(&d.public, admin, &id).await;
         let token = pair["accessToken"].as_str().unwrap().to_owned();
         kids.insert(part(&token, 0)["kid"].as_str().unwrap().to_owned());
         for v in verifiers.iter_mut() {
@@ -153,48 +147,35 @@ async fn a_policy_with_a_short_publish_lead_is_refused_without_the_unsafe_flag()
     );
 }
 
-async fn admin_keys(d: &Daemon, admin: &str) -> Vec<Value> {
-    let (status, v) = call(&d.admin, admin, "GET", "/v1/admin/keys", None).await;
-    assert_eq!(status, 200, "{v}");
-    v["keys"].as_array().unwrap().clone()
-}
-
-async fn jwks_kids(d: &Daemon) -> (HashSet<String>, String) {
-    let resp = client().get(format!("{}/.well-known/jwks.json", d.public)).send().await.unwrap();
-    let cache = resp.headers()["cache-control"].to_str().unwrap().to_owned();
-    let v: Value = resp.json().await.unwrap();
-    (v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect(), cache)
-}
-
 #[tokio::test]
 async fn emergency_revoke_takes_the_key_out_at_once_and_a_replacement_signs() {
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(tmp.path(), &[]);
     let admin = bootstrap_key(&d.output());
-    let id = identity(&d, &admin).await;
-    let before = issue(&d, &admin, &id).await;
+    let id = fleet_identity(&d.public, &admin).await;
+    let before = issue(&d.public, &admin, &id).await;
     let token = before["accessToken"].as_str().unwrap();
     let kid = part(token, 0)["kid"].as_str().unwrap().to_owned();
-    assert_ne!(crate::api_keys::introspect(&d.public, &admin, token).await, Value::Null);
+    assert_ne!(introspect(&d.public, &admin, token).await, Value::Null);
 
     let started = Instant::now();
     let (status, v) = call(&d.admin, &admin, "POST", &format!("/v1/admin/keys/{kid}/revoke"), None).await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(crate::api_keys::introspect(&d.public, &admin, token).await, Value::Null);
+    assert_eq!(introspect(&d.public, &admin, token).await, Value::Null);
     assert!(started.elapsed() < Duration::from_secs(1), "rejected within 1 s");
     let replacement = v["replacementKeyId"].as_str().unwrap().to_owned();
     assert_ne!(replacement, kid);
-    let (kids, cache) = jwks_kids(&d).await;
+    let (kids, cache) = jwks_kids_and_cache(&d.public).await;
     assert!(!kids.contains(&kid), "revoked kid still published");
     assert!(kids.contains(&replacement));
     assert_eq!(cache, "public, max-age=5, must-revalidate", "short max-age during the cool-down");
-    let after = issue(&d, &admin, &id).await;
+    let after = issue(&d.public, &admin, &id).await;
     assert_eq!(part(after["accessToken"].as_str().unwrap(), 0)["kid"], replacement.as_str());
     // A bearer signed by the revoked key is refused too.
     let resp = client().get(format!("{}/v1/identities", d.public)).bearer_auth(token).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
-    let keys = admin_keys(&d, &admin).await;
+    let keys = admin_keys(&d.admin, &admin).await;
     let revoked = keys.iter().find(|k| k["keyId"] == kid.as_str()).unwrap();
     assert_eq!((revoked["state"].as_str(), revoked["status"].as_str()), (Some("revoked"), Some("expired")));
     let (_, audit) = call(&d.admin, &admin, "GET", "/v1/admin/audit?limit=1000", None).await;
@@ -208,27 +189,29 @@ async fn rollback_returns_the_previous_key_to_signing_and_its_successor_keeps_ve
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(tmp.path(), &[]);
     let admin = bootstrap_key(&d.output());
-    let id = identity(&d, &admin).await;
-    let first =
-        part(issue(&d, &admin, &id).await["accessToken"].as_str().unwrap(), 0)["kid"].as_str().unwrap().to_owned();
+    let id = fleet_identity(&d.public, &admin).await;
+    let first = part(issue(&d.public, &admin, &id).await["accessToken"].as_str().unwrap(), 0)["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, r) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rotate", Some(json!({ "immediate": true }))).await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["oldKeyId"], first.as_str());
     assert!(r["warning"].as_str().unwrap().contains("publish lead"));
     let second = r["newKeyId"].as_str().unwrap().to_owned();
-    let t2 = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+    let t2 = issue(&d.public, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
     assert_eq!(part(&t2, 0)["kid"], second.as_str());
 
     let (status, v) = call(&d.admin, &admin, "POST", "/v1/admin/keys/rollback", None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!((v["keyId"].as_str(), v["rolledBackKeyId"].as_str()), (Some(first.as_str()), Some(second.as_str())));
-    let t3 = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+    let t3 = issue(&d.public, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
     assert_eq!(part(&t3, 0)["kid"], first.as_str(), "the previous key signs again");
-    let v = crate::api_keys::introspect(&d.public, &admin, &t2).await;
+    let v = introspect(&d.public, &admin, &t2).await;
     assert_ne!(v, Value::Null, "the rolled-back key's tokens still verify");
-    let (kids, _) = jwks_kids(&d).await;
+    let (kids, _) = jwks_kids_and_cache(&d.public).await;
     assert!(kids.contains(&second) && kids.contains(&first));
-    let keys = admin_keys(&d, &admin).await;
+    let keys = admin_keys(&d.admin, &admin).await;
     let state = |kid: &str| keys.iter().find(|k| k["keyId"] == kid).unwrap()["state"].as_str().unwrap().to_owned();
     assert_eq!((state(&first), state(&second)), ("active".to_owned(), "retiring".to_owned()));
     // A regular rotation publishes first and says when the key will sign.
@@ -245,24 +228,67 @@ async fn rollback_returns_the_previous_key_to_signing_and_its_successor_keeps_ve
     );
 }
 
+/// In process, on the manual clock: "10 s pass" is an instruction, not a wait.
 #[tokio::test]
 async fn pause_freezes_scheduled_rotation_until_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let env = fast_config(tmp.path(), 2, "");
-    let d = Daemon::start(tmp.path(), &env_refs(&env));
-    let admin = bootstrap_key(&d.output());
-    let (status, _) = call(&d.admin, &admin, "POST", "/v1/admin/rotation/pause", None).await;
+    let app = TestApp::spawn(TestApp::config(tmp.path(), &env_refs(&env)), Arc::new(ManualClock::starting_now())).await;
+    let (status, _) = app.admin_call("POST", "/v1/admin/rotation/pause", None).await;
     assert_eq!(status, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let count = |keys: &[Value]| keys.iter().filter(|k| k["keyset"] == "access").count();
-    let before = count(&admin_keys(&d, &admin).await);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(count(&admin_keys(&d, &admin).await), before, "no rotation while paused");
-    let (_, plan) = call(&d.admin, &admin, "GET", "/v1/admin/rotation/plan", None).await;
+    let before = count(&admin_keys(&app.admin, &app.admin_key).await);
+    for _ in 0..5 {
+        app.advance(2);
+        assert!(app.tick().await.is_empty(), "a paused tick applies nothing");
+    }
+    assert_eq!(count(&admin_keys(&app.admin, &app.admin_key).await), before, "no rotation while paused");
+    let (_, plan) = app.admin_call("GET", "/v1/admin/rotation/plan", None).await;
     assert_eq!(plan["paused"], true);
-    call(&d.admin, &admin, "POST", "/v1/admin/rotation/resume", None).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(count(&admin_keys(&d, &admin).await) > before, "rotation resumed");
+    app.admin_call("POST", "/v1/admin/rotation/resume", None).await;
+    for _ in 0..5 {
+        app.advance(1);
+        app.tick().await;
+    }
+    assert!(count(&admin_keys(&app.admin, &app.admin_key).await) > before, "rotation resumed");
+    app.stop().await;
+}
+
+/// In process, on the manual clock: the successor is in the JWKS the
+/// publish lead before it signs, and the key it replaces stays published.
+#[tokio::test]
+async fn a_scheduled_successor_is_published_for_the_lead_before_it_signs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fast_config(tmp.path(), 30, "");
+    // Ten seconds past a minute: the next scheduled instant (:30) is 20 s away.
+    let minute = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 / 60;
+    let rotation_at = (minute + 2) * 60 + 30;
+    let clock = Arc::new(ManualClock::at(Timestamp::from_unix(rotation_at - 20)));
+    let app = TestApp::spawn(TestApp::config(tmp.path(), &env_refs(&env)), clock).await;
+    let id = fleet_identity(&app.public, &app.admin_key).await;
+    let signer = |pair: &Value| part(pair["accessToken"].as_str().unwrap(), 0)["kid"].as_str().unwrap().to_owned();
+    let old = signer(&issue(&app.public, &app.admin_key, &id).await);
+    assert!(app.tick().await.is_empty(), "nothing is due 20 s ahead of the schedule");
+    let before = jwks_kids(&app.public).await;
+
+    app.advance(18);
+    let applied = app.tick().await;
+    assert!(applied.iter().any(|a| a.starts_with("access: published")), "{applied:?}");
+    app.advance(1);
+    let published = jwks_kids(&app.public).await;
+    let added: Vec<&String> = published.iter().filter(|k| !before.contains(k)).collect();
+    assert_eq!(added.len(), 2, "access and edge each publish a successor: {published:?} vs {before:?}");
+    let keys = admin_keys(&app.admin, &app.admin_key).await;
+    let pending = keys.iter().find(|k| k["keyset"] == "access" && k["keyId"] != old.as_str()).unwrap();
+    assert_eq!(pending["state"], "pending", "{pending}");
+    let new = pending["keyId"].as_str().unwrap().to_owned();
+    assert!(added.contains(&&new), "{added:?}");
+    assert_eq!(signer(&issue(&app.public, &app.admin_key, &id).await), old, "published, not signing yet");
+
+    app.advance(2);
+    assert_eq!(signer(&issue(&app.public, &app.admin_key, &id).await), new, "signs from its activation");
+    assert!(jwks_kids(&app.public).await.contains(&old), "the retiring key stays published");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,14 +297,14 @@ async fn kill_dash_nine_anywhere_in_the_rotation_loop_leaves_one_signer_and_ever
     let env = fast_config(tmp.path(), 2, "");
     let mut d = Daemon::start(tmp.path(), &env_refs(&env));
     let admin = bootstrap_key(&d.output());
-    let id = identity(&d, &admin).await;
+    let id = fleet_identity(&d.public, &admin).await;
     let mut live: Vec<(String, i64)> = Vec::new();
     let mut checked = 0;
     let mut seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64 | 1;
     for round in 0..20 {
         for _ in 0..3 {
-            let t = issue(&d, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
+            let t = issue(&d.public, &admin, &id).await["accessToken"].as_str().unwrap().to_owned();
             let c = part(&t, 1);
             live.push((part(&t, 0)["kid"].as_str().unwrap().to_owned(), c["exp"].as_i64().unwrap()));
         }
@@ -289,12 +315,12 @@ async fn kill_dash_nine_anywhere_in_the_rotation_loop_leaves_one_signer_and_ever
         d.crash();
         d = Daemon::start(tmp.path(), &env_refs(&env));
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let keys = admin_keys(&d, &admin).await;
+        let keys = admin_keys(&d.admin, &admin).await;
         for keyset in ["access", "edge", "refresh"] {
             let active = keys.iter().filter(|k| k["keyset"] == keyset && k["state"] == "active").count();
             assert_eq!(active, 1, "round {round}: {keyset} has {active} active keys: {keys:?}");
         }
-        let (kids, _) = jwks_kids(&d).await;
+        let (kids, _) = jwks_kids_and_cache(&d.public).await;
         for (kid, exp) in &live {
             if *exp > now + 1 {
                 assert!(kids.contains(kid), "round {round}: kid {kid} of a live token left the JWKS");

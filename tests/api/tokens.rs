@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::api_keys::{call, create_key};
+use crate::api_keys::create_key;
 use crate::daemon::{bootstrap_key, client, Daemon};
+use crate::support::call;
 use crate::{node, python};
 
 pub const ISSUER: &str = "https://relayauth.dev";
@@ -29,10 +30,7 @@ pub fn start(env: &[(&str, &str)]) -> Env {
 
 impl Env {
     pub async fn identity(&self, name: &str, scopes: &[&str]) -> String {
-        let body = json!({ "name": name, "sponsorId": "user_sponsor", "scopes": scopes });
-        let (status, v) = call(&self.d.public, &self.admin, "POST", "/v1/identities", Some(body)).await;
-        assert_eq!(status, 201, "{v}");
-        v["id"].as_str().unwrap().to_owned()
+        crate::support::identity(&self.d.public, &self.admin, name, scopes).await
     }
 
     pub async fn issue(&self, with: &str, body: Value) -> (u16, Value) {
@@ -40,7 +38,7 @@ impl Env {
     }
 
     pub async fn introspect(&self, token: &str) -> Value {
-        crate::api_keys::introspect(&self.d.public, &self.admin, token).await
+        crate::support::introspect(&self.d.public, &self.admin, token).await
     }
 
     /// `DELETE /v1/identities/{id}` with the confirmation header; the status.
@@ -504,7 +502,7 @@ async fn every_token_returned_before_a_crash_is_introspectable_or_revocable_afte
     let d = Daemon::start(tmp.path(), &[]);
     let mut introspectable = 0;
     for t in &tokens {
-        let v = crate::api_keys::introspect(&d.public, &admin, t).await;
+        let v = crate::support::introspect(&d.public, &admin, t).await;
         if v != Value::Null {
             introspectable += 1;
         }
@@ -576,7 +574,7 @@ async fn a_revoked_session_stays_revoked_across_a_restart_while_its_access_token
         assert!(started.elapsed() < Duration::from_secs(30), "no startup collection: {}", d.output());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let v = crate::api_keys::introspect(&d.public, &admin, &access).await;
+    let v = crate::support::introspect(&d.public, &admin, &access).await;
     assert!(now() <= exp, "the access token was still unexpired when introspected");
     assert_eq!(v, Value::Null, "the session's revocation outlived a restart");
 }

@@ -6,17 +6,9 @@ use redb::{ReadableDatabase, TableDefinition};
 use serde_json::Value;
 
 use crate::daemon::{bootstrap_key, client, keys_dir, run, sha256_file, text, Daemon};
+use crate::support::jwks_kids;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
-
-pub async fn kids(d: &Daemon) -> Vec<String> {
-    let body: Value =
-        client().get(format!("{}/.well-known/jwks.json", d.public)).send().await.unwrap().json().await.unwrap();
-    let mut kids: Vec<String> =
-        body["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().into()).collect();
-    kids.sort();
-    kids
-}
 
 pub fn store(tmp: &std::path::Path) -> std::path::PathBuf {
     tmp.join("kmsd-data").join("kmsd.redb")
@@ -61,12 +53,12 @@ async fn keys_of_all_three_algorithms_survive_a_restart_with_the_same_kids() {
     let keys = keys_dir(tmp.path(), &[("r", "RS256", Some(2048)), ("e", "EdDSA", None), ("p", "ES256", None)]);
     let env = [("KMSD_KEYS_DIR", keys.to_str().unwrap())];
     let d = Daemon::start(tmp.path(), &env);
-    let before = kids(&d).await;
+    let before = jwks_kids(&d.public).await;
     assert_eq!(before.len(), 3);
     let (status, _) = d.stop();
     assert!(status.success());
     let d = Daemon::start(tmp.path(), &env);
-    assert_eq!(kids(&d).await, before, "the same keys are unsealed and served after a restart");
+    assert_eq!(jwks_kids(&d.public).await, before, "the same keys are unsealed and served after a restart");
     assert!(!d.output().contains("bootstrap admin API key"), "init runs once");
     // What is on disk is sealed: no record holds PKCS#8 in the clear.
     d.stop();
@@ -136,7 +128,7 @@ async fn rekey_rewraps_the_data_key_so_only_the_new_kek_opens_the_vault() {
     let tmp = tempfile::tempdir().unwrap();
     assert!(run(tmp.path(), &["init"], &[]).status.success());
     let d = Daemon::start(tmp.path(), &[]);
-    let before = kids(&d).await;
+    let before = jwks_kids(&d.public).await;
     // The store is locked while the daemon runs: rekey refuses, changing nothing.
     let new = tmp.path().join("new.kek");
     let out = run(tmp.path(), &["vault", "rekey", "--to", &format!("file:{}", new.display())], &[]);
@@ -147,7 +139,7 @@ async fn rekey_rewraps_the_data_key_so_only_the_new_kek_opens_the_vault() {
     let old = Daemon::try_start(tmp.path(), &[]).err().expect("old KEK no longer opens the vault");
     assert!(old.1.contains("wrong KEK"), "{}", old.1);
     let d = Daemon::start(tmp.path(), &[("KMSD_VAULT__KEK_FILE", new.to_str().unwrap())]);
-    assert_eq!(kids(&d).await, before);
+    assert_eq!(jwks_kids(&d.public).await, before);
 }
 
 #[tokio::test]
@@ -155,7 +147,7 @@ async fn a_passphrase_kek_opens_only_with_the_same_passphrase() {
     let tmp = tempfile::tempdir().unwrap();
     let env = [("KMSD_VAULT__KEK", "passphrase"), ("KMSD_VAULT_PASSPHRASE", "correct horse battery staple")];
     let d = Daemon::start(tmp.path(), &env);
-    let before = kids(&d).await;
+    let before = jwks_kids(&d.public).await;
     d.stop();
     assert!(!tmp.path().join("kmsd-data").join("vault.kek").exists(), "no key file for a passphrase KEK");
     let wrong = [("KMSD_VAULT__KEK", "passphrase"), ("KMSD_VAULT_PASSPHRASE", "incorrect horse battery staple")];
@@ -163,7 +155,7 @@ async fn a_passphrase_kek_opens_only_with_the_same_passphrase() {
     assert!(out.contains("wrong KEK"), "{out}");
     assert!(!out.contains("incorrect horse"), "the passphrase is never echoed: {out}");
     let d = Daemon::start(tmp.path(), &env);
-    assert_eq!(kids(&d).await, before);
+    assert_eq!(jwks_kids(&d.public).await, before);
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::emulator::{client, daemon_env, sdk_config, Emulator};
 use super::key_state;
-use crate::api_keys::call;
-use crate::daemon::{add_to_keysets, bootstrap_key, client as http, keys_dir, Daemon};
+use crate::daemon::{add_to_keysets, bootstrap_key, keys_dir, Daemon};
+use crate::support::{call, kid_list};
 use crate::tokens::{start, Env};
 
 /// `sets` declared in `parent/keys`, those named in `kms` with `backend = "aws-kms"`.
@@ -55,10 +55,9 @@ impl Deployment {
         v["keys"].as_array().unwrap().clone()
     }
 
-    /// The kids in the live JWKS.
+    /// The kids in the live JWKS, sorted.
     pub async fn jwks_kids(&self) -> Vec<String> {
-        let jwks: Value = http().get(self.e.jwks_url()).send().await.unwrap().json().await.unwrap();
-        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+        crate::support::jwks_kids(&self.e.d.public).await
     }
 
     /// The KMS key that carries `kid` (its `kmsd:kid` tag).
@@ -91,14 +90,12 @@ impl Deployment {
     }
 }
 
+/// `GET url` (with `x-api-key` if given): its JSON, which must come with 200.
 async fn get(url: String, api_key: Option<&str>) -> Value {
-    let mut req = http().get(url);
-    if let Some(key) = api_key {
-        req = req.header("x-api-key", key);
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let headers: Vec<(&str, &str)> = api_key.map(|k| ("x-api-key", k)).into_iter().collect();
+    let (status, _, body) = crate::support::get(&url, &headers).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[tokio::test]
@@ -140,14 +137,7 @@ async fn the_daemon_serves_an_aws_kms_keyset_beside_a_vault_keyset() {
     // A restart loads the KMS key again (GetPublicKey) and serves the same set.
     let d = Daemon::start(tmp.path(), &env);
     let again = get(format!("{}/.well-known/jwks.json", d.public), None).await;
-    assert_eq!(kids(&again), kids(&jwks));
-}
-
-fn kids(jwks: &Value) -> Vec<String> {
-    let mut kids: Vec<String> =
-        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
-    kids.sort();
-    kids
+    assert_eq!(kid_list(&again), kid_list(&jwks));
 }
 
 /// A crash between CreateKey and the store's commit leaves a tagged key that

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::deployment::Deployment;
 use super::emulator::Emulator;
-use crate::api_keys::call;
 use crate::rotation::FAST_POLICY;
+use crate::support::call;
 use crate::tokens::{part, Env, ISSUER, PYJWT_VERIFY};
 use crate::{node, python};
 

@@ -13,7 +13,8 @@ use kmsd::vault::{KekKind, WrappedDataKey};
 
 use super::emulator::{client, daemon_env, sdk_config, Emulator};
 use crate::daemon::{run, sha256_file, text, Daemon};
-use crate::vault::{kids, store};
+use crate::support::jwks_kids;
+use crate::vault::store;
 
 /// The emulator, a symmetric KMS key in it, and the environment of a daemon
 /// whose vault KEK is that key.
@@ -78,7 +79,7 @@ async fn a_vault_whose_kek_is_in_kms_serves_the_same_kids_after_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let env = v.env(&v.key_id);
     let d = Daemon::start(tmp.path(), &env);
-    let before = kids(&d).await;
+    let before = jwks_kids(&d.public).await;
     assert_eq!(before.len(), 3);
     assert!(d.stop().0.success());
     assert!(!tmp.path().join("kmsd-data").join("vault.kek").exists(), "no key file for a KMS KEK");
@@ -90,7 +91,7 @@ async fn a_vault_whose_kek_is_in_kms_serves_the_same_kids_after_a_restart() {
 
     let debug = [env.as_slice(), &[("KMSD_LOG", "trace")]].concat();
     let d = Daemon::start(tmp.path(), &debug);
-    assert_eq!(kids(&d).await, before, "the data key unwrapped by KMS opens the same keys");
+    assert_eq!(jwks_kids(&d.public).await, before, "the data key unwrapped by KMS opens the same keys");
     let out = d.stop().1;
     assert!(!out.contains("bootstrap admin API key"), "init runs once");
     assert!(out.contains("Decrypt"), "trace logging was on, so the check saw the SDK's log lines");
@@ -184,7 +185,7 @@ async fn rekey_moves_the_vault_kek_from_a_key_file_to_kms_and_back() {
     let tmp = tempfile::tempdir().unwrap();
     let aws: Vec<(&str, &str)> = v.aws.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let d = Daemon::start(tmp.path(), &aws);
-    let before = kids(&d).await;
+    let before = jwks_kids(&d.public).await;
     d.stop();
     let vault_id = wrapped(tmp.path()).vault_id;
     assert!(vault_id.is_some());
@@ -197,7 +198,7 @@ async fn rekey_moves_the_vault_kek_from_a_key_file_to_kms_and_back() {
     let (_, out) = Daemon::try_start(tmp.path(), &aws).err().expect("the key file no longer opens the vault");
     assert!(out.contains(r#"wrapped under kek = "aws-kms" but the config names kek = "file""#), "{out}");
     let d = Daemon::start(tmp.path(), &v.env(&v.key_id));
-    assert_eq!(kids(&d).await, before);
+    assert_eq!(jwks_kids(&d.public).await, before);
     d.stop();
 
     let new = tmp.path().join("new.kek");
@@ -206,5 +207,5 @@ async fn rekey_moves_the_vault_kek_from_a_key_file_to_kms_and_back() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!((wrapped(tmp.path()).kek, wrapped(tmp.path()).vault_id), (KekKind::File, vault_id));
     let d = Daemon::start(tmp.path(), &[("KMSD_VAULT__KEK_FILE", new.to_str().unwrap())]);
-    assert_eq!(kids(&d).await, before);
+    assert_eq!(jwks_kids(&d.public).await, before);
 }
