@@ -19,9 +19,8 @@ use std::time::Duration;
 use crate::audit::AuditEvent;
 use crate::backend::{BackendError, Guarded};
 use crate::clock::{Clock, Timestamp};
-use crate::config::{KeyUse, Keyset};
 use crate::jwks::JwksSnapshot;
-use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeysetName, Kid, Schedule};
+use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeyUse, Keyset, KeysetName, Kid, Schedule};
 use crate::storage::{StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
-use crate::keys::{BackendKind, Kid};
+use crate::keys::{BackendKind, KeysetName, Kid};
 use crate::kms::{known_key_ids, AwsKmsBackend};
 use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
@@ -183,7 +183,14 @@ impl App {
         let orphans = kms
             .filter(|_| config.aws_kms.orphan_cleanup)
             .map(|kms| OrphanSearch { kms, created_before: started.minus(config.aws_kms.orphan_grace) });
-        let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
+        let rotation = Rotation::start(
+            ring.clone(),
+            store.clone(),
+            clock.clone(),
+            config.policy.rotation.clone(),
+            config.policy.jwks.clone(),
+        )
+        .await?;
         // Catch up at once: a keyset without a signer gets one, overdue
         // rotations and destructions happen before the first request.
         for done in rotation.tick().await? {
@@ -334,7 +341,7 @@ async fn sunset_timer(state: AppState, mut stop: tokio::sync::watch::Receiver<bo
 }
 
 /// Which declared keysets sign which tokens (a missing one disables that kind).
-fn token_keysets(config: &Config) -> TokenKeysets {
+fn token_keysets(config: &Config) -> TokenKeysets<Option<KeysetName>> {
     let pick = |name: &String| {
         let found = config.keysets.iter().find(|k| k.name.as_str() == name);
         if found.is_none() {
@@ -342,8 +349,7 @@ fn token_keysets(config: &Config) -> TokenKeysets {
         }
         found.map(|k| k.name.clone())
     };
-    let [rs256, eddsa, refresh] = &config.policy.tokens.keysets;
-    TokenKeysets { rs256: pick(rs256), eddsa: pick(eddsa), refresh: pick(refresh) }
+    config.policy.tokens.keysets.map(pick)
 }
 
 /// Every ten minutes, forgets sessions, token rows and revocations whose tokens

@@ -15,6 +15,7 @@ mod aws_kms;
 mod connections;
 mod duration;
 mod file;
+mod plan;
 mod policy;
 
 use std::fmt;
@@ -26,13 +27,17 @@ use serde::de::DeserializeOwned;
 
 pub use connections::ConnectionLimits;
 pub use duration::render as render_duration;
-pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
+pub use plan::offline_plan;
+pub use policy::Policy;
 
 use crate::auth_limit::LimitPolicy;
 
-use crate::keys::{BackendKind, KeySpec, KeysetName};
+use crate::jwks::JwksPolicy;
+use crate::keys::{BackendKind, CronSchedule, KeySpec, KeyUse, Keyset, KeysetName};
 use crate::kms::{AwsKmsConfig, KmsKek};
+use crate::rotation::RotationPolicy;
 use crate::storage::STORE_FILE;
+use crate::tokens::{TokenKeysets, TokenPolicy};
 use crate::vault::KekSource;
 use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
 
@@ -49,37 +54,6 @@ pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!(".
 const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY", "KMSD_ADMIN_API_KEY"];
 pub const DEFAULT_KEK_ENV: &str = "KMSD_VAULT_KEK";
 pub const DEFAULT_PASSPHRASE_ENV: &str = "KMSD_VAULT_PASSPHRASE";
-
-/// A keyset as the program trusts it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Keyset {
-    pub name: KeysetName,
-    pub spec: KeySpec,
-    pub backend: BackendKind,
-    pub schedule: Option<String>,
-    pub usage: KeyUse,
-}
-
-/// What a keyset's keys sign (`use` in its declaration), never both: a raw
-/// signature by a token key over a JWT signing input is a forged token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyUse {
-    /// Tokens kmsd issues; published in `/.well-known/jwks.json`.
-    #[default]
-    Tokens,
-    /// Raw signatures (`POST /v1/sign`); published in the keyset's own JWKS,
-    /// never trusted for tokens.
-    Sign,
-}
-
-impl KeyUse {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Tokens => "tokens",
-            Self::Sign => "sign",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -391,12 +365,12 @@ fn duration_or(problems: &mut Problems, field: &str, value: Option<DurationText>
 /// A keyset named for tokens must sign with the algorithm it is named for. A
 /// keyset that is not declared just leaves that kind of token unavailable.
 fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Problems) {
-    let wanted = [
-        ("RS256", Some(crate::keys::Algorithm::Rs256)),
-        ("EdDSA", Some(crate::keys::Algorithm::EdDsa)),
-        ("refresh", None),
-    ];
-    for ((field, alg), name) in wanted.iter().zip(&policy.tokens.keysets) {
+    let wanted = TokenKeysets {
+        rs256: Some(crate::keys::Algorithm::Rs256),
+        eddsa: Some(crate::keys::Algorithm::EdDsa),
+        refresh: None,
+    };
+    for ((field, alg), (_, name)) in wanted.named().into_iter().zip(policy.tokens.keysets.named()) {
         let Some(ks) = keysets.iter().find(|k| k.name.as_str() == name) else { continue };
         if ks.usage == KeyUse::Sign {
             problems.add(
@@ -568,9 +542,14 @@ fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keys
             None
         }
     };
-    if let Some(Err(e)) = raw.schedule.as_deref().map(crate::rotation::CronSchedule::parse) {
-        problems.add(join(origin, "schedule"), e);
-    }
+    let schedule = match raw.schedule.as_deref().map(CronSchedule::parse) {
+        Some(Ok(s)) => Some(Some(s)),
+        Some(Err(e)) => {
+            problems.add(join(origin, "schedule"), e);
+            None
+        }
+        None => Some(None),
+    };
     let usage = match raw.usage.as_deref().unwrap_or("tokens") {
         "tokens" => Some(KeyUse::Tokens),
         "sign" => Some(KeyUse::Sign),
@@ -579,7 +558,7 @@ fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keys
             None
         }
     };
-    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule, usage: usage? })
+    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: schedule?, usage: usage? })
 }
 
 fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
@@ -608,11 +587,11 @@ fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
             refresh_ttl_max: d("tokens.refresh_ttl_max", t.refresh_ttl_max, 30 * 86_400),
             skew: d("tokens.skew", t.skew, 60),
             refresh_reuse_grace: d("tokens.refresh_reuse_grace", t.refresh_reuse_grace, 0),
-            keysets: [
-                t.keysets.rs256.unwrap_or_else(|| "access".into()),
-                t.keysets.eddsa.unwrap_or_else(|| "edge".into()),
-                t.keysets.refresh.unwrap_or_else(|| "refresh".into()),
-            ],
+            keysets: TokenKeysets {
+                rs256: t.keysets.rs256.unwrap_or_else(|| "access".into()),
+                eddsa: t.keysets.eddsa.unwrap_or_else(|| "edge".into()),
+                refresh: t.keysets.refresh.unwrap_or_else(|| "refresh".into()),
+            },
         },
         jwks: JwksPolicy {
             max_age_cap: d("jwks.max_age_cap", j.max_age_cap, 300),

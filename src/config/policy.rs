@@ -1,10 +1,14 @@
-//! Token and rotation policy, and the rotation invariants it must satisfy.
+//! The policy file's trusted form: token, JWKS and rotation policy (each
+//! defined by its domain) and the rotation invariants they must satisfy together.
 //! A policy that could strand a token (a key signing before verifiers can have
 //! fetched it, or a token outliving its key's publication) is refused.
 
 use std::time::Duration;
 
 use super::duration::render;
+use crate::jwks::JwksPolicy;
+use crate::rotation::RotationPolicy;
+use crate::tokens::TokenPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -13,37 +17,6 @@ pub struct Policy {
     pub rotation: RotationPolicy,
     /// How often the rotation reconcile loop runs.
     pub tick: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenPolicy {
-    pub access_ttl_default: Duration,
-    pub access_ttl_max: Duration,
-    pub refresh_ttl_default: Duration,
-    pub refresh_ttl_max: Duration,
-    pub skew: Duration,
-    pub refresh_reuse_grace: Duration,
-    /// Keyset names for RS256 access tokens, EdDSA access tokens, refresh tokens.
-    pub keysets: [String; 3],
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwksPolicy {
-    /// Upper bound on the JWKS `Cache-Control: max-age`.
-    pub max_age_cap: Duration,
-    /// How long verifiers may keep a JWKS beyond what we tell them.
-    pub verifier_cache: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RotationPolicy {
-    pub publish_lead: Duration,
-    pub overlap: Duration,
-    pub destroy_delay: Duration,
-    pub margin: Duration,
-    /// Accept a publish lead shorter than verifiers' caches (tests and
-    /// demonstrations only: tokens will fail at verifiers after rotations).
-    pub unsafe_short_publish_lead: bool,
 }
 
 impl Policy {
@@ -120,7 +93,11 @@ mod tests {
                 refresh_ttl_max: h(720),
                 skew: Duration::from_secs(60),
                 refresh_reuse_grace: Duration::ZERO,
-                keysets: ["access".into(), "edge".into(), "refresh".into()],
+                keysets: crate::tokens::TokenKeysets {
+                    rs256: "access".into(),
+                    eddsa: "edge".into(),
+                    refresh: "refresh".into(),
+                },
             },
             jwks: JwksPolicy { max_age_cap: Duration::from_secs(300), verifier_cache: Duration::from_secs(300) },
             rotation: RotationPolicy {

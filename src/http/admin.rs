@@ -297,8 +297,9 @@ async fn migration_act(
     let result = match b.action.as_str() {
         "advance" => {
             let now = state.clock.now();
-            let keyset = state.config.policy.tokens.keysets[0].clone();
-            let published = KeysetName::parse(&keyset)
+            // HS256 tokens are replaced by RS256 ones: their keyset's signer.
+            let keyset = &state.config.policy.tokens.keysets.rs256;
+            let published = KeysetName::parse(keyset)
                 .ok()
                 .and_then(|k| state.ring.active(&k, now))
                 .map(|k| k.schedule.published_at);

@@ -8,24 +8,23 @@
 //! keyset is active at every instant, across restarts, crashes and concurrent
 //! calls.
 
-mod cron;
 pub mod plan;
+mod policy;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 
-pub use cron::CronSchedule;
 pub use plan::{Action, RollbackError};
+pub use policy::RotationPolicy;
 
 use crate::audit::AuditEvent;
 use crate::clock::{Clock, Timestamp};
-use crate::config::{Keyset, Policy};
+use crate::jwks::JwksPolicy;
 use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
-use crate::keys::{KeyHandle, KeyRecord, KeysetName, Kid};
+use crate::keys::{KeyHandle, KeyRecord, Keyset, KeysetName, Kid};
 use crate::storage::{StorageError, Store};
 
 const META_PAUSED: &str = "rotation_paused";
@@ -64,8 +63,8 @@ pub struct Rotation {
     ring: Arc<KeyRing>,
     store: Store,
     clock: Arc<dyn Clock>,
-    policy: Policy,
-    schedules: HashMap<KeysetName, CronSchedule>,
+    policy: RotationPolicy,
+    jwks: JwksPolicy,
     paused: Arc<AtomicBool>,
     failures: AtomicU64,
 }
@@ -75,20 +74,16 @@ impl Rotation {
         ring: Arc<KeyRing>,
         store: Store,
         clock: Arc<dyn Clock>,
-        policy: Policy,
+        policy: RotationPolicy,
+        jwks: JwksPolicy,
     ) -> Result<Self, StorageError> {
-        let schedules = ring
-            .keysets()
-            .iter()
-            .filter_map(|k| Some((k.name.clone(), k.schedule.as_deref().and_then(|s| CronSchedule::parse(s).ok())?)))
-            .collect();
         let paused = store.read(|r| r.meta(META_PAUSED)).await?.is_some_and(|v| v == b"1");
         Ok(Self {
             ring,
             store,
             clock,
             policy,
-            schedules,
+            jwks,
             paused: Arc::new(AtomicBool::new(paused)),
             failures: AtomicU64::new(0),
         })
@@ -141,14 +136,14 @@ impl Rotation {
             let now = self.clock.now();
             let records = self.records_of(&ks.name);
             let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-            let schedule = self.schedules.get(&ks.name);
-            for action in plan::plan(now, &refs, schedule, &self.policy.rotation, self.is_paused()) {
+            let schedule = ks.schedule.as_ref();
+            for action in plan::plan(now, &refs, schedule, &self.policy, self.is_paused()) {
                 applied.push(self.apply(&ks, &refs, action, now).await?);
             }
             if let (Some(s), false) = (schedule, self.is_paused()) {
                 let records = self.records_of(&ks.name);
                 let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-                if let Some((publish, _)) = plan::next_rotation(now, &refs, s, &self.policy.rotation) {
+                if let Some((publish, _)) = plan::next_rotation(now, &refs, s, &self.policy) {
                     next_publication = Some(next_publication.map_or(publish, |p| p.min(publish)));
                 }
             }
@@ -179,7 +174,7 @@ impl Rotation {
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
-                let lead = self.policy.rotation.publish_lead;
+                let lead = self.policy.publish_lead;
                 let kid = self.create_successor(ks, activate_at, lead, "scheduler", "key.rotate").await?;
                 Ok(format!("{}: published {kid}, active at {activate_at}", ks.name))
             }
@@ -211,7 +206,7 @@ impl Rotation {
         action: &str,
     ) -> Result<Kid, RotationError> {
         let records = self.records_of(&ks.name);
-        let policy = self.policy.rotation.clone();
+        let policy = self.policy.clone();
         let plan = move |now: Timestamp| {
             let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
             let published = if lead.is_zero() { now } else { now.plus(Duration::from_secs(1)) };
@@ -232,12 +227,12 @@ impl Rotation {
         let records = self.records_of(&ks.name);
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
         let old = plan::active_and_waiting(&refs, now).0.map(|r| r.kid.clone());
-        let activate_at = if immediate { now } else { now.plus(self.policy.rotation.publish_lead) };
-        if plan::rotation_updates(&refs, now, activate_at, &self.policy.rotation).is_none() {
+        let activate_at = if immediate { now } else { now.plus(self.policy.publish_lead) };
+        if plan::rotation_updates(&refs, now, activate_at, &self.policy).is_none() {
             return Err(RotationError::InProgress(ks.name.to_string()));
         }
         let action = if immediate { "key.rotate_immediate" } else { "key.rotate" };
-        let lead = if immediate { Duration::ZERO } else { self.policy.rotation.publish_lead };
+        let lead = if immediate { Duration::ZERO } else { self.policy.publish_lead };
         let new_kid = self.create_successor(&ks, activate_at, lead, actor, action).await?;
         let new = self.ring.record(new_kid.as_str());
         let old_rec = old.as_ref().and_then(|k| self.ring.record(k.as_str()));
@@ -265,11 +260,11 @@ impl Rotation {
         let ks = self.keyset(target.keyset.as_str())?;
         let records = self.records_of(&ks.name);
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-        let revocation = plan::revoke(&refs, &target.kid, now, &self.policy.rotation)
+        let revocation = plan::revoke(&refs, &target.kid, now, &self.policy)
             .ok_or_else(|| RotationError::AlreadyRevoked(kid.to_owned()))?;
         // Shorten the JWKS max-age first: early is harmless, and it cannot be
         // skipped by this request going away after the revocation commits.
-        self.ring.cool_down(self.policy.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.policy.jwks.verifier_cache);
+        self.ring.cool_down(self.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.jwks.verifier_cache);
         let replacement = if revocation.needs_replacement {
             let updates = revocation.updates;
             let kid = self
@@ -305,7 +300,7 @@ impl Rotation {
         let now = self.clock.now();
         let records = self.records_of(&ks.name);
         let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-        let updates = plan::rollback(&refs, now, &self.policy.rotation)?;
+        let updates = plan::rollback(&refs, now, &self.policy)?;
         let (back, away) = (updates[0].kid.clone(), updates[1].kid.clone());
         let event = AuditEvent::new(now, actor, "key.rollback")
             .target(back.as_str())
@@ -355,8 +350,8 @@ impl Rotation {
             }
             let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
             let waiting = plan::active_and_waiting(&refs, now).1.is_some();
-            if let (Some(s), false, false) = (self.schedules.get(&ks.name), self.is_paused(), waiting) {
-                if let Some((publish, activate)) = plan::next_rotation(now, &refs, s, &self.policy.rotation) {
+            if let (Some(s), false, false) = (ks.schedule.as_ref(), self.is_paused(), waiting) {
+                if let Some((publish, activate)) = plan::next_rotation(now, &refs, s, &self.policy) {
                     events.push((publish, json!({ "at": publish.to_iso(), "keyset": ks.name.as_str(), "kid": null, "event": "publish_next_key" })));
                     events.push((activate, json!({ "at": activate.to_iso(), "keyset": ks.name.as_str(), "kid": null, "event": "activate_next_key" })));
                 }
@@ -374,40 +369,4 @@ impl Rotation {
 /// An owned copy of the record of `kid` among `refs`.
 fn owned(refs: &[&KeyRecord], kid: &Kid) -> Result<KeyRecord, RotationError> {
     refs.iter().find(|r| &r.kid == kid).map(|r| (*r).clone()).ok_or(RotationError::UnknownKey(kid.to_string()))
-}
-
-/// `kmsd plan`: the timeline the configuration implies, assuming each keyset's
-/// current key was activated at `now` (no store needed).
-pub fn offline_plan(config: &crate::config::Config, now: Timestamp, rotations: usize) -> String {
-    let p = &config.policy;
-    let r = &p.rotation;
-    let mut out = format!(
-        "policy: publish_lead {} | overlap {} | destroy_delay {} | jwks max-age cap {} | access ttl max {} | refresh ttl max {}\n",
-        crate::config::render_duration(r.publish_lead),
-        crate::config::render_duration(r.overlap),
-        crate::config::render_duration(r.destroy_delay),
-        crate::config::render_duration(p.jwks.max_age_cap),
-        crate::config::render_duration(p.tokens.access_ttl_max),
-        crate::config::render_duration(p.tokens.refresh_ttl_max),
-    );
-    for ks in &config.keysets {
-        out.push_str(&format!("\nkeyset {} ({}, {}):\n", ks.name, ks.spec.as_str(), ks.backend.as_str()));
-        let Some(schedule) = ks.schedule.as_deref().and_then(|s| CronSchedule::parse(s).ok()) else {
-            out.push_str("  no rotation schedule: the key signs until rotated by hand\n");
-            continue;
-        };
-        out.push_str(&format!("  schedule {:?}\n", schedule.as_str()));
-        let mut activated = now;
-        for n in 1..=rotations {
-            let Some(due) = schedule.next_after(activated) else { break };
-            let (publish, activate) = plan::rotation_instants(due, now, r.publish_lead);
-            let removed = activate.plus(r.overlap);
-            out.push_str(&format!(
-                "  rotation {n}: publish {publish} -> signs {activate}; previous key leaves JWKS {removed}, destroyed {}\n",
-                removed.plus(r.destroy_delay)
-            ));
-            activated = activate;
-        }
-    }
-    out
 }

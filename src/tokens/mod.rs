@@ -12,6 +12,7 @@
 
 mod claims;
 mod group_commit;
+mod policy;
 mod records;
 mod revocations;
 mod verified;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use claims::Claims;
+pub use policy::{TokenKeysets, TokenPolicy};
 pub use records::{IssuedToken, SessionRecord, TokenType};
 pub use verify::VerifyError;
 
@@ -32,7 +34,6 @@ use crate::api_keys::Actor;
 use crate::audit::AuditEvent;
 use crate::backend::BackendError;
 use crate::clock::{Clock, Timestamp};
-use crate::config::TokenPolicy;
 use crate::encoding::time_ordered_hex;
 use crate::identities::{Identities, IdentityError, IdentityRecord, IdentityStatus};
 use crate::keyring::KeyRing;
@@ -43,14 +44,6 @@ use crate::storage::{StorageError, Store};
 
 pub const REFRESH_SCOPE: &str = "relayauth:token:refresh";
 pub const REFRESH_AUDIENCE: &str = "relayauth";
-
-/// Which keyset signs which kind of token.
-#[derive(Clone, Debug, Default)]
-pub struct TokenKeysets {
-    pub rs256: Option<KeysetName>,
-    pub eddsa: Option<KeysetName>,
-    pub refresh: Option<KeysetName>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -121,7 +114,7 @@ pub struct TokenService {
     clock: Arc<dyn Clock>,
     policy: TokenPolicy,
     issuer: String,
-    keysets: TokenKeysets,
+    keysets: TokenKeysets<Option<KeysetName>>,
     revocations: Arc<Revocations>,
     commit: GroupCommit,
     migration: Option<Arc<Migration>>,
@@ -152,7 +145,7 @@ impl TokenService {
         clock: Arc<dyn Clock>,
         policy: TokenPolicy,
         issuer: String,
-        keysets: TokenKeysets,
+        keysets: TokenKeysets<Option<KeysetName>>,
         migration: Option<Arc<Migration>>,
     ) -> Result<Self, StorageError> {
         let (jtis, sessions) = store.read(|r| r.revocations()).await?;
