@@ -193,8 +193,14 @@ impl App {
         .await?;
         // Catch up at once: a keyset without a signer gets one, overdue
         // rotations and destructions happen before the first request.
-        for done in rotation.tick().await? {
+        // A keyset that cannot catch up stops the start, as it always has;
+        // the other keysets have caught up first.
+        let caught_up = rotation.tick().await;
+        for done in caught_up.applied {
             tracing::info!(action = %done, "rotation caught up");
+        }
+        if let Some((_, e)) = caught_up.failed.into_iter().next() {
+            return Err(e.into());
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;

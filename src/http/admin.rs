@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::keys::KeysetName;
 use crate::migration::{Migration, MigrationError};
-use crate::rotation::RotationError;
+use crate::rotation::{RotationError, Timeline};
 use crate::storage::StorageError;
 
 const ADMIN_MANAGE: &str = "relayauth:admin:manage:*";
@@ -252,7 +252,18 @@ async fn resume(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 /// `GET /v1/admin/rotation/plan`: the next scheduled events (dry run).
 async fn rotation_plan(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
-    Ok(Json(state.rotation.timeline()))
+    Ok(Json(timeline_json(&state.rotation.timeline())))
+}
+
+fn timeline_json(t: &Timeline) -> Value {
+    let events: Vec<Value> = t
+        .events
+        .iter()
+        .map(|e| {
+            json!({ "at": e.at.to_iso(), "keyset": e.keyset.as_str(), "kid": e.kid.as_ref().map(|k| k.as_str()), "event": e.kind.as_str() })
+        })
+        .collect();
+    json!({ "now": t.now.to_iso(), "paused": t.paused, "events": events })
 }
 
 fn migration_error(e: MigrationError) -> ApiError {

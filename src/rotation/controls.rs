@@ -1,16 +1,17 @@
 //! The operator's controls: rotate now, emergency revoke, rollback, pause
-//! and resume. Each takes the ring lock the reconcile loop takes.
+//! and resume. Each takes the ring lock the reconcile loop takes, and makes
+//! a new key in the same order the loop does: material, then one commit.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{plan, Rotated, Rotation, RotationError, META_PAUSED};
+use super::{plan, refs, Rotated, Rotation, RotationError, META_PAUSED};
 use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
-use crate::keyring::COOLDOWN_MAX_AGE;
-use crate::keys::{KeyRecord, Keyset, Kid};
+use crate::keyring::{self, COOLDOWN_MAX_AGE};
+use crate::keys::{Keyset, Kid, Schedule};
 use crate::storage::StorageError;
 
 impl Rotation {
@@ -20,7 +21,7 @@ impl Rotation {
     /// the key is recorded a fraction of a second after `now` was read, so a
     /// key with a lead is published from the next whole second: verifiers get
     /// the full lead however long key generation took.
-    async fn create_successor(
+    pub(super) async fn create_successor(
         &self,
         ks: &Keyset,
         activate_at: Timestamp,
@@ -28,16 +29,14 @@ impl Rotation {
         actor: &str,
         action: &str,
     ) -> Result<Kid, RotationError> {
+        let created = self.ring.create_material(ks).await?;
+        let now = self.clock.now();
         let records = self.records_of(&ks.name);
-        let policy = self.policy.clone();
-        let plan = move |now: Timestamp| {
-            let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-            let published = if lead.is_zero() { now } else { now.plus(Duration::from_secs(1)) };
-            let at = activate_at.max(published.plus(lead));
-            let schedule = plan::successor(published, at);
-            (schedule, plan::rotation_updates(&refs, now, at, &policy).unwrap_or_default())
-        };
-        Ok(self.ring.create_key(ks, plan, action, actor).await?)
+        let published = if lead.is_zero() { now } else { now.plus(Duration::from_secs(1)) };
+        let at = activate_at.max(published.plus(lead));
+        let updates = plan::rotation_updates(&refs(&records), now, at, &self.policy).unwrap_or_default();
+        let record = keyring::new_record(ks, created, now, plan::successor(published, at));
+        Ok(self.ring.add_key(record, updates, action, actor).await?)
     }
 
     /// Rotates `keyset` now: a new key is published at once and activates after
@@ -48,7 +47,7 @@ impl Rotation {
         let _guard = self.ring.lock().await;
         let now = self.clock.now();
         let records = self.records_of(&ks.name);
-        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+        let refs = refs(&records);
         let old = plan::active_and_waiting(&refs, now).0.map(|r| r.kid.clone());
         let activate_at = if immediate { now } else { now.plus(self.policy.publish_lead) };
         if plan::rotation_updates(&refs, now, activate_at, &self.policy).is_none() {
@@ -82,19 +81,16 @@ impl Rotation {
         }
         let ks = self.keyset(target.keyset.as_str())?;
         let records = self.records_of(&ks.name);
-        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-        let revocation = plan::revoke(&refs, &target.kid, now, &self.policy)
+        let revocation = plan::revoke(&refs(&records), &target.kid, now, &self.policy)
             .ok_or_else(|| RotationError::AlreadyRevoked(kid.to_owned()))?;
         // Shorten the JWKS max-age first: early is harmless, and it cannot be
         // skipped by this request going away after the revocation commits.
         self.ring.cool_down(self.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.jwks.verifier_cache);
         let replacement = if revocation.needs_replacement {
-            let updates = revocation.updates;
-            let kid = self
-                .ring
-                .create_key(&ks, move |at| (crate::keys::Schedule::immediate(at), updates), "key.revoke", actor)
-                .await?;
-            Some(kid)
+            let created = self.ring.create_material(&ks).await?;
+            let at = self.clock.now();
+            let record = keyring::new_record(&ks, created, at, Schedule::immediate(at));
+            Some(self.ring.add_key(record, revocation.updates, "key.revoke", actor).await?)
         } else {
             let event = AuditEvent::new(now, actor, "key.revoke")
                 .target(target.kid.as_str())
@@ -122,8 +118,7 @@ impl Rotation {
         let _guard = self.ring.lock().await;
         let now = self.clock.now();
         let records = self.records_of(&ks.name);
-        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
-        let updates = plan::rollback(&refs, now, &self.policy)?;
+        let updates = plan::rollback(&refs(&records), now, &self.policy)?;
         let (back, away) = (updates[0].kid.clone(), updates[1].kid.clone());
         let event = AuditEvent::new(now, actor, "key.rollback")
             .target(back.as_str())
@@ -149,5 +144,4 @@ impl Rotation {
             .await?;
         Ok(())
     }
-
 }

@@ -1,12 +1,15 @@
 //! Rotation: the reconcile loop and the operator's emergency controls.
 //! Background path: `rotation -> keyring -> backend + storage`.
 //!
-//! Every tick, for every keyset, [`plan::plan`] (pure) says what is due and
-//! this module applies it through the key ring, one transaction per action
-//! with its audit event. Admin operations (rotate now, revoke, rollback,
+//! Every tick, for every keyset on its own, [`plan::plan`] (pure) says what
+//! is due and [`scheduler`] applies it in one order: plan, create material in
+//! the backend, commit (records and audit event in one transaction), apply to
+//! memory. One keyset's failure is counted and reported for that keyset
+//! ([`Rotation::keyset_status`], shown by health) and never stops another's.
+//! Admin operations ([`controls`]: rotate now, revoke, rollback,
 //! pause/resume) take the same ring lock as the loop, so exactly one key per
 //! keyset is active at every instant, across restarts, crashes and concurrent
-//! calls.
+//! calls. [`timeline`] is the dry run, as typed events.
 
 mod controls;
 pub mod plan;
@@ -14,20 +17,19 @@ mod policy;
 mod scheduler;
 mod timeline;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-
-use serde_json::json;
 
 pub use plan::{Action, RollbackError};
 pub use policy::RotationPolicy;
+pub use scheduler::{KeysetStatus, Tick};
+pub use timeline::{EventKind, Timeline, TimelineEvent};
 
-use crate::audit::AuditEvent;
 use crate::clock::{Clock, Timestamp};
 use crate::jwks::JwksPolicy;
-use crate::keyring::{KeyRing, RingError, COOLDOWN_MAX_AGE};
-use crate::keys::{KeyHandle, KeyRecord, Keyset, KeysetName, Kid};
+use crate::keyring::{KeyRing, RingError};
+use crate::keys::{KeyRecord, Keyset, KeysetName, Kid};
 use crate::storage::{StorageError, Store};
 
 const META_PAUSED: &str = "rotation_paused";
@@ -69,7 +71,10 @@ pub struct Rotation {
     policy: RotationPolicy,
     jwks: JwksPolicy,
     paused: Arc<AtomicBool>,
+    /// Ticks in which some keyset failed.
     failures: AtomicU64,
+    /// Per declared keyset: its failed ticks, and whether its last one failed.
+    keysets: HashMap<KeysetName, scheduler::Failures>,
 }
 
 impl Rotation {
@@ -81,6 +86,7 @@ impl Rotation {
         jwks: JwksPolicy,
     ) -> Result<Self, StorageError> {
         let paused = store.read(|r| r.meta(META_PAUSED)).await?.is_some_and(|v| v == b"1");
+        let keysets = ring.keysets().iter().map(|k| (k.name.clone(), scheduler::Failures::default())).collect();
         Ok(Self {
             ring,
             store,
@@ -89,6 +95,7 @@ impl Rotation {
             jwks,
             paused: Arc::new(AtomicBool::new(paused)),
             failures: AtomicU64::new(0),
+            keysets,
         })
     }
 
@@ -96,9 +103,14 @@ impl Rotation {
         self.paused.load(Ordering::Relaxed)
     }
 
-    /// Ticks that failed to apply an action (reported by health).
+    /// Ticks in which some keyset failed to apply an action (reported by health).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// How the rotation of `keyset` is going; `None` for a keyset not declared.
+    pub fn keyset_status(&self, keyset: &KeysetName) -> Option<KeysetStatus> {
+        self.keysets.get(keyset).map(scheduler::Failures::status)
     }
 
     fn keyset(&self, name: &str) -> Result<Keyset, RotationError> {
@@ -113,12 +125,20 @@ impl Rotation {
     fn records_of(&self, keyset: &KeysetName) -> Vec<Arc<KeyRecord>> {
         self.ring.records().iter().filter(|r| &r.keyset == keyset).cloned().collect()
     }
-
 }
 
-/// An owned copy of the record of `kid` among `refs`.
-fn owned(refs: &[&KeyRecord], kid: &Kid) -> Result<KeyRecord, RotationError> {
-    refs.iter().find(|r| &r.kid == kid).map(|r| (*r).clone()).ok_or(RotationError::UnknownKey(kid.to_string()))
+/// The records as the pure [`plan`] functions take them.
+fn refs(records: &[Arc<KeyRecord>]) -> Vec<&KeyRecord> {
+    records.iter().map(AsRef::as_ref).collect()
+}
+
+/// An owned copy of the record of `kid` among `records`.
+fn owned(records: &[Arc<KeyRecord>], kid: &Kid) -> Result<KeyRecord, RotationError> {
+    records
+        .iter()
+        .find(|r| &r.kid == kid)
+        .map(|r| KeyRecord::clone(r))
+        .ok_or(RotationError::UnknownKey(kid.to_string()))
 }
 
 #[cfg(test)]
