@@ -542,6 +542,28 @@ impl TokenService {
         self.verified.counts()
     }
 
+    /// Every `every` until `stop`, forgets sessions, token rows and
+    /// revocations whose tokens have all expired.
+    pub async fn collect_garbage_every(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.collect_garbage().await {
+                Ok(c) if c != Default::default() => tracing::info!(
+                    sessions = c.sessions,
+                    issued = c.issued,
+                    revoked = c.revoked,
+                    "collected expired token state"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "token garbage collection failed"),
+            }
+        }
+    }
+
     /// Deletes sessions, token rows and revocations whose tokens all expired.
     pub async fn collect_garbage(&self) -> Result<crate::storage::Collected, StorageError> {
         let before = self.clock.now().minus(self.policy.skew);
