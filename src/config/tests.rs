@@ -1,4 +1,5 @@
 use super::*;
+use crate::keys::{BackendKind, KeySpec, KeyUse};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
