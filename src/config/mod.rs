@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-pub use connections::ConnectionLimits;
+/// Re-exported: the listeners' limits are `listener`'s type.
+pub use crate::listener::ConnectionLimits;
 pub use duration::render as render_duration;
 pub use plan::offline_plan;
 pub use policy::Policy;
