@@ -16,16 +16,19 @@
 //! own buckets, is never locked out by public traffic.
 //!
 //! Failures are aggregated for the audit log: [`AuthLimiter::drain`] yields one
-//! count per client per interval instead of one row per request.
+//! count per client per interval instead of one row per request, and
+//! [`report_failures`] writes them, once more at shutdown.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
-use crate::clock::Timestamp;
+use crate::audit::{AuditAction, AuditEvent};
+use crate::clock::{Clock, Timestamp};
+use crate::storage::{StorageError, Store};
 
 /// Store lookups a throttled client's requests may run at once, per listener.
 const THROTTLED_LOOKUPS: usize = 2;
@@ -181,6 +184,48 @@ impl AuthLimiter {
         }));
         out.sort_by_key(|r| (r.listener, r.client));
         out
+    }
+}
+
+/// Writes the auth-failure counts, one audit event per client per `every`,
+/// and a last time when `stop` fires.
+pub async fn report_failures(
+    limiter: Arc<AuthLimiter>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let reports = limiter.drain();
+        if !reports.is_empty() {
+            let now = clock.now();
+            let written = store
+                .write(move |w| {
+                    for r in reports {
+                        w.audit(
+                            AuditEvent::new(now, "system", AuditAction::AuthFailures)
+                                .target(r.client.to_string())
+                                .detail(serde_json::json!({ "listener": r.listener.as_str(), "failures": r.failures,
+                                                "rejectedWhileLimited": r.rejected_while_limited })),
+                        )?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "could not audit authentication failures");
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }
 

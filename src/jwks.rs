@@ -13,6 +13,15 @@ use crate::clock::{whole_seconds_until, Timestamp};
 use crate::encoding::b64url;
 use crate::keys::{Algorithm, KeyRecord};
 
+/// How long JWKS may be cached: what kmsd says, and what verifiers may add.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksPolicy {
+    /// Upper bound on the JWKS `Cache-Control: max-age`.
+    pub max_age_cap: Duration,
+    /// How long verifiers may keep a JWKS beyond what we tell them.
+    pub verifier_cache: Duration,
+}
+
 /// `max-age` at `now_ms` (milliseconds): `cap`, shortened so that a cache
 /// counting from now ends no later than the earliest of `changes`. Whole
 /// seconds rounded down: at 99.6 s with a change at 100 s it is 0, not 1

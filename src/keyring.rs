@@ -17,11 +17,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::audit::{AuditAction, AuditEvent};
-use crate::backend::{BackendError, Guarded};
+use crate::backend::{BackendError, CreatedKey, Guarded};
 use crate::clock::{Clock, Timestamp};
-use crate::config::{KeyUse, Keyset};
 use crate::jwks::JwksSnapshot;
-use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeysetName, Kid, Schedule};
+use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeyUse, Keyset, KeysetName, Kid, Schedule};
 use crate::storage::{StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -223,54 +222,49 @@ impl KeyRing {
             if self.active(&ks.name, self.clock.now()).is_some() {
                 continue;
             }
-            created.push(
-                self.create_key(&ks, |now| (Schedule::immediate(now), Vec::new()), AuditAction::KeyCreate, actor)
-                    .await?,
-            );
+            let material = self.create_material(&ks).await?;
+            let now = self.clock.now();
+            let record = new_record(&ks, material, now, Schedule::immediate(now));
+            created.push(self.add_key(record, Vec::new(), AuditAction::KeyCreate, actor).await?);
         }
         Ok(created)
     }
 
-    /// Creates a key in the keyset's backend and records it, together with
-    /// `plan`'s updates to other keys (e.g. its predecessor's retirement) and
-    /// one audit event, in a single transaction. `plan` gets the instant the
-    /// key exists and returns its schedule and the updated records.
-    pub async fn create_key(
-        &self,
-        ks: &Keyset,
-        plan: impl FnOnce(Timestamp) -> (Schedule, Vec<KeyRecord>),
-        action: AuditAction,
-        actor: &str,
-    ) -> Result<Kid, RingError> {
+    /// Creates the private half of a new key of `ks` in its backend. Nothing
+    /// is recorded: the caller plans the key's schedule (see [`new_record`])
+    /// and records it with [`add_key`](Self::add_key).
+    pub async fn create_material(&self, ks: &Keyset) -> Result<CreatedKey, RingError> {
         let backend = self
             .backends
             .get(ks.backend)
             .ok_or_else(|| RingError::NoBackend { keyset: ks.name.clone(), backend: ks.backend.as_str() })?;
-        let created = backend.create(&ks.name, ks.spec).await?;
-        let now = self.clock.now();
-        let (schedule, mut updates) = plan(now);
-        let record = KeyRecord {
-            kid: created.kid.clone(),
-            keyset: ks.name.clone(),
-            spec: ks.spec,
-            backend: ks.backend,
-            handle: created.handle,
-            public: created.public,
-            created_at: now,
-            schedule,
-            revoked_at: None,
-        };
-        let event = AuditEvent::new(now, actor, action).target(record.kid.as_str()).detail(serde_json::json!({
-            "keyset": ks.name.as_str(),
-            "spec": ks.spec.as_str(),
-            "backend": ks.backend.as_str(),
-            "publishedAt": schedule.published_at.to_iso(),
-            "activatedAt": schedule.activated_at.to_iso(),
-            "retires": updates.iter().map(|r| r.kid.as_str()).collect::<Vec<_>>(),
-        }));
+        Ok(backend.create(&ks.name, ks.spec).await?)
+    }
+
+    /// Records the new key `record` together with `updates` to other keys
+    /// (e.g. its predecessor's retirement) and one audit event, in a single
+    /// transaction, then shows them in memory (see [`put`](Self::put)).
+    pub async fn add_key(
+        &self,
+        record: KeyRecord,
+        mut updates: Vec<KeyRecord>,
+        action: AuditAction,
+        actor: &str,
+    ) -> Result<Kid, RingError> {
+        let schedule = record.schedule;
+        let event =
+            AuditEvent::new(record.created_at, actor, action).target(record.kid.as_str()).detail(serde_json::json!({
+                "keyset": record.keyset.as_str(),
+                "spec": record.spec.as_str(),
+                "backend": record.backend.as_str(),
+                "publishedAt": schedule.published_at.to_iso(),
+                "activatedAt": schedule.activated_at.to_iso(),
+                "retires": updates.iter().map(|r| r.kid.as_str()).collect::<Vec<_>>(),
+            }));
+        let kid = record.kid.clone();
         updates.push(record);
         self.put(updates, event).await?;
-        Ok(created.kid)
+        Ok(kid)
     }
 
     /// Writes `records` (new or changed) and `event` in one transaction, then
@@ -322,6 +316,22 @@ impl KeyRing {
             return age.min(COOLDOWN_MAX_AGE);
         }
         age
+    }
+}
+
+/// The record of a key of `ks` whose material `created` exists since
+/// `created_at`, to be published and activated on `schedule`.
+pub fn new_record(ks: &Keyset, created: CreatedKey, created_at: Timestamp, schedule: Schedule) -> KeyRecord {
+    KeyRecord {
+        kid: created.kid,
+        keyset: ks.name.clone(),
+        spec: ks.spec,
+        backend: ks.backend,
+        handle: created.handle,
+        public: created.public,
+        created_at,
+        schedule,
+        revoked_at: None,
     }
 }
 

@@ -274,7 +274,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(cmd, &config).await,
         Command::Migration(cmd) => migration(cmd, &config).await,
         Command::Plan { rotations } => {
-            print!("{}", kmsd::rotation::offline_plan(&config, clock.now(), rotations));
+            print!("{}", kmsd::config::offline_plan(&config, clock.now(), rotations));
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { admin }) => audit_verify(&config, admin).await,

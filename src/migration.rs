@@ -278,6 +278,26 @@ impl Migration {
         changed(next)
     }
 
+    /// The sunset timer: every `every`, fires the sunset once `sunset_at`
+    /// passes (startup fires an overdue one before serving), until `stop`.
+    pub async fn run_sunset_timer(self: Arc<Self>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await; // the first tick is immediate; startup already checked
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {},
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.sunset_if_due().await {
+                Ok(true) => {
+                    tracing::warn!("HS256 sunset reached: the legacy secret is wiped and HS256 tokens are refused");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "HS256 sunset could not be recorded; will retry"),
+            }
+        }
+    }
+
     /// The timer: sunset once `sunset_at` has passed (also called at startup).
     pub async fn sunset_if_due(&self) -> Result<bool, MigrationError> {
         let due = |s: &MigrationState, now| s.phase == Phase::Asymmetric && s.sunset_at.is_some_and(|at| now >= at);

@@ -1,6 +1,10 @@
 //! The composition root: the one place that opens the store, unlocks the
 //! vault, builds the backends, the key ring and the routers, and runs the
 //! listeners. `main` and the tests both go through [`App`].
+//!
+//! It wires and decides nothing: each background loop (rotation, token GC,
+//! the HS256 sunset timer, auth-failure reports, the KMS orphan search) lives
+//! with the module that owns its work and takes the shared shutdown signal.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -10,15 +14,15 @@ use tokio::net::TcpListener;
 
 use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_ORG};
 use crate::audit::{AuditAction, AuditEvent};
-use crate::auth_limit::AuthLimiter;
+use crate::auth_limit::{report_failures, AuthLimiter};
 use crate::backend::{Guarded, KeyBackend};
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
-use crate::keys::{BackendKind, Kid};
-use crate::kms::{known_key_ids, AwsKmsBackend};
+use crate::keys::{BackendKind, KeysetName, Kid};
+use crate::kms::{AwsKmsBackend, OrphanSearch};
 use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
 use crate::migration::{Migration, MigrationConfig};
@@ -32,6 +36,9 @@ use zeroize::Zeroizing;
 pub mod restore;
 mod staging;
 use staging::Staging;
+
+/// How often expired token state is forgotten.
+const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -73,13 +80,6 @@ pub struct App {
     state: AppState,
     touch_writer: TouchWriter,
     orphans: Option<OrphanSearch>,
-}
-
-/// The startup search for orphaned KMS keys, which `serve` runs once in the
-/// background (see [`clean_kms_orphans`]).
-struct OrphanSearch {
-    kms: Arc<AwsKmsBackend>,
-    created_before: Timestamp,
 }
 
 impl App {
@@ -184,11 +184,24 @@ impl App {
         let orphans = kms
             .filter(|_| config.aws_kms.orphan_cleanup)
             .map(|kms| OrphanSearch { kms, created_before: started.minus(config.aws_kms.orphan_grace) });
-        let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
+        let rotation = Rotation::start(
+            ring.clone(),
+            store.clone(),
+            clock.clone(),
+            config.policy.rotation.clone(),
+            config.policy.jwks.clone(),
+        )
+        .await?;
         // Catch up at once: a keyset without a signer gets one, overdue
         // rotations and destructions happen before the first request.
-        for done in rotation.tick().await? {
+        // A keyset that cannot catch up stops the start, as it always has;
+        // the other keysets have caught up first.
+        let caught_up = rotation.tick().await;
+        for done in caught_up.applied {
             tracing::info!(action = %done, "rotation caught up");
+        }
+        if let Some((_, e)) = caught_up.failed.into_iter().next() {
+            return Err(e.into());
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
@@ -262,80 +275,33 @@ impl App {
             limits,
             rx.clone(),
         );
+        // The background work, each piece started by its owner and stopped
+        // by the same shutdown signal.
+        let st = &self.state;
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
-        let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
-        let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
-        let orphans = tokio::spawn(clean_kms_orphans(self.orphans, self.state.clone(), rx.clone()));
-        let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx.clone()));
-        let sunset = tokio::spawn(sunset_timer(self.state.clone(), rx));
+        let every = st.config.auth.report_interval;
+        let reports =
+            tokio::spawn(report_failures(st.limiter.clone(), st.store.clone(), st.clock.clone(), every, rx.clone()));
+        let gc = tokio::spawn(st.tokens.clone().collect_garbage_every(GC_INTERVAL, rx.clone()));
+        let orphans = self.orphans.map(|o| tokio::spawn(o.run(st.store.clone(), st.clock.clone(), rx.clone())));
+        let rotation = tokio::spawn(st.rotation.clone().run(st.config.policy.tick, rx.clone()));
+        let sunset =
+            st.tokens.migration().cloned().map(|m| tokio::spawn(m.run_sunset_timer(st.config.policy.tick, rx)));
         tokio::spawn(async move {
             shutdown.await;
             let _ = tx.send(true);
         });
         tokio::join!(public, admin);
-        let _ = tokio::join!(touches, reports, gc, orphans, rotation, sunset);
+        let _ = tokio::join!(touches, reports, gc, rotation);
+        for task in [orphans, sunset].into_iter().flatten() {
+            let _ = task.await;
+        }
         Ok(())
     }
 }
 
-/// Writes the auth-failure counts, one audit event per client per interval,
-/// and a last time at shutdown.
-async fn report_auth_failures(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(state.config.auth.report_interval);
-    tick.tick().await;
-    loop {
-        let stopping = tokio::select! {
-            _ = tick.tick() => false,
-            _ = stop.wait_for(|s| *s) => true,
-        };
-        let reports = state.limiter.drain();
-        if !reports.is_empty() {
-            let now = state.clock.now();
-            let written = state
-                .store
-                .write(move |w| {
-                    for r in reports {
-                        w.audit(
-                            AuditEvent::new(now, "system", AuditAction::AuthFailures)
-                                .target(r.client.to_string())
-                                .detail(serde_json::json!({ "listener": r.listener.as_str(), "failures": r.failures,
-                                                "rejectedWhileLimited": r.rejected_while_limited })),
-                        )?;
-                    }
-                    Ok::<_, StorageError>(())
-                })
-                .await;
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "could not audit authentication failures");
-            }
-        }
-        if stopping {
-            return;
-        }
-    }
-}
-
-/// The HS256 sunset timer: fires once `sunset_at` passes (startup fires an
-/// overdue one before serving).
-async fn sunset_timer(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(migration) = state.tokens.migration().cloned() else { return };
-    let mut tick = tokio::time::interval(state.config.policy.tick);
-    tick.tick().await; // the first tick is immediate; startup already checked
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match migration.sunset_if_due().await {
-            Ok(true) => tracing::warn!("HS256 sunset reached: the legacy secret is wiped and HS256 tokens are refused"),
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "HS256 sunset could not be recorded; will retry"),
-        }
-    }
-}
-
 /// Which declared keysets sign which tokens (a missing one disables that kind).
-fn token_keysets(config: &Config) -> TokenKeysets {
+fn token_keysets(config: &Config) -> TokenKeysets<Option<KeysetName>> {
     let pick = |name: &String| {
         let found = config.keysets.iter().find(|k| k.name.as_str() == name);
         if found.is_none() {
@@ -343,65 +309,7 @@ fn token_keysets(config: &Config) -> TokenKeysets {
         }
         found.map(|k| k.name.clone())
     };
-    let [rs256, eddsa, refresh] = &config.policy.tokens.keysets;
-    TokenKeysets { rs256: pick(rs256), eddsa: pick(eddsa), refresh: pick(refresh) }
-}
-
-/// Every ten minutes, forgets sessions, token rows and revocations whose tokens
-/// have all expired.
-async fn collect_garbage(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {},
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        match state.tokens.collect_garbage().await {
-            Ok(c) if c != Default::default() => tracing::info!(
-                sessions = c.sessions,
-                issued = c.issued,
-                revoked = c.revoked,
-                "collected expired token state"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "token garbage collection failed"),
-        }
-    }
-}
-
-/// Schedules the deletion of the KMS keys kmsd created but never recorded (a
-/// crash between CreateKey and the store's commit), then audits what it did.
-/// The store is read now, so every recorded key is known; keys created after
-/// `created_before` are left alone. A failure is logged and the next start
-/// tries again; shutdown stops the search.
-async fn clean_kms_orphans(
-    search: Option<OrphanSearch>,
-    state: AppState,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let Some(OrphanSearch { kms, created_before }) = search else { return };
-    let work = async {
-        let records = state.store.read(|r| r.keys()).await?;
-        let cleaned = kms.clean_orphans(&known_key_ids(&records), created_before).await?;
-        if !cleaned.is_empty() {
-            let keys: Vec<_> = cleaned
-                .iter()
-                .map(|o| serde_json::json!({ "keyId": o.key_id, "keyset": o.keyset, "kid": o.kid }))
-                .collect();
-            let event = AuditEvent::new(state.clock.now(), "system", AuditAction::KmsOrphanCleanup)
-                .target("aws-kms")
-                .detail(serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }));
-            state.store.write(move |w| w.audit(event)).await?;
-        }
-        Ok::<_, anyhow::Error>(cleaned.len())
-    };
-    tokio::select! {
-        done = work => match done {
-            Ok(n) => tracing::info!(orphans = n, "KMS orphan search done"),
-            Err(e) => tracing::warn!(error = %e, "KMS orphan search failed; the next start tries again"),
-        },
-        _ = stop.wait_for(|s| *s) => {}
-    }
+    config.policy.tokens.keysets.map(pick)
 }
 
 /// The key ring over the configured backends, and the AWS KMS backend if a

@@ -14,8 +14,12 @@
 mod aws_kms;
 mod connections;
 mod duration;
+mod env;
 mod file;
+mod keysets;
+mod plan;
 mod policy;
+mod vault;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -24,17 +28,22 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-pub use connections::ConnectionLimits;
+/// Re-exported: the listeners' limits are `listener`'s type.
+pub use crate::listener::ConnectionLimits;
 pub use duration::render as render_duration;
-pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
+pub use plan::offline_plan;
+pub use policy::Policy;
 
 use crate::auth_limit::LimitPolicy;
-
-use crate::keys::{BackendKind, KeySpec, KeysetName};
-use crate::kms::{AwsKmsConfig, KmsKek};
+use crate::keys::{Keyset, KeysetName};
+use crate::kms::AwsKmsConfig;
 use crate::storage::STORE_FILE;
 use crate::vault::KekSource;
-use file::{ConfigFile, DurationText, KeysetFile, PolicyFile};
+use env::apply_env;
+use file::{ConfigFile, DurationText};
+use keysets::{check_token_keysets, load_keysets};
+use policy::load_policy;
+use vault::{check_kek, kek_source};
 
 /// Built-in keyset declarations and policy (the files under `keys/` and `policy/`).
 pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
@@ -45,41 +54,8 @@ pub const DEFAULT_KEYSETS: &[(&str, &str)] = &[
 ];
 pub const DEFAULT_POLICY: (&str, &str) = ("policy/default.toml", include_str!("../../policy/default.toml"));
 
-/// Environment variables that are not overrides.
-const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY", "KMSD_ADMIN_API_KEY"];
 pub const DEFAULT_KEK_ENV: &str = "KMSD_VAULT_KEK";
 pub const DEFAULT_PASSPHRASE_ENV: &str = "KMSD_VAULT_PASSPHRASE";
-
-/// A keyset as the program trusts it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Keyset {
-    pub name: KeysetName,
-    pub spec: KeySpec,
-    pub backend: BackendKind,
-    pub schedule: Option<String>,
-    pub usage: KeyUse,
-}
-
-/// What a keyset's keys sign (`use` in its declaration), never both: a raw
-/// signature by a token key over a JWT signing input is a forged token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyUse {
-    /// Tokens kmsd issues; published in `/.well-known/jwks.json`.
-    #[default]
-    Tokens,
-    /// Raw signatures (`POST /v1/sign`); published in the keyset's own JWKS,
-    /// never trusted for tokens.
-    Sign,
-}
-
-impl KeyUse {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Tokens => "tokens",
-            Self::Sign => "sign",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -222,60 +198,6 @@ fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut Problems) {
-    let named = |section: &str, field: &str| {
-        table
-            .get(section)
-            .and_then(|v| v.as_table())
-            .and_then(|t| t.get(field))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let secret_vars: Vec<String> =
-        [named("vault", "kek_env"), named("vault", "passphrase_env"), named("migration", "secret_env")]
-            .into_iter()
-            .flatten()
-            .chain([DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV, DEFAULT_HS256_SECRET_ENV].map(str::to_owned))
-            .collect();
-    for (name, value) in env {
-        let Some(rest) = name.strip_prefix("KMSD_") else { continue };
-        if RESERVED_ENV.contains(&name.as_str()) || secret_vars.contains(name) {
-            continue;
-        }
-        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if path.iter().any(String::is_empty) {
-            problems.add(name.clone(), "malformed override name");
-            continue;
-        }
-        let parsed = format!("v = {value}")
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.clone()));
-        if !set_path(table, &path, parsed) {
-            problems.add(name.clone(), "overrides a value that is not a section");
-        }
-    }
-}
-
-/// Sets `path` (section names, then a field) in `table`, creating sections.
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
-    match path {
-        [] => false,
-        [field] => {
-            table.insert(field.clone(), value);
-            true
-        }
-        [section, rest @ ..] => {
-            match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())).as_table_mut()
-            {
-                Some(t) => set_path(t, rest, value),
-                None => false,
-            }
-        }
-    }
-}
-
 fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if let Some(v) = raw.version.filter(|v| *v != 1) {
         problems.add("version", format!("config format version {v} is not supported (expected 1)"));
@@ -386,251 +308,6 @@ fn duration_or(problems: &mut Problems, field: &str, value: Option<DurationText>
         }
         None => Duration::from_secs(default),
     }
-}
-
-/// A keyset named for tokens must sign with the algorithm it is named for. A
-/// keyset that is not declared just leaves that kind of token unavailable.
-fn check_token_keysets(policy: &Policy, keysets: &[Keyset], problems: &mut Problems) {
-    let wanted = [
-        ("RS256", Some(crate::keys::Algorithm::Rs256)),
-        ("EdDSA", Some(crate::keys::Algorithm::EdDsa)),
-        ("refresh", None),
-    ];
-    for ((field, alg), name) in wanted.iter().zip(&policy.tokens.keysets) {
-        let Some(ks) = keysets.iter().find(|k| k.name.as_str() == name) else { continue };
-        if ks.usage == KeyUse::Sign {
-            problems.add(
-                format!("tokens.keysets.{field}"),
-                format!("keyset {name} is declared use = \"sign\" (raw signing), so it cannot sign tokens"),
-            );
-        }
-        if alg.is_some_and(|a| ks.spec.algorithm() != a) {
-            problems.add(
-                format!("tokens.keysets.{field}"),
-                format!("keyset {name} signs {}, not {field}", ks.spec.algorithm().as_str()),
-            );
-        }
-    }
-}
-
-fn kek_source(
-    v: &file::VaultSection,
-    data_dir: &Path,
-    aws_kms: &AwsKmsConfig,
-    problems: &mut Problems,
-) -> Option<KekSource> {
-    let kek = v.kek.as_deref().unwrap_or("file");
-    if kek != "aws-kms" && v.kms_key_id.is_some() {
-        problems.add("vault.kms_key_id", format!("only applies to kek = \"aws-kms\", not {kek:?}"));
-    }
-    match kek {
-        "file" => Some(KekSource::File(v.kek_file.as_ref().map_or_else(|| data_dir.join("vault.kek"), PathBuf::from))),
-        "env" => Some(KekSource::Env(v.kek_env.clone().unwrap_or_else(|| DEFAULT_KEK_ENV.into()))),
-        "passphrase" => {
-            Some(KekSource::Passphrase(v.passphrase_env.clone().unwrap_or_else(|| DEFAULT_PASSPHRASE_ENV.into())))
-        }
-        "aws-kms" => match v.kms_key_id.as_deref().map(|id| (id, crate::kms::envelope::check_key_id(id))) {
-            Some((id, Ok(()))) => Some(KekSource::AwsKms(KmsKek { key_id: id.to_owned(), settings: aws_kms.clone() })),
-            Some((_, Err(e))) => {
-                problems.add("vault.kms_key_id", e);
-                None
-            }
-            None => {
-                problems
-                    .add("vault.kms_key_id", "missing: kek = \"aws-kms\" needs the KMS key that wraps the data key");
-                None
-            }
-        },
-        other => {
-            problems.add(
-                "vault.kek",
-                format!("{other:?} is not a KEK source (use \"file\", \"env\", \"passphrase\" or \"aws-kms\")"),
-            );
-            None
-        }
-    }
-}
-
-/// The KEK must be usable whenever it will be needed: always for an existing
-/// store; for a new one, a key file may be missing (init creates it).
-fn check_kek(kek: &KekSource, data_dir: &Path, problems: &mut Problems) {
-    let store_exists = data_dir.join(STORE_FILE).exists();
-    let file_missing = matches!(kek, KekSource::File(p) if !p.exists());
-    if file_missing && !store_exists {
-        return;
-    }
-    if let Err(e) = kek.check() {
-        let field = match kek {
-            KekSource::File(_) => "vault.kek_file",
-            KekSource::Env(_) => "vault.kek_env",
-            KekSource::Passphrase(_) => "vault.passphrase_env",
-            KekSource::AwsKms(_) => "vault.kms_key_id",
-        };
-        problems.add(field, e.to_string());
-    }
-}
-
-fn load_keysets(dir: Option<&str>, problems: &mut Problems) -> Vec<Keyset> {
-    let files: Vec<(String, String)> = match dir {
-        None => DEFAULT_KEYSETS.iter().map(|(p, t)| ((*p).to_owned(), (*t).to_owned())).collect(),
-        Some(dir) => read_toml_dir(dir, "keys_dir", problems),
-    };
-    let mut out: Vec<Keyset> = Vec::new();
-    for (origin, text) in files {
-        let table = parse_toml(&text, &origin, problems);
-        let Some(raw) = deserialize::<KeysetFile>(table, &origin, problems) else { continue };
-        if let Some(ks) = keyset(raw, &origin, problems) {
-            if out.iter().any(|k| k.name == ks.name) {
-                problems.add(join(&origin, "name"), format!("keyset {} is declared twice", ks.name));
-            } else {
-                out.push(ks);
-            }
-        }
-    }
-    if out.is_empty() && problems.0.is_empty() {
-        problems.add("keys_dir", "declares no keysets");
-    }
-    out
-}
-
-fn read_toml_dir(dir: &str, field: &str, problems: &mut Problems) -> Vec<(String, String)> {
-    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => {
-            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
-        }
-        Err(e) => {
-            problems.add(field, format!("cannot read directory {dir}: {e}"));
-            return Vec::new();
-        }
-    };
-    entries.sort();
-    entries
-        .into_iter()
-        .filter_map(|p| match std::fs::read_to_string(&p) {
-            Ok(t) => Some((p.display().to_string(), t)),
-            Err(e) => {
-                problems.add(p.display().to_string(), format!("cannot read: {e}"));
-                None
-            }
-        })
-        .collect()
-}
-
-fn keyset(raw: KeysetFile, origin: &str, problems: &mut Problems) -> Option<Keyset> {
-    let name = match raw.name.as_deref().map(KeysetName::parse) {
-        Some(Ok(n)) => Some(n),
-        Some(Err(e)) => {
-            problems.add(join(origin, "name"), e.to_string());
-            None
-        }
-        None => {
-            problems.add(join(origin, "name"), "missing");
-            None
-        }
-    };
-    let spec = match (raw.algorithm.as_deref(), raw.rsa_bits) {
-        (Some("RS256"), bits) => match bits.unwrap_or(3072) {
-            2048 => Some(KeySpec::Rsa2048),
-            3072 => Some(KeySpec::Rsa3072),
-            4096 => Some(KeySpec::Rsa4096),
-            other => {
-                problems
-                    .add(join(origin, "rsa_bits"), format!("RSA-{other} is not supported (use 2048, 3072 or 4096)"));
-                None
-            }
-        },
-        (Some(alg @ ("EdDSA" | "ES256")), bits) => {
-            if bits.is_some() {
-                problems.add(join(origin, "rsa_bits"), format!("only applies to RS256, not {alg}"));
-            }
-            Some(if alg == "EdDSA" { KeySpec::Ed25519 } else { KeySpec::P256 })
-        }
-        (Some(other), _) => {
-            problems.add(
-                join(origin, "algorithm"),
-                format!("{other:?} is not supported (use \"RS256\", \"EdDSA\" or \"ES256\")"),
-            );
-            None
-        }
-        (None, _) => {
-            problems.add(join(origin, "algorithm"), "missing");
-            None
-        }
-    };
-    let backend = match raw.backend.as_deref().unwrap_or("vault") {
-        "vault" => Some(BackendKind::Vault),
-        "aws-kms" => Some(BackendKind::AwsKms),
-        other => {
-            problems.add(
-                join(origin, "backend"),
-                format!("{other:?} is not an available backend (use \"vault\" or \"aws-kms\")"),
-            );
-            None
-        }
-    };
-    if let Some(Err(e)) = raw.schedule.as_deref().map(crate::rotation::CronSchedule::parse) {
-        problems.add(join(origin, "schedule"), e);
-    }
-    let usage = match raw.usage.as_deref().unwrap_or("tokens") {
-        "tokens" => Some(KeyUse::Tokens),
-        "sign" => Some(KeyUse::Sign),
-        other => {
-            problems.add(join(origin, "use"), format!("{other:?} is not a key use (use \"tokens\" or \"sign\")"));
-            None
-        }
-    };
-    Some(Keyset { name: name?, spec: spec?, backend: backend?, schedule: raw.schedule, usage: usage? })
-}
-
-fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
-    let (origin, text) = match path {
-        None => (DEFAULT_POLICY.0.to_owned(), DEFAULT_POLICY.1.to_owned()),
-        Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => (p.to_owned(), t),
-            Err(e) => {
-                problems.add("policy_file", format!("cannot read {p}: {e}"));
-                return None;
-            }
-        },
-    };
-    let table = parse_toml(&text, &origin, problems);
-    let raw: PolicyFile = deserialize(table, &origin, problems)?;
-    let before = problems.0.len();
-    let mut d = |field: &str, value: Option<DurationText>, default: u64| -> Duration {
-        duration_or(problems, &join(&origin, field), value, default)
-    };
-    let (t, j, r) = (raw.tokens, raw.jwks, raw.rotation);
-    let policy = Policy {
-        tokens: TokenPolicy {
-            access_ttl_default: d("tokens.access_ttl_default", t.access_ttl_default, 3600),
-            access_ttl_max: d("tokens.access_ttl_max", t.access_ttl_max, 86_400),
-            refresh_ttl_default: d("tokens.refresh_ttl_default", t.refresh_ttl_default, 86_400),
-            refresh_ttl_max: d("tokens.refresh_ttl_max", t.refresh_ttl_max, 30 * 86_400),
-            skew: d("tokens.skew", t.skew, 60),
-            refresh_reuse_grace: d("tokens.refresh_reuse_grace", t.refresh_reuse_grace, 0),
-            keysets: [
-                t.keysets.rs256.unwrap_or_else(|| "access".into()),
-                t.keysets.eddsa.unwrap_or_else(|| "edge".into()),
-                t.keysets.refresh.unwrap_or_else(|| "refresh".into()),
-            ],
-        },
-        jwks: JwksPolicy {
-            max_age_cap: d("jwks.max_age_cap", j.max_age_cap, 300),
-            verifier_cache: d("jwks.verifier_cache", j.verifier_cache, 300),
-        },
-        rotation: RotationPolicy {
-            publish_lead: d("rotation.publish_lead", r.publish_lead, 3600),
-            overlap: d("rotation.overlap", r.overlap, 25 * 3600),
-            destroy_delay: d("rotation.destroy_delay", r.destroy_delay, 31 * 86_400),
-            margin: d("rotation.margin", r.margin, 60),
-            unsafe_short_publish_lead: r.unsafe_allow_short_publish_lead.unwrap_or(false),
-        },
-        tick: d("rotation.tick", r.tick, 1),
-    };
-    for (field, message) in policy.violations() {
-        problems.add(join(&origin, &field), message);
-    }
-    (problems.0.len() == before).then_some(policy)
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
-//! Token and rotation policy, and the rotation invariants it must satisfy.
+//! The policy file's trusted form: token, JWKS and rotation policy (each
+//! defined by its domain) and the rotation invariants they must satisfy together.
 //! A policy that could strand a token (a key signing before verifiers can have
 //! fetched it, or a token outliving its key's publication) is refused.
 
 use std::time::Duration;
 
 use super::duration::render;
+use super::file::{DurationText, PolicyFile};
+use super::{deserialize, duration_or, join, parse_toml, Problems, DEFAULT_POLICY};
+use crate::jwks::JwksPolicy;
+use crate::rotation::RotationPolicy;
+use crate::tokens::{TokenKeysets, TokenPolicy};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -13,37 +19,6 @@ pub struct Policy {
     pub rotation: RotationPolicy,
     /// How often the rotation reconcile loop runs.
     pub tick: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenPolicy {
-    pub access_ttl_default: Duration,
-    pub access_ttl_max: Duration,
-    pub refresh_ttl_default: Duration,
-    pub refresh_ttl_max: Duration,
-    pub skew: Duration,
-    pub refresh_reuse_grace: Duration,
-    /// Keyset names for RS256 access tokens, EdDSA access tokens, refresh tokens.
-    pub keysets: [String; 3],
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwksPolicy {
-    /// Upper bound on the JWKS `Cache-Control: max-age`.
-    pub max_age_cap: Duration,
-    /// How long verifiers may keep a JWKS beyond what we tell them.
-    pub verifier_cache: Duration,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RotationPolicy {
-    pub publish_lead: Duration,
-    pub overlap: Duration,
-    pub destroy_delay: Duration,
-    pub margin: Duration,
-    /// Accept a publish lead shorter than verifiers' caches (tests and
-    /// demonstrations only: tokens will fail at verifiers after rotations).
-    pub unsafe_short_publish_lead: bool,
 }
 
 impl Policy {
@@ -106,6 +81,58 @@ impl Policy {
     }
 }
 
+/// Reads the policy file (or the built-in one) and checks its invariants.
+pub(super) fn load_policy(path: Option<&str>, problems: &mut Problems) -> Option<Policy> {
+    let (origin, text) = match path {
+        None => (DEFAULT_POLICY.0.to_owned(), DEFAULT_POLICY.1.to_owned()),
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (p.to_owned(), t),
+            Err(e) => {
+                problems.add("policy_file", format!("cannot read {p}: {e}"));
+                return None;
+            }
+        },
+    };
+    let table = parse_toml(&text, &origin, problems);
+    let raw: PolicyFile = deserialize(table, &origin, problems)?;
+    let before = problems.0.len();
+    let mut d = |field: &str, value: Option<DurationText>, default: u64| -> Duration {
+        duration_or(problems, &join(&origin, field), value, default)
+    };
+    let (t, j, r) = (raw.tokens, raw.jwks, raw.rotation);
+    let policy = Policy {
+        tokens: TokenPolicy {
+            access_ttl_default: d("tokens.access_ttl_default", t.access_ttl_default, 3600),
+            access_ttl_max: d("tokens.access_ttl_max", t.access_ttl_max, 86_400),
+            refresh_ttl_default: d("tokens.refresh_ttl_default", t.refresh_ttl_default, 86_400),
+            refresh_ttl_max: d("tokens.refresh_ttl_max", t.refresh_ttl_max, 30 * 86_400),
+            skew: d("tokens.skew", t.skew, 60),
+            refresh_reuse_grace: d("tokens.refresh_reuse_grace", t.refresh_reuse_grace, 0),
+            keysets: TokenKeysets {
+                rs256: t.keysets.rs256.unwrap_or_else(|| "access".into()),
+                eddsa: t.keysets.eddsa.unwrap_or_else(|| "edge".into()),
+                refresh: t.keysets.refresh.unwrap_or_else(|| "refresh".into()),
+            },
+        },
+        jwks: JwksPolicy {
+            max_age_cap: d("jwks.max_age_cap", j.max_age_cap, 300),
+            verifier_cache: d("jwks.verifier_cache", j.verifier_cache, 300),
+        },
+        rotation: RotationPolicy {
+            publish_lead: d("rotation.publish_lead", r.publish_lead, 3600),
+            overlap: d("rotation.overlap", r.overlap, 25 * 3600),
+            destroy_delay: d("rotation.destroy_delay", r.destroy_delay, 31 * 86_400),
+            margin: d("rotation.margin", r.margin, 60),
+            unsafe_short_publish_lead: r.unsafe_allow_short_publish_lead.unwrap_or(false),
+        },
+        tick: d("rotation.tick", r.tick, 1),
+    };
+    for (field, message) in policy.violations() {
+        problems.add(join(&origin, &field), message);
+    }
+    (problems.0.len() == before).then_some(policy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +147,7 @@ mod tests {
                 refresh_ttl_max: h(720),
                 skew: Duration::from_secs(60),
                 refresh_reuse_grace: Duration::ZERO,
-                keysets: ["access".into(), "edge".into(), "refresh".into()],
+                keysets: TokenKeysets { rs256: "access".into(), eddsa: "edge".into(), refresh: "refresh".into() },
             },
             jwks: JwksPolicy { max_age_cap: Duration::from_secs(300), verifier_cache: Duration::from_secs(300) },
             rotation: RotationPolicy {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::keys::{BackendKind, KeySpec, KeyUse};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -31,7 +32,8 @@ fn no_file_means_the_built_in_defaults() {
     );
     let uses: Vec<_> = c.keysets.iter().map(|k| k.usage).collect();
     assert_eq!(uses, [KeyUse::Tokens, KeyUse::Tokens, KeyUse::Tokens, KeyUse::Sign]);
-    assert_eq!(c.policy.tokens.keysets, ["access", "edge", "refresh"]);
+    let names = &c.policy.tokens.keysets;
+    assert_eq!([&names.rs256, &names.eddsa, &names.refresh], ["access", "edge", "refresh"]);
     assert_eq!(c.kek, KekSource::File(data.join("vault.kek")));
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::keys::KeysetName;
 use crate::migration::Migration;
+use crate::rotation::Timeline;
 use crate::storage::StorageError;
 
 const ADMIN_MANAGE: &str = "relayauth:admin:manage:*";
@@ -231,7 +232,18 @@ async fn resume(State(state): State<AppState>, caller: Caller) -> Result<Json<Va
 /// `GET /v1/admin/rotation/plan`: the next scheduled events (dry run).
 async fn rotation_plan(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
-    Ok(Json(state.rotation.timeline()))
+    Ok(Json(timeline_json(&state.rotation.timeline())))
+}
+
+fn timeline_json(t: &Timeline) -> Value {
+    let events: Vec<Value> = t
+        .events
+        .iter()
+        .map(|e| {
+            json!({ "at": e.at.to_iso(), "keyset": e.keyset.as_str(), "kid": e.kid.as_ref().map(|k| k.as_str()), "event": e.kind.as_str() })
+        })
+        .collect();
+    json!({ "now": t.now.to_iso(), "paused": t.paused, "events": events })
 }
 
 fn migration(state: &AppState) -> Result<Arc<Migration>, ApiError> {
@@ -263,8 +275,9 @@ async fn migration_act(
     let result = match b.action.as_str() {
         "advance" => {
             let now = state.clock.now();
-            let keyset = state.config.policy.tokens.keysets[0].clone();
-            let published = KeysetName::parse(&keyset)
+            // HS256 tokens are replaced by RS256 ones: their keyset's signer.
+            let keyset = &state.config.policy.tokens.keysets.rs256;
+            let published = KeysetName::parse(keyset)
                 .ok()
                 .and_then(|k| state.ring.active(&k, now))
                 .map(|k| k.schedule.published_at);

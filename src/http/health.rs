@@ -1,5 +1,6 @@
 //! `GET /health` (liveness, exactly `{"status":"ok"}`) and `GET /v1/health`
-//! (readiness: storage, backends and a signer per keyset).
+//! (readiness: storage, backends, and per keyset a signer and how its
+//! rotation is going).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -36,12 +37,17 @@ async fn ready(State(state): State<AppState>) -> Json<Value> {
     for ks in state.ring.keysets() {
         let active = state.ring.active(&ks.name, now);
         signers_ok &= active.is_some();
+        let rotation = state
+            .rotation
+            .keyset_status(&ks.name)
+            .map(|r| json!({ "status": if r.failing { "failing" } else { "ok" }, "failedTicks": r.failed_ticks }));
         keysets.insert(
             ks.name.to_string(),
             json!({
                 "status": if active.is_some() { "ok" } else { "no_active_key" },
                 "algorithm": ks.spec.algorithm().as_str(),
                 "activeKid": active.map(|r| r.kid.to_string()),
+                "rotation": rotation,
             }),
         );
     }

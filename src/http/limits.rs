@@ -27,7 +27,7 @@ use hyper::body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 
 use super::{ApiError, ErrorCode};
-use crate::config::ConnectionLimits;
+use crate::listener::ConnectionLimits;
 
 #[derive(Clone)]
 pub(super) struct RequestLimits {

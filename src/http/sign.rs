@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 
 use super::json::ApiJson;
 use super::{ApiError, AppState, Caller, ErrorCode};
-use crate::config::KeyUse;
 use crate::encoding::{b64url, b64url_decode};
+use crate::keys::KeyUse;
 use crate::keys::KeysetName;
 
 pub fn routes() -> Router<AppState> {

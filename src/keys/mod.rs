@@ -1,9 +1,12 @@
 //! Key identities and kinds: [`Kid`], [`KeysetName`], [`KeySpec`] and the JOSE
 //! [`Algorithm`] it implies, the public half of a key ([`PublicKey`]) and the
-//! lifecycle of a key version ([`KeyRecord`], [`KeyState`]).
+//! lifecycle of a key version ([`KeyRecord`], [`KeyState`]), and the
+//! [`Keyset`] those versions belong to, with its parsed [`CronSchedule`].
 //!
 //! Nothing here holds private key material; that stays inside a backend.
 
+mod cron;
+mod keyset;
 mod lifecycle;
 mod public;
 
@@ -11,6 +14,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use cron::CronSchedule;
+pub use keyset::{KeyUse, Keyset};
 pub use lifecycle::{KeyHandle, KeyRecord, KeyState, Schedule};
 pub use public::{PublicKey, PublicKeyError};
 

@@ -17,9 +17,11 @@
 //! - [`KmsKek`] is the other use of KMS: a symmetric key that wraps the
 //!   vault's data key (envelope encryption, see [`envelope`]).
 //!
-//! Not here: deciding when keys rotate or are destroyed (the key ring), and
-//! when to clean up orphans ([`AwsKmsBackend::clean_orphans`] is the tool;
-//! `App` runs it once at startup, with the store's records and a grace).
+//! - [`OrphanSearch`] runs [`AwsKmsBackend::clean_orphans`] once at startup
+//!   (`serve` starts it), with the store's records and a grace, and audits it.
+//!
+//! Not here: deciding when keys rotate or are destroyed (rotation and the key
+//! ring).
 
 mod budget;
 mod der;
@@ -27,6 +29,7 @@ pub mod envelope;
 mod error;
 mod inventory;
 mod keys;
+mod orphans;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +47,7 @@ pub use der::DerError;
 pub use envelope::{KmsEnvelope, KmsKek};
 pub use error::{Class, KmsFailure};
 pub use inventory::{known_key_ids, OrphanKey};
+pub use orphans::OrphanSearch;
 
 use crate::backend::LoadedKeys;
 use crate::keys::{KeySpec, KeysetName, PublicKey};

@@ -7,7 +7,7 @@
 
 use std::io;
 
-use crate::config::ConnectionLimits;
+use super::ConnectionLimits;
 
 /// The connection cap of each listener and the limit they were sized from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -37,7 +37,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::config::ConnectionLimits;
+use super::ConnectionLimits;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Timeouts {

@@ -16,6 +16,7 @@
 
 mod budget;
 mod connection;
+mod limits;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,8 +30,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use budget::{raise_fd_limit, Budgets};
+pub use limits::ConnectionLimits;
 
-use crate::config::ConnectionLimits;
 use connection::Timeouts;
 
 /// How long accept waits after a failure that would repeat at once.

@@ -3,9 +3,9 @@
 //! reconcile loop calls [`plan`] every tick and applies what it returns, so
 //! after downtime it catches up and after a crash it converges.
 
-use super::cron::CronSchedule;
+use super::policy::RotationPolicy;
 use crate::clock::Timestamp;
-use crate::config::RotationPolicy;
+use crate::keys::CronSchedule;
 use crate::keys::{KeyHandle, KeyRecord, KeyState, Kid, Schedule};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use super::records::TokenType;
 use super::verified::Checked;
 use super::TokenService;
 use crate::clock::Timestamp;
-use crate::config::KeyUse;
 use crate::identities::IdentityStatus;
+use crate::keys::KeyUse;
 use crate::keys::{KeyRecord, KeyState};
 use crate::storage::StorageError;
 

@@ -3,8 +3,8 @@
 //! what a failure means for the vault. Every failure names KMS and the key,
 //! and comes before anything is written.
 
-use super::kek::{data_key_from, KekError, KekKind, WrappedDataKey, WRAPPED_VERSION};
 use super::seal::DataKey;
+use super::wrapped::{data_key_from, KekError, KekKind, WrappedDataKey, WRAPPED_VERSION};
 use crate::encoding::b64url;
 use crate::kms::envelope::Ciphertext;
 use crate::kms::{Class, KmsFailure, KmsKek};

@@ -8,14 +8,16 @@ mod kek;
 mod kms_kek;
 mod material;
 mod seal;
+mod wrapped;
 
 use std::path::Path;
 
 use async_trait::async_trait;
 
-pub use kek::{new_vault_id, KekError, KekKind, KekSource, WrappedDataKey};
+pub use kek::KekSource;
 pub use material::{MaterialError, PrivateKey};
 pub use seal::{DataKey, SealError, SecretKey};
+pub use wrapped::{new_vault_id, KekError, KekKind, WrappedDataKey};
 
 use crate::audit::{AuditAction, AuditEvent};
 use crate::backend::{BackendError, CreatedKey, KeyBackend, LoadedKeys};

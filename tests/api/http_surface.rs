@@ -90,6 +90,8 @@ async fn readiness_reports_storage_backends_and_a_signer_per_keyset() {
     assert_eq!(body["services"]["backends"]["vault"]["status"], "ok");
     assert_eq!(body["services"]["keysets"]["access"]["algorithm"], "RS256");
     assert_eq!(body["services"]["keysets"]["edge"]["algorithm"], "EdDSA");
+    let rotation = &body["services"]["keysets"]["access"]["rotation"];
+    assert_eq!(*rotation, serde_json::json!({ "status": "ok", "failedTicks": 0 }), "{body}");
 }
 
 #[tokio::test]

@@ -91,9 +91,12 @@ impl TestApp {
     }
 
     /// One rotation reconcile tick at the clock's current time, as the
-    /// background loop runs it; the actions it applied.
+    /// background loop runs it; the actions it applied (a keyset that failed
+    /// fails the test).
     pub async fn tick(&self) -> Vec<String> {
-        self.state.rotation.tick().await.unwrap()
+        let tick = self.state.rotation.tick().await;
+        assert!(tick.failed.is_empty(), "rotation failed: {:?}", tick.failed);
+        tick.applied
     }
 
     /// A call to the admin listener with the admin key.

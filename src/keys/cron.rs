@@ -13,6 +13,15 @@ pub struct CronSchedule {
     text: String,
 }
 
+/// Two schedules are the same if they were parsed from the same pattern.
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CronSchedule {}
+
 impl CronSchedule {
     pub fn parse(text: &str) -> Result<Self, String> {
         let cron = croner::Cron::from_str(text).map_err(|e| format!("{text:?} is not a cron pattern: {e}"))?;
