@@ -86,7 +86,7 @@ async fn audit(
     let after = query_number(q.after.as_deref(), "after", 0, 0..=u64::MAX)?;
     let limit = query_number(q.limit.as_deref(), "limit", 100, 1..=1000)? as usize;
     let entries =
-        state.store.read(move |r| r.audit(after, limit)).await.map_err(|e: StorageError| ApiError::internal(&e))?;
+        state.store.read(move |r| r.audit(after, limit)).await.map_err(|e: StorageError| ApiError::storage(&e))?;
     let next = entries.last().map_or(after, |e| e.seq);
     let events: Vec<Value> = entries
         .iter()
@@ -110,7 +110,7 @@ async fn audit(
 /// (what `kmsd audit verify` asks for when the store is in use).
 async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_any(&[ADMIN_READ, ADMIN_MANAGE])?;
-    let verified = state.store.read(|r| r.verify_audit()).await.map_err(|e| ApiError::internal(&e))?;
+    let verified = state.store.read(|r| r.verify_audit()).await.map_err(|e| ApiError::storage(&e))?;
     Ok(Json(match verified {
         Ok(entries) => json!({ "intact": true, "entries": entries }),
         Err(crate::audit::ChainError::Broken { seq, reason }) => {
@@ -166,7 +166,7 @@ fn rotation_error(e: RotationError) -> ApiError {
         ),
         RotationError::Rollback(e) => ApiError::new(StatusCode::CONFLICT, "nothing_to_roll_back", e.to_string()),
         RotationError::Ring(e) => ApiError::unavailable(&e, 2),
-        RotationError::Storage(e) => ApiError::internal(&e),
+        RotationError::Storage(e) => ApiError::storage(&e),
     }
 }
 

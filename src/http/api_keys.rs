@@ -47,7 +47,7 @@ fn error(e: ApiKeyError) -> ApiError {
         ApiKeyError::NotFound(id) => {
             ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", format!("API key {id} not found"))
         }
-        ApiKeyError::Storage(e) => ApiError::internal(&e),
+        ApiKeyError::Storage(e) => ApiError::storage(&e),
         ApiKeyError::Format(e) => ApiError::internal(&e),
     }
 }

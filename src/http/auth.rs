@@ -166,7 +166,7 @@ async fn authenticate_key(
     };
     let rec = match state.api_keys.authenticate(presented, state.clock.now(), gate).await {
         Ok(rec) => rec,
-        Err(ApiKeyAuthError::Storage(e)) => return Err(ApiError::internal(&e)),
+        Err(ApiKeyAuthError::Storage(e)) => return Err(ApiError::storage(&e)),
         Err(e) => return Err(refused(&e)),
     };
     let scopes = match &rec.identity_id {

@@ -38,7 +38,7 @@ fn error(e: IdentityError) -> ApiError {
         IdentityError::State(s) => {
             ApiError::new(StatusCode::CONFLICT, "invalid_state", format!("not allowed while the identity is {s}"))
         }
-        IdentityError::Storage(e) => ApiError::internal(&e),
+        IdentityError::Storage(e) => ApiError::storage(&e),
     }
 }
 

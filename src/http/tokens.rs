@@ -84,7 +84,7 @@ pub fn token_error(e: TokenError) -> ApiError {
         }
         TokenError::Backend(e) if e.is_transient() => ApiError::unavailable(&e, 2),
         TokenError::Backend(e) => ApiError::internal(&e),
-        TokenError::Storage(e) => ApiError::internal(&e),
+        TokenError::Storage(e) => ApiError::storage(&e),
         TokenError::Commit(e) => ApiError::unavailable(&e, 1),
     }
 }
