@@ -16,10 +16,12 @@ use crate::api_keys::create_key;
 use crate::daemon::{bootstrap_key, sha256_file, text, Daemon};
 use crate::vault::store;
 
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 /// One way to damage the store's bytes.
 struct Case {
     name: String,
-    damage: Box<dyn Fn(&mut Vec<u8>)>,
+    damage: Damage,
 }
 
 fn case(name: impl Into<String>, damage: impl Fn(&mut Vec<u8>) + 'static) -> Case {

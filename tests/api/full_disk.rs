@@ -154,6 +154,7 @@ fn check(outcome: &Outcome) -> Option<String> {
             assert!(retry_after.is_some(), "a 503 says when to retry: {body}");
             None
         }
+        Outcome::NoAnswer(e) => panic!("every issuance is answered, this one was not: {e}"),
         other => panic!("every issuance is answered 201 or a clean 503: {other:?}"),
     }
 }
