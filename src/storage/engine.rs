@@ -15,6 +15,7 @@
 //! commit) is still in step with the store.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,9 @@ pub(super) struct Engine {
     /// `None` once a fault closed the database and no reopen has succeeded.
     slot: RwLock<Option<Database>>,
     state: Mutex<FaultState>,
+    /// `state.poisoned`, readable without the lock: the path of every
+    /// transaction checks it, and it is false but after a fault.
+    poisoned: AtomicBool,
 }
 
 /// A shared hold on the open database, for the length of one transaction.
@@ -115,7 +119,13 @@ impl Held<'_> {
 
 impl Engine {
     pub(super) fn new(path: PathBuf, cache_bytes: usize, db: Database) -> Self {
-        Self { path, cache_bytes, slot: RwLock::new(Some(db)), state: Mutex::default() }
+        Self {
+            path,
+            cache_bytes,
+            slot: RwLock::new(Some(db)),
+            state: Mutex::default(),
+            poisoned: AtomicBool::new(false),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, FaultState> {
@@ -126,12 +136,14 @@ impl Engine {
     /// The database for one transaction: reopened first if a fault made that
     /// due; [`StorageError::Unavailable`] while it cannot be used.
     pub(super) fn hold(&self) -> Result<Held<'_>, StorageError> {
-        self.reopen_if_due();
         let unavailable = || StorageError::Unavailable {
             class: self.state().failing.as_ref().map_or(FaultClass::Io, |f| f.class).as_str(),
         };
-        if self.state().poisoned {
-            return Err(unavailable());
+        if self.poisoned.load(Ordering::Acquire) {
+            self.reopen_if_due();
+            if self.state().poisoned {
+                return Err(unavailable());
+            }
         }
         match self.slot.try_read() {
             Ok(g) => Ok(Held(g)),
@@ -162,6 +174,7 @@ impl Engine {
             // The first reopen of an episode is at once, later ones back off
             // (even after a reopen that worked, if the fault is still there).
             s.poisoned = true;
+            self.poisoned.store(true, Ordering::Release);
             s.next_attempt = Some(Instant::now() + s.backoff);
         }
         drop(s);
@@ -226,6 +239,7 @@ impl Engine {
             Ok(db) => {
                 *slot = Some(db);
                 s.poisoned = false;
+                self.poisoned.store(false, Ordering::Release);
                 s.next_attempt = None;
                 s.reopens += 1;
                 drop(s);
