@@ -436,7 +436,15 @@ fn parse_kek(text: &str, config: &Config) -> anyhow::Result<KekSource> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    // A log line that cannot be written (stderr on a full disk) is dropped:
+    // tracing-subscriber would otherwise report it with eprintln!, which
+    // panics when stderr fails, killing the task that logged.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .init();
 }
 
 async fn shutdown_signal() {

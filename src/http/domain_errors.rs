@@ -66,9 +66,11 @@ impl From<BackendError> for ApiError {
     }
 }
 
+/// A store fault (full disk, a store being reopened) is 503 with
+/// `Retry-After`; any other store error is 500.
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        ApiError::internal(&e)
+        ApiError::storage(&e)
     }
 }
 

@@ -55,6 +55,16 @@ impl ApiError {
         Self::new(ErrorCode::InternalError, "internal error")
     }
 
+    /// A store failure: 503 with `Retry-After` for an I/O fault (a full
+    /// disk, a store being reopened), which clears by itself; else 500.
+    pub fn storage(cause: &crate::storage::StorageError) -> Self {
+        if cause.is_fault() {
+            Self::unavailable(cause, 1)
+        } else {
+            Self::internal(cause)
+        }
+    }
+
     /// A dependency (key backend, store) is unavailable; retry later.
     pub fn unavailable(cause: &dyn std::fmt::Display, retry_after_secs: u64) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");

@@ -1,13 +1,19 @@
 //! `GET /health` (liveness, exactly `{"status":"ok"}`) and `GET /v1/health`
 //! (readiness: storage, backends, and per keyset a signer and how its
-//! rotation is going).
+//! rotation is going; HTTP 503 when `unhealthy`, 200 for `healthy` and
+//! `degraded`, the body the same shape either way). [`evaluate`] is the one
+//! readiness evaluation, typed, for every endpoint that reports readiness.
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::AppState;
+use crate::clock::Timestamp;
+use crate::storage::StorageHealth;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/health", get(live)).route("/v1/health", get(ready))
@@ -17,9 +23,53 @@ async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn ready(State(state): State<AppState>) -> Json<Value> {
+/// The overall verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Healthy,
+    /// A key backend is unavailable; tokens are still issued.
+    Degraded,
+    /// The store is failing or a keyset has no signer.
+    Unhealthy,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
+            Status::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// One readiness evaluation: the verdict and what it was made of.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub status: Status,
+    pub at: Timestamp,
+    pub storage: StorageHealth,
+    /// Backend kind -> its status object.
+    pub backends: Map<String, Value>,
+    /// Keyset name -> its status object.
+    pub keysets: Map<String, Value>,
+    pub rotation: Value,
+}
+
+/// Checks storage (it must work: a read succeeds and no fault is
+/// outstanding), every key backend and every keyset's signer.
+pub async fn evaluate(state: &AppState) -> Readiness {
     let now = state.clock.now();
-    let storage_ok = state.store.read(|r| r.meta(crate::storage::META_SCHEMA)).await.is_ok();
+    let read_ok = state.store.read(|r| r.meta(crate::storage::META_SCHEMA)).await.is_ok();
+    let storage = match state.store.health().await {
+        // A read that failed for another reason than a fault (none recorded).
+        StorageHealth::Ok if !read_ok => StorageHealth::Failing(crate::storage::Failing {
+            class: crate::storage::FaultClass::Io,
+            since: now,
+            faults: 1,
+        }),
+        health => health,
+    };
     let mut backends = Map::new();
     let mut backends_ok = true;
     for b in state.ring.backends().iter() {
@@ -51,22 +101,43 @@ async fn ready(State(state): State<AppState>) -> Json<Value> {
             }),
         );
     }
-    let status = if !storage_ok || !signers_ok {
-        "unhealthy"
+    let status = if storage != StorageHealth::Ok || !signers_ok {
+        Status::Unhealthy
     } else if !backends_ok {
-        "degraded"
+        Status::Degraded
     } else {
-        "healthy"
+        Status::Healthy
     };
-    Json(json!({
-        "status": status,
+    let rotation = json!({ "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() });
+    Readiness { status, at: now, storage, backends, keysets, rotation }
+}
+
+fn storage_json(health: &StorageHealth, reopens: u64) -> Value {
+    match health {
+        StorageHealth::Ok => json!({ "status": "ok", "reopens": reopens }),
+        StorageHealth::Failing(f) => json!({
+            "status": "failing",
+            "error": f.class.as_str(),
+            "since": f.since.to_iso(),
+            "faults": f.faults,
+            "reopens": reopens,
+        }),
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let r = evaluate(&state).await;
+    let code = if r.status == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = json!({
+        "status": r.status.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
-        "timestamp": now.to_iso(),
+        "timestamp": r.at.to_iso(),
         "services": {
-            "storage": { "status": if storage_ok { "ok" } else { "unavailable" } },
-            "backends": backends,
-            "keysets": keysets,
-            "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
+            "storage": storage_json(&r.storage, state.store.reopens()),
+            "backends": r.backends,
+            "keysets": r.keysets,
+            "rotation": r.rotation,
         },
-    }))
+    });
+    (code, Json(body)).into_response()
 }

@@ -24,9 +24,11 @@ impl Store {
     /// `dest`, created with mode 0600 (it must not exist), synced before this
     /// returns. Returns the number of rows copied. On failure `dest` is removed.
     pub async fn backup_to(&self, dest: PathBuf) -> Result<u64, StorageError> {
-        let db = self.db.clone();
+        let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
-            let copied = write_copy(&db.begin_read()?, &dest);
+            let held = engine.hold()?;
+            let txn = held.db()?.begin_read().map_err(|e| engine.observe(e))?;
+            let copied = write_copy(&txn, &dest);
             if copied.is_err() {
                 let _ = std::fs::remove_file(&dest);
             }
@@ -102,8 +104,11 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// key is the right one), and the audit chain. Returns the audit entries
 /// verified.
 pub fn verify_backup(path: &Path, mac: &RecordKey) -> Result<u64, StorageError> {
-    super::integrity::check(path, mac)?;
-    match Store::inspect(path, mac, |r| r.verify_audit())? {
+    let verified = Store::inspect(path, mac, |r| {
+        super::integrity::check(r)?;
+        r.verify_audit()
+    })?;
+    match verified {
         Ok(entries) => Ok(entries),
         Err(crate::audit::ChainError::Broken { seq, reason }) => {
             Err(StorageError::Corrupt { table: "audit", key: seq.to_string(), reason })

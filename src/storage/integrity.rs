@@ -13,14 +13,12 @@
 //! stripped, the keyed audit entries dropped): that is a rollback to an
 //! unauthenticated store, like restoring an old backup.
 
-use std::path::Path;
-
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use super::records::{has_mac, MAC_WITHOUT_MARKER};
 use super::{
-    check_schema, is_bare_meta, open_read_only, Reader, Record, RecordKey, Sealed, StorageError, Writer, API_KEYS,
-    API_KEY_HASHES, AUDIT, IDENTITIES, KEYS, META, META_RECORD_MACS, META_SCHEMA,
+    check_schema, is_bare_meta, Reader, Record, RecordKey, Sealed, StorageError, Writer, API_KEYS, API_KEY_HASHES,
+    AUDIT, IDENTITIES, KEYS, META, META_RECORD_MACS, META_SCHEMA,
 };
 use crate::api_keys::ApiKeyRecord;
 use crate::audit::{AuditAction, AuditEntry, AuditEvent, Link};
@@ -34,11 +32,12 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 /// the file as it was), that every authenticated record verifies, or, for a
 /// store from before record MACs, that it can be upgraded. Returns whether
 /// it needs the upgrade.
-pub(super) fn check(path: &Path, mac: &RecordKey) -> Result<bool, StorageError> {
-    let r = Reader { txn: open_read_only(path)?.begin_read()?, mac: mac.clone() };
+pub(super) fn check(r: &Reader) -> Result<bool, StorageError> {
+    let mac = &r.mac;
+    r.txn.open_table(META).map_err(super::open::no_meta)?;
     check_schema(r.meta(META_SCHEMA)?)?;
     if r.meta(META_RECORD_MACS)?.is_some() {
-        check_all(&r)?;
+        check_all(r)?;
         return Ok(false);
     }
     unsealed::<KeyRecord>(&r.txn.open_table(KEYS)?, "keys")?;
@@ -91,7 +90,7 @@ fn check_all(r: &Reader) -> Result<(), StorageError> {
             key: id.value().to_owned(),
             reason: "an index entry leads to an API key that does not exist".into(),
         })?;
-        super::check_indexed(hash.value(), record)?;
+        super::txn::check_indexed(hash.value(), record)?;
     }
     for row in r.txn.open_table(META)?.iter()? {
         let (key, _) = row?;

@@ -10,6 +10,10 @@
 //! pages around the rows), so under load a request waits a little longer and
 //! the machine issues more. Nobody else in flight, nobody waits.
 //!
+//! The writer outlives any batch: a batch whose commit fails (a full disk)
+//! or whose task panics fails exactly its own requests, and the writer goes
+//! on with the next one.
+//!
 //! A request is answered only after its rows are durable, so a token that was
 //! returned to a client is always on disk (introspectable, revocable). A crash
 //! can lose only rows whose request had not been answered: those tokens never
@@ -96,7 +100,7 @@ impl GroupCommit {
         drop(ticket);
         let (done, wait) = oneshot::channel();
         self.tx.send((rows, done)).await.map_err(|_| CommitError("writer stopped".into()))?;
-        wait.await.map_err(|_| CommitError("writer stopped".into()))?.map_err(CommitError)
+        wait.await.map_err(|_| CommitError("the batch holding these rows failed".into()))?.map_err(CommitError)
     }
 }
 
@@ -119,14 +123,23 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, in_flight: Arc<At
                 Ok(None) | Err(_) => break,
             }
         }
-        let (rows, waiters): (Vec<Rows>, Vec<_>) = batch.into_iter().unzip();
-        let result = store.write(move |w| rows.iter().try_for_each(|r| r.put(w))).await.map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "group commit of token rows failed");
+        // In its own task: should it panic, its waiters are dropped (their
+        // requests fail) and this loop goes on.
+        if let Err(e) = tokio::spawn(commit_batch(store.clone(), batch)).await {
+            tracing::error!(error = %e, "a group commit batch failed; its requests were refused");
         }
-        for w in waiters {
-            let _ = w.send(result.clone());
-        }
+    }
+}
+
+/// Commits one batch and answers each of its requests with the outcome.
+async fn commit_batch(store: Store, batch: Vec<Request>) {
+    let (rows, waiters): (Vec<Rows>, Vec<_>) = batch.into_iter().unzip();
+    let result = store.write(move |w| rows.iter().try_for_each(|r| r.put(w))).await.map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "group commit of token rows failed");
+    }
+    for w in waiters {
+        let _ = w.send(result.clone());
     }
 }
 
