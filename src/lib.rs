@@ -22,9 +22,10 @@
 //! - [`text`]: what identifiers and display fields may hold (no control characters).
 //! - [`audit`]: the hash-chained audit log.
 //! - [`http`]: the public and admin routers.
-//! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain.
+//! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain; TLS and its reload.
 //! - [`app`]: the composition root used by `main` and the tests.
-//! - [`admin_client`]: the CLI's HTTP client for the admin API.
+//! - [`admin_client`]: the CLI's HTTP(S) client for the admin API, one typed method per operation.
+//! - [`cli`]: the command line: the clap tree, each command's mapping, table/json output.
 //!
 //! Request path: `http -> keyring -> backend`.
 //! Background path: `rotation -> keyring -> backend + storage`.
@@ -35,6 +36,7 @@ pub mod app;
 pub mod audit;
 pub mod auth_limit;
 pub mod backend;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod encoding;

@@ -239,28 +239,31 @@ impl App {
 
     /// Serves the public and admin routers until `shutdown` resolves, then
     /// stops accepting, drains for `http.drain_timeout` and closes the rest
-    /// (see [`listener`]).
+    /// (see [`listener`]). `tls` is what [`listener::TlsReload::load`] read
+    /// from the config; its files are watched for a change while serving.
     pub async fn serve(
         self,
         public: TcpListener,
         admin: TcpListener,
+        tls: listener::TlsReload,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let limits = self.state.config.connections.clone();
         let caps = listener::Budgets::for_process(&limits);
         let public = listener::serve(
-            Listener { name: "public", tcp: public, max_connections: caps.public },
+            Listener { name: "public", tcp: public, max_connections: caps.public, tls: tls.public.clone() },
             http::public_router(self.state.clone()),
             limits.clone(),
             rx.clone(),
         );
         let admin = listener::serve(
-            Listener { name: "admin", tcp: admin, max_connections: caps.admin },
+            Listener { name: "admin", tcp: admin, max_connections: caps.admin, tls: tls.admin.clone() },
             http::admin_router(self.state.clone()),
             limits,
             rx.clone(),
         );
+        let certificates = tokio::spawn(tls.watch(rx.clone()));
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let reports = tokio::spawn(report_auth_failures(self.state.clone(), rx.clone()));
         let gc = tokio::spawn(collect_garbage(self.state.clone(), rx.clone()));
@@ -272,7 +275,7 @@ impl App {
             let _ = tx.send(true);
         });
         tokio::join!(public, admin);
-        let _ = tokio::join!(touches, reports, gc, orphans, rotation, sunset);
+        let _ = tokio::join!(certificates, touches, reports, gc, orphans, rotation, sunset);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 mod daemon;
 mod fleet;
 mod node;
+mod pki;
 mod python;
 
 mod api_keys;
@@ -25,5 +26,6 @@ mod lasting_changes;
 mod migration;
 mod revocation;
 mod rotation;
+mod tls;
 mod tokens;
 mod vault;
