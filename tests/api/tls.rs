@@ -200,7 +200,12 @@ async fn a_certificate_rotated_on_disk_is_served_without_restart_and_no_request_
     // The key first, then the certificate: between the two the files do not
     // match, and the previous pair goes on serving.
     install(&second.key, &served.key);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.output().contains("TLS reload failed; the previous certificate is still served") {
+        assert!(Instant::now() < deadline, "the poll saw the new key beside the old certificate: {}", d.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_certificate(&addr, &ca, &first.cert, Duration::ZERO).await;
     install(&second.cert, &served.cert);
     wait_for_certificate(&addr, &ca, &second.cert, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -208,9 +213,7 @@ async fn a_certificate_rotated_on_disk_is_served_without_restart_and_no_request_
     let (ok, failed) = load.await.unwrap();
     assert!(failed.is_empty(), "{} of {} requests failed during the rotation: {failed:?}", failed.len(), ok);
     assert!(ok >= 20, "the load ran through the rotation: {ok} requests");
-    let out = d.output();
-    assert!(out.contains("TLS reload failed; the previous certificate is still served"), "{out}");
-    assert!(out.contains("TLS certificate reloaded"), "{out}");
+    assert!(d.output().contains("TLS certificate reloaded"), "{}", d.output());
 }
 
 #[tokio::test]
@@ -282,10 +285,10 @@ async fn a_stalled_tls_handshake_is_closed_by_the_header_read_timeout() {
     assert_eq!(health.status(), 200, "others are served meanwhile");
     for (what, mut s) in [("a silent client", silent), ("a half-sent ClientHello", partial)] {
         let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        let read = tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await;
         let elapsed = started.elapsed();
         assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{what}: closed, not answered: {read:?}");
         assert!(elapsed >= Duration::from_millis(900), "{what}: not before the timeout ({elapsed:?})");
-        assert!(elapsed < Duration::from_secs(4), "{what}: closed within the header-read timeout ({elapsed:?})");
+        assert!(elapsed < Duration::from_secs(6), "{what}: closed soon after the header-read timeout ({elapsed:?})");
     }
 }
