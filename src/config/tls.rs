@@ -118,17 +118,8 @@ fn readable(problems: &mut Problems, field: &str, path: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigErrors};
-
-    fn load(dir: &std::path::Path, pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
-        let data = dir.join("data");
-        let env: Vec<(String, String)> = [("KMSD_DATA_DIR", data.to_str().unwrap())]
-            .iter()
-            .chain(pairs)
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::load(None, &env)
-    }
+    use crate::config::connections::tests::load;
+    use crate::config::ConfigErrors;
 
     fn paths(e: &ConfigErrors) -> Vec<&str> {
         e.0.iter().map(|p| p.path.as_str()).collect()
@@ -136,13 +127,12 @@ mod tests {
 
     #[test]
     fn a_non_loopback_admin_listener_needs_tls_or_an_explicit_insecure_flag() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = load(dir.path(), &[("KMSD_LISTEN__ADMIN", "0.0.0.0:8788")]).unwrap_err();
+        let e = load(&[("KMSD_LISTEN__ADMIN", "0.0.0.0:8788")]).unwrap_err();
         assert_eq!(paths(&e), ["listen.admin"], "{e}");
         assert!(e.to_string().contains("not a loopback address and the admin listener has no TLS"), "{e}");
-        let c = load(dir.path(), &[("KMSD_LISTEN__ADMIN", "[::]:8788"), ("KMSD_LISTEN__ADMIN_INSECURE", "true")]);
+        let c = load(&[("KMSD_LISTEN__ADMIN", "[::]:8788"), ("KMSD_LISTEN__ADMIN_INSECURE", "true")]);
         assert!(c.unwrap().tls.admin.is_none());
-        let c = load(dir.path(), &[("KMSD_LISTEN__ADMIN", "[::1]:8788")]).unwrap();
+        let c = load(&[("KMSD_LISTEN__ADMIN", "[::1]:8788")]).unwrap();
         assert_eq!(c.tls, super::ListenTls::default());
     }
 
@@ -152,15 +142,12 @@ mod tests {
         let cert = dir.path().join("c.pem");
         std::fs::write(&cert, "x").unwrap();
         let cert = cert.to_str().unwrap();
-        let e = load(
-            dir.path(),
-            &[
-                ("KMSD_LISTEN__PUBLIC_TLS_CERT", cert),
-                ("KMSD_LISTEN__ADMIN_TLS_KEY", cert),
-                ("KMSD_LISTEN__ADMIN_CLIENT_CA", "/nonexistent/ca.pem"),
-                ("KMSD_LISTEN__TLS_RELOAD_INTERVAL", "0s"),
-            ],
-        )
+        let e = load(&[
+            ("KMSD_LISTEN__PUBLIC_TLS_CERT", cert),
+            ("KMSD_LISTEN__ADMIN_TLS_KEY", cert),
+            ("KMSD_LISTEN__ADMIN_CLIENT_CA", "/nonexistent/ca.pem"),
+            ("KMSD_LISTEN__TLS_RELOAD_INTERVAL", "0s"),
+        ])
         .unwrap_err();
         assert_eq!(
             paths(&e),
@@ -173,16 +160,13 @@ mod tests {
             ],
             "{e}"
         );
-        let c = load(
-            dir.path(),
-            &[
-                ("KMSD_LISTEN__ADMIN_TLS_CERT", cert),
-                ("KMSD_LISTEN__ADMIN_TLS_KEY", cert),
-                ("KMSD_LISTEN__ADMIN_CLIENT_CA", cert),
-                ("KMSD_LISTEN__ADMIN", "0.0.0.0:1"),
-                ("KMSD_LISTEN__TLS_RELOAD_INTERVAL", "2s"),
-            ],
-        )
+        let c = load(&[
+            ("KMSD_LISTEN__ADMIN_TLS_CERT", cert),
+            ("KMSD_LISTEN__ADMIN_TLS_KEY", cert),
+            ("KMSD_LISTEN__ADMIN_CLIENT_CA", cert),
+            ("KMSD_LISTEN__ADMIN", "0.0.0.0:1"),
+            ("KMSD_LISTEN__TLS_RELOAD_INTERVAL", "2s"),
+        ])
         .unwrap();
         let admin = c.tls.admin.unwrap();
         assert_eq!(admin.client_ca.as_deref(), Some(std::path::Path::new(cert)));
@@ -196,7 +180,7 @@ mod tests {
         let cert = dir.path().join("c.pem");
         std::fs::write(&cert, "x").unwrap();
         let cert = cert.to_str().unwrap();
-        let c = load(dir.path(), &[("KMSD_LISTEN__PUBLIC_TLS_CERT", cert), ("KMSD_LISTEN__PUBLIC_TLS_KEY", cert)]);
+        let c = load(&[("KMSD_LISTEN__PUBLIC_TLS_CERT", cert), ("KMSD_LISTEN__PUBLIC_TLS_KEY", cert)]);
         assert_eq!(c.unwrap().public_base_url, "https://127.0.0.1:8787");
     }
 }
