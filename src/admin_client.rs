@@ -26,6 +26,8 @@ pub enum ClientError {
     Url(String),
     #[error("admin client TLS: {0}")]
     Tls(String),
+    #[error("the admin API key is not a valid header value")]
+    ApiKey,
     #[error("cannot reach the admin listener at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("admin API answered {status}: {code}: {message}")]
@@ -178,8 +180,7 @@ impl AdminClient {
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
-        let mut key = HeaderValue::from_str(&self.api_key)
-            .map_err(|_| ClientError::Tls("the admin API key is not a valid header value".into()))?;
+        let mut key = HeaderValue::from_str(&self.api_key).map_err(|_| ClientError::ApiKey)?;
         key.set_sensitive(true);
         let mut request = self.http.request(method, url.clone()).header("x-api-key", key);
         if let Some(body) = body {
