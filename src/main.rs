@@ -28,9 +28,13 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
-/// SIGTERM or Ctrl-C stops the daemon; each SIGHUP asks for a reload.
+/// SIGTERM or Ctrl-C stops the daemon; each SIGHUP asks for a reload. The
+/// handlers are installed here, before `serve` says it is listening, so a
+/// signal sent as soon as it does is never the default action (termination).
 fn signals() -> Signals {
     let (tx, reload) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -49,28 +53,31 @@ fn signals() -> Signals {
     }
     #[cfg(not(unix))]
     drop(tx);
-    Signals { shutdown: Box::pin(shutdown_signal()), reload }
+    #[cfg(unix)]
+    let shutdown = shutdown_signal(term);
+    #[cfg(not(unix))]
+    let shutdown = shutdown_signal();
+    Signals { shutdown: Box::pin(shutdown), reload }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+#[cfg(unix)]
+async fn shutdown_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
             }
         }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}
+
+#[cfg(not(unix))]
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutdown signal received; draining in-flight requests");
 }
