@@ -25,9 +25,10 @@
 //! - [`audit`]: the hash-chained audit log.
 //! - [`http`]: the public and admin routers, and the one table of error codes
 //!   ([`http::ErrorCode`]).
-//! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain.
+//! - [`listener`]: accept loops and connection lifetimes: timeouts, caps, drain; TLS and its reload.
 //! - [`app`]: the composition root used by `main` and the tests.
-//! - [`admin_client`]: the CLI's HTTP client for the admin API.
+//! - [`admin_client`]: the CLI's HTTP(S) client for the admin API, one typed method per operation.
+//! - [`cli`]: the command line: the clap tree, each command's mapping, table/json output.
 //!
 //! Request path: `http -> tokens -> keyring -> backend`.
 //! Background path: `rotation -> keyring -> backend + storage`.
@@ -38,6 +39,7 @@ pub mod app;
 pub mod audit;
 pub mod auth_limit;
 pub mod backend;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod encoding;

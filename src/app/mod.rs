@@ -253,24 +253,26 @@ impl App {
 
     /// Serves the public and admin routers until `shutdown` resolves, then
     /// stops accepting, drains for `http.drain_timeout` and closes the rest
-    /// (see [`listener`]).
+    /// (see [`listener`]). `tls` is what [`listener::TlsReload::load`] read
+    /// from the config; its files are watched for a change while serving.
     pub async fn serve(
         self,
         public: TcpListener,
         admin: TcpListener,
+        tls: listener::TlsReload,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let limits = self.state.config.connections.clone();
         let caps = listener::Budgets::for_process(&limits);
         let public = listener::serve(
-            Listener { name: "public", tcp: public, max_connections: caps.public },
+            Listener { name: "public", tcp: public, max_connections: caps.public, tls: tls.public.clone() },
             http::public_router(self.state.clone()),
             limits.clone(),
             rx.clone(),
         );
         let admin = listener::serve(
-            Listener { name: "admin", tcp: admin, max_connections: caps.admin },
+            Listener { name: "admin", tcp: admin, max_connections: caps.admin, tls: tls.admin.clone() },
             http::admin_router(self.state.clone()),
             limits,
             rx.clone(),
@@ -278,6 +280,7 @@ impl App {
         // The background work, each piece started by its owner and stopped
         // by the same shutdown signal.
         let st = &self.state;
+        let certificates = tokio::spawn(tls.watch(rx.clone()));
         let touches = tokio::spawn(self.touch_writer.run(rx.clone()));
         let every = st.config.auth.report_interval;
         let reports =
@@ -292,7 +295,7 @@ impl App {
             let _ = tx.send(true);
         });
         tokio::join!(public, admin);
-        let _ = tokio::join!(touches, reports, gc, rotation);
+        let _ = tokio::join!(certificates, touches, reports, gc, rotation);
         for task in [orphans, sunset].into_iter().flatten() {
             let _ = task.await;
         }

@@ -52,11 +52,12 @@ pub(super) fn connection_limits(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{Config, ConfigErrors};
 
-    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+    /// The config from the built-in defaults and these overrides.
+    pub(in crate::config) fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let env: Vec<(String, String)> = [("KMSD_DATA_DIR", data.to_str().unwrap())]

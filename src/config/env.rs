@@ -5,7 +5,17 @@
 use super::{Problems, DEFAULT_HS256_SECRET_ENV, DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV};
 
 /// Environment variables that are not overrides.
-const RESERVED_ENV: &[&str] = &["KMSD_CONFIG", "KMSD_LOG", "KMSD_BOOTSTRAP_API_KEY", "KMSD_ADMIN_API_KEY"];
+/// The `KMSD_ADMIN_*` ones configure the CLI's admin client.
+const RESERVED_ENV: &[&str] = &[
+    "KMSD_CONFIG",
+    "KMSD_LOG",
+    "KMSD_BOOTSTRAP_API_KEY",
+    "KMSD_ADMIN_API_KEY",
+    "KMSD_ADMIN_URL",
+    "KMSD_ADMIN_CA_FILE",
+    "KMSD_ADMIN_CLIENT_CERT",
+    "KMSD_ADMIN_CLIENT_KEY",
+];
 
 pub(super) fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut Problems) {
     let named = |section: &str, field: &str| {

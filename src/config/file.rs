@@ -50,6 +50,18 @@ pub struct ListenSection {
     /// Default: derived from the file-descriptor limit at start.
     pub public_max_connections: Option<u64>,
     pub admin_max_connections: Option<u64>,
+    /// TLS for the public listener: PEM certificate chain and private key.
+    pub public_tls_cert: Option<String>,
+    pub public_tls_key: Option<String>,
+    /// TLS for the admin listener, and the CA whose client certificates it
+    /// requires (mTLS) when set.
+    pub admin_tls_cert: Option<String>,
+    pub admin_tls_key: Option<String>,
+    pub admin_client_ca: Option<String>,
+    /// Allows a non-loopback admin listener without TLS.
+    pub admin_insecure: Option<bool>,
+    /// How often the certificate files are checked for a change.
+    pub tls_reload_interval: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

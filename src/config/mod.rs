@@ -19,6 +19,7 @@ mod file;
 mod keysets;
 mod plan;
 mod policy;
+mod tls;
 mod vault;
 
 use std::fmt;
@@ -33,6 +34,7 @@ pub use crate::listener::ConnectionLimits;
 pub use duration::render as render_duration;
 pub use plan::offline_plan;
 pub use policy::Policy;
+pub use tls::{ListenTls, TlsFiles};
 
 use crate::auth_limit::LimitPolicy;
 use crate::keys::{Keyset, KeysetName};
@@ -67,6 +69,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Timeouts, caps and the drain deadline of both listeners.
     pub connections: ConnectionLimits,
+    /// TLS and mTLS of the listeners (`[listen]` `*_tls_*` fields).
+    pub tls: ListenTls,
     /// Memory redb may use for cached and pending pages (`storage.cache_mib`).
     pub store_cache_bytes: usize,
     pub kek: KekSource,
@@ -209,14 +213,16 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
             .map_err(|_| problems.add(field, format!("{text:?} is not a socket address (e.g. \"127.0.0.1:8787\")")))
             .ok()
     };
-    let listen_public = addr("listen.public", raw.listen.public, "127.0.0.1:8787", problems);
-    let listen_admin = addr("listen.admin", raw.listen.admin, "127.0.0.1:8788", problems);
+    let listen_public = addr("listen.public", raw.listen.public.clone(), "127.0.0.1:8787", problems);
+    let listen_admin = addr("listen.admin", raw.listen.admin.clone(), "127.0.0.1:8788", problems);
+    let tls = tls::listen_tls(&raw.listen, listen_admin, problems);
     let issuer = raw.issuer.unwrap_or_else(|| "https://relayauth.dev".into());
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
         problems.add("issuer", format!("{issuer:?} is not an http(s) URL"));
     }
+    let scheme = if tls.public.is_some() { "https" } else { "http" };
     let public_base_url = raw.public_base_url.unwrap_or_else(|| {
-        format!("http://{}", listen_public.map_or_else(|| "127.0.0.1:8787".into(), |a| a.to_string()))
+        format!("{scheme}://{}", listen_public.map_or_else(|| "127.0.0.1:8787".into(), |a| a.to_string()))
     });
     if !(public_base_url.starts_with("https://") || public_base_url.starts_with("http://")) {
         problems.add("public_base_url", format!("{public_base_url:?} is not an http(s) URL"));
@@ -254,6 +260,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         listen_admin: listen_admin?,
         body_limit: usize::try_from(body_limit).ok()?,
         connections,
+        tls,
         store_cache_bytes: usize::try_from(cache_mib << 20).ok()?,
         kek: kek?,
         keysets,

@@ -43,9 +43,10 @@ impl OrphanSearch {
                     .iter()
                     .map(|o| serde_json::json!({ "keyId": o.key_id, "keyset": o.keyset, "kid": o.kid }))
                     .collect();
-                let event = AuditEvent::new(clock.now(), "system", AuditAction::KmsOrphanCleanup).target("aws-kms").detail(
-                    serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }),
-                );
+                let event =
+                    AuditEvent::new(clock.now(), "system", AuditAction::KmsOrphanCleanup).target("aws-kms").detail(
+                        serde_json::json!({ "createdBefore": created_before.to_iso(), "scheduledForDeletion": keys }),
+                    );
                 store.write(move |w| w.audit(event)).await?;
             }
             Ok::<_, SearchError>(cleaned.len())

@@ -13,6 +13,8 @@
 //! hyper's own `header_read_timeout` is off: its timer also runs while a
 //! kept-alive connection waits for its next request, so it cannot give idle
 //! connections a different bound than slow request heads.
+//! On a TLS listener the handshake is part of the first request head: it
+//! runs inside the same `header_read_timeout` from accept ([`accept`]).
 //! When a deadline passes the socket is closed (no response: the client has
 //! not sent a request to answer). On drain, hyper finishes the request in
 //! progress and closes; the watchdog's deadlines still apply meanwhile.
@@ -33,10 +35,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::tls::TlsEndpoint;
 use super::ConnectionLimits;
 
 #[derive(Clone, Copy, Debug)]
@@ -51,13 +55,44 @@ impl From<&ConnectionLimits> for Timeouts {
     }
 }
 
+/// A connection as accepted: its socket, its peer and when it came.
+pub(super) struct Accepted {
+    pub stream: TcpStream,
+    pub remote: SocketAddr,
+    pub at: Instant,
+    /// The listener's connection permit, given back when the connection ends.
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// Serves one accepted connection: plain, or after a TLS handshake that must
+/// finish within the header-read timeout from accept (a client that never
+/// finishes one is closed like one that never sends a request head).
+pub(super) async fn accept(
+    conn: Accepted,
+    tls: Option<Arc<TlsEndpoint>>,
+    router: Router,
+    timeouts: Timeouts,
+    drain: watch::Receiver<bool>,
+) {
+    let Some(tls) = tls else {
+        return run(conn.stream, conn.remote, conn.at, router, timeouts, drain, conn.slot).await;
+    };
+    let remote = conn.remote;
+    match tokio::time::timeout_at(conn.at + timeouts.header_read, tls.acceptor().accept(conn.stream)).await {
+        Ok(Ok(stream)) => run(stream, remote, conn.at, router, timeouts, drain, conn.slot).await,
+        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%remote, "TLS handshake not finished within the header-read timeout; closing"),
+    }
+}
+
 /// Serves HTTP/1 on `io` until the client leaves, a watchdog deadline
 /// passes, or a drain finishes the request in progress. `io` is the plain
-/// socket today; a TLS stream, handshaken in this task, fits the same bound.
+/// socket or a TLS stream; `accepted_at` starts the first head's deadline.
 /// `_slot` is the listener's connection permit, given back when this returns.
-pub(super) async fn run<I>(
+async fn run<I>(
     io: I,
     remote: SocketAddr,
+    accepted_at: Instant,
     router: Router,
     timeouts: Timeouts,
     mut drain: watch::Receiver<bool>,
@@ -65,7 +100,7 @@ pub(super) async fn run<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(accepted_at));
     let service = {
         let activity = activity.clone();
         service_fn(move |mut req: Request<Incoming>| {
@@ -128,9 +163,9 @@ struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(accepted_at: Instant) -> Self {
         Activity {
-            phase: Mutex::new(Phase::Waiting { since: Instant::now(), first: true, first_byte: None }),
+            phase: Mutex::new(Phase::Waiting { since: accepted_at, first: true, first_byte: None }),
             awaiting_first_byte: AtomicBool::new(true),
             changed: Notify::new(),
         }
@@ -247,7 +282,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_connection_has_the_header_timeout_from_accept_even_after_its_first_byte() {
-        let a = Activity::new();
+        let a = Activity::new(Instant::now());
         let start = Instant::now();
         tokio::time::advance(Duration::from_secs(4)).await;
         a.read_bytes();
@@ -258,7 +293,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn between_requests_idle_applies_until_the_next_first_byte_then_the_header_timeout() {
-        let a = Arc::new(Activity::new());
+        let a = Arc::new(Activity::new(Instant::now()));
         let serving = Serving::begin(a.clone());
         assert_eq!(a.deadline(T), None, "no watchdog deadline while serving");
         tokio::time::advance(Duration::from_secs(100)).await;
@@ -277,7 +312,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_wakes_when_a_request_ends_and_waits_for_the_idle_deadline() {
-        let a = Arc::new(Activity::new());
+        let a = Arc::new(Activity::new(Instant::now()));
         let serving = Serving::begin(a.clone());
         let watchdog = tokio::spawn({
             let a = a.clone();

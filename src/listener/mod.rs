@@ -10,13 +10,15 @@
 //!   drain deadline, then close whatever is left.
 //!
 //! Not here: routing and the per-request limits (in-flight bound, request
-//! deadline, body size), which are `http`'s. TLS fits at the accepted
-//! socket: a handshake inside the connection task yields the stream that
-//! [`connection::run`] serves, so a slow handshake never blocks accepting.
+//! deadline, body size), which are `http`'s. TLS ([`tls`]) is at the
+//! accepted socket: the handshake runs inside the connection task, under its
+//! header-read deadline and its connection slot, so a slow handshake never
+//! blocks accepting.
 
 mod budget;
 mod connection;
 mod limits;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,15 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use budget::{raise_fd_limit, Budgets};
 pub use limits::ConnectionLimits;
+pub use tls::{TlsEndpoint, TlsError, TlsReload};
 
-use connection::Timeouts;
+use connection::{Accepted, Timeouts};
 
 /// How long accept waits after a failure that would repeat at once.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
@@ -55,12 +58,14 @@ pub struct Listener {
     pub name: &'static str,
     pub tcp: TcpListener,
     pub max_connections: usize,
+    /// `Some`: connections are TLS, with this listener's current certificate.
+    pub tls: Option<Arc<TlsEndpoint>>,
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then drains for
 /// `limits.drain_timeout` and closes the connections that remain.
 pub async fn serve(listener: Listener, router: Router, limits: ConnectionLimits, mut stop: watch::Receiver<bool>) {
-    let Listener { name, tcp, max_connections } = listener;
+    let Listener { name, tcp, max_connections, tls } = listener;
     let slots = Arc::new(Semaphore::new(max_connections));
     let timeouts = Timeouts::from(&limits);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -72,8 +77,8 @@ pub async fn serve(listener: Listener, router: Router, limits: ConnectionLimits,
             _ = stop.wait_for(|s| *s) => break,
             Some(_) = connections.join_next() => {}
             accepted = accept(&tcp, &slots) => match accepted {
-                Ok((slot, stream, remote)) => {
-                    connections.spawn(connection::run(stream, remote, router.clone(), timeouts, drain_rx.clone(), slot));
+                Ok(accepted) => {
+                    connections.spawn(connection::accept(accepted, tls.clone(), router.clone(), timeouts, drain_rx.clone()));
                 }
                 Err(e) => errors.back_off(name, e).await,
             },
@@ -85,13 +90,10 @@ pub async fn serve(listener: Listener, router: Router, limits: ConnectionLimits,
 }
 
 /// Waits for a free connection slot, then for a connection.
-async fn accept(
-    tcp: &TcpListener,
-    slots: &Arc<Semaphore>,
-) -> io::Result<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+async fn accept(tcp: &TcpListener, slots: &Arc<Semaphore>) -> io::Result<Accepted> {
     let slot = slots.clone().acquire_owned().await.map_err(io::Error::other)?;
     let (stream, remote) = tcp.accept().await?;
-    Ok((slot, stream, remote))
+    Ok(Accepted { stream, remote, at: Instant::now(), slot })
 }
 
 /// Lets open connections finish for `deadline`, then closes the rest.

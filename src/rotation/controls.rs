@@ -136,7 +136,11 @@ impl Rotation {
             .commit_then_apply(
                 move |w| {
                     w.put_meta(META_PAUSED, if paused { b"1" } else { b"0" })?;
-                    w.audit(AuditEvent::new(now, actor, if paused { AuditAction::RotationPause } else { AuditAction::RotationResume }))?;
+                    w.audit(AuditEvent::new(
+                        now,
+                        actor,
+                        if paused { AuditAction::RotationPause } else { AuditAction::RotationResume },
+                    ))?;
                     Ok::<_, StorageError>(())
                 },
                 move |()| flag.store(paused, Ordering::Relaxed),

@@ -124,7 +124,9 @@ impl Rotation {
             Action::Promote { kid } => {
                 let mut k = owned(records, &kid)?;
                 k.schedule.activated_at = now;
-                self.ring.put(vec![k], AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str())).await?;
+                self.ring
+                    .put(vec![k], AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str()))
+                    .await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api_keys::create_key;
-use crate::support::call;
 use crate::daemon::{bootstrap_key, client, run, text, Daemon};
+use crate::support::call;
 
 const API_KEYS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("api_keys");
 

@@ -110,6 +110,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the daemon has printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::api_keys::create_key;
-use crate::support::{call, introspect};
 use crate::daemon::{bootstrap_key, client, command, run, text};
+use crate::support::{call, introspect};
 
 /// A size-limited tmpfs on a fresh directory, unmounted on drop.
 struct Tmpfs {

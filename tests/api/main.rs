@@ -8,6 +8,7 @@
 mod daemon;
 mod fleet;
 mod node;
+mod pki;
 mod python;
 mod support;
 
@@ -34,5 +35,6 @@ mod oidc;
 mod packaging;
 mod revocation;
 mod rotation;
+mod tls;
 mod tokens;
 mod vault;

@@ -62,6 +62,7 @@ impl TestApp {
             runtime.block_on(async move {
                 let public = kmsd::listener::bind(config.listen_public).unwrap();
                 let admin = kmsd::listener::bind(config.listen_admin).unwrap();
+                let tls = kmsd::listener::TlsReload::load(&config.tls).unwrap();
                 let app = match App::open(config, app_clock).await {
                     Ok(app) => app,
                     Err(e) => {
@@ -70,7 +71,7 @@ impl TestApp {
                     }
                 };
                 let _ = ready.send(Ok((base(&public), base(&admin), app.state().clone())));
-                app.serve(public, admin, async move {
+                app.serve(public, admin, tls, async move {
                     let _ = stopped.await;
                 })
                 .await

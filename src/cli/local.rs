@@ -1,0 +1,133 @@
+//! The commands that run here rather than through the admin API: `serve`,
+//! `init`, `check-config`, the offline `plan` and `vault rekey`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::args::{Command, VaultCommand};
+use super::Signals;
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::kms::KmsKek;
+use crate::listener::TlsReload;
+use crate::vault::KekSource;
+
+pub(super) async fn run(
+    command: Command,
+    config: Config,
+    env: &[(String, String)],
+    signals: impl FnOnce() -> Signals,
+) -> anyhow::Result<()> {
+    let clock = Arc::new(SystemClock);
+    match command {
+        Command::CheckConfig => {
+            let keysets: Vec<String> =
+                config.keysets.iter().map(|k| format!("{} ({})", k.name, k.spec.as_str())).collect();
+            println!(
+                "configuration ok: data dir {}, {} keyset(s): {}",
+                config.data_dir.display(),
+                config.keysets.len(),
+                keysets.join(", ")
+            );
+            Ok(())
+        }
+        Command::Init { force_new_store } => init(&config, clock, env, force_new_store).await,
+        Command::Serve => serve(config, clock, env, signals()).await,
+        Command::Plan { rotations } => {
+            print!("{}", crate::config::offline_plan(&config, clock.now(), rotations));
+            Ok(())
+        }
+        Command::Vault(VaultCommand::Rekey { to }) => {
+            let new = parse_kek(&to, &config)?;
+            crate::vault::rekey_store(&config.store_path(), &config.kek, &new, clock.as_ref()).await?;
+            println!("vault data key re-wrapped under the new KEK ({to}); update [vault] in the config before the next start");
+            Ok(())
+        }
+        Command::Restore { from, force } => {
+            let restored = crate::app::restore::restore(&config, &from, force, clock.now().unix()).await?;
+            println!("audit log intact: {} entries verified", restored.audit_entries);
+            if let Some(previous) = restored.previous {
+                println!("the replaced store is kept at {}", previous.display());
+            }
+            println!("restored {} from {}", config.store_path().display(), from.display());
+            Ok(())
+        }
+        Command::Keys(_)
+        | Command::Backup { .. }
+        | Command::ApiKeys(_)
+        | Command::Migration(_)
+        | Command::Audit(_)
+        | Command::Completions { .. } => {
+            anyhow::bail!("not a local command")
+        }
+    }
+}
+
+async fn serve(
+    config: Config,
+    clock: Arc<SystemClock>,
+    env: &[(String, String)],
+    signals: Signals,
+) -> anyhow::Result<()> {
+    if !App::is_initialized(&config) {
+        init(&config, clock.clone(), env, false).await?;
+    }
+    let tls = TlsReload::load(&config.tls)?;
+    let bind = |addr, name: &str| crate::listener::bind(addr).with_context(|| format!("{name} listener {addr}"));
+    let public = bind(config.listen_public, "public")?;
+    let admin = bind(config.listen_admin, "admin")?;
+    let app = App::open(config, clock).await?;
+    let scheme = |t: &Option<_>| if t.is_some() { "https" } else { "http" };
+    tracing::info!(
+        public = %public.local_addr()?, admin = %admin.local_addr()?,
+        public_scheme = scheme(&tls.public), admin_scheme = scheme(&tls.admin),
+        admin_mtls = tls.admin.as_ref().is_some_and(|t| t.requires_client_certificates()),
+        "kmsd listening"
+    );
+    let Signals { shutdown, mut reload } = signals;
+    let reloader = tls.clone();
+    tokio::spawn(async move {
+        while reload.recv().await.is_some() {
+            reloader.reload();
+        }
+    });
+    app.serve(public, admin, tls, shutdown).await?;
+    tracing::info!("kmsd stopped");
+    Ok(())
+}
+
+/// Initializes the data dir; the bootstrap key is printed only once the
+/// initialized store is in place (`App::init` is all or nothing).
+async fn init(
+    config: &Config,
+    clock: Arc<SystemClock>,
+    env: &[(String, String)],
+    force_new_store: bool,
+) -> anyhow::Result<()> {
+    let bootstrap = env.iter().find(|(k, _)| k == "KMSD_BOOTSTRAP_API_KEY").map(|(_, v)| v.as_str());
+    let report = App::init(config, clock, bootstrap, force_new_store).await?;
+    println!("kmsd: initialized {} ({} signing key(s) created)", config.data_dir.display(), report.kids.len());
+    match report.bootstrap_key {
+        Some(key) => println!(
+            "kmsd: bootstrap admin API key (shown once, only its SHA-256 is stored; keep it safe):\n\n    {}\n",
+            key.expose()
+        ),
+        None => println!("kmsd: bootstrap admin API key taken from KMSD_BOOTSTRAP_API_KEY"),
+    }
+    Ok(())
+}
+
+fn parse_kek(text: &str, config: &Config) -> anyhow::Result<KekSource> {
+    match text.split_once(':') {
+        Some(("file", path)) if !path.is_empty() => Ok(KekSource::File(path.into())),
+        Some(("env", var)) if !var.is_empty() => Ok(KekSource::Env(var.into())),
+        Some(("passphrase", var)) if !var.is_empty() => Ok(KekSource::Passphrase(var.into())),
+        Some(("aws-kms", key_id)) => {
+            crate::kms::envelope::check_key_id(key_id).map_err(|e| anyhow::anyhow!("--to aws-kms:{key_id} {e}"))?;
+            Ok(KekSource::AwsKms(KmsKek { key_id: key_id.into(), settings: config.aws_kms.clone() }))
+        }
+        _ => anyhow::bail!("--to must be file:PATH, env:VAR, passphrase:VAR or aws-kms:KEY"),
+    }
+}
