@@ -9,6 +9,11 @@
 //! hashes keeps its older entries' plain SHA-256 hashes ([`Link::Sha256`]);
 //! its upgrade entry is the first keyed one and commits the hash of the last
 //! plain entry, so the plain prefix cannot be rewritten either.
+//!
+//! An event committed on behalf of a request carries the request's id and the
+//! client's address ([`crate::context`]); they are part of the hashed body.
+//! Events without them (older entries, background work) serialize exactly as
+//! before, so their hashes still verify.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,11 +29,35 @@ pub struct AuditEvent {
     pub action: String,
     pub target: Option<String>,
     pub detail: Value,
+    /// The `x-request-id` of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The client address of that request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl AuditEvent {
     pub fn new(at: Timestamp, actor: impl Into<String>, action: impl Into<String>) -> Self {
-        Self { at, actor: actor.into(), action: action.into(), target: None, detail: Value::Null }
+        Self {
+            at,
+            actor: actor.into(),
+            action: action.into(),
+            target: None,
+            detail: Value::Null,
+            request_id: None,
+            client: None,
+        }
+    }
+
+    /// Stamps the event with the current request's id and client address,
+    /// unless it has them already or no request is being served.
+    pub fn stamped(mut self, context: Option<&crate::context::RequestContext>) -> Self {
+        if let (Some(c), None) = (context, &self.request_id) {
+            self.request_id = Some(c.id.clone());
+            self.client = c.client.map(|a| a.to_string());
+        }
+        self
     }
 
     pub fn target(mut self, target: impl Into<String>) -> Self {
@@ -40,6 +69,22 @@ impl AuditEvent {
         self.detail = detail;
         self
     }
+}
+
+/// The info-level log line of a committed event: what, by whom, to what, and
+/// for which request. The detail stays in the audit log (it is not needed to
+/// follow what happened, and the log is the wider audience).
+pub fn log_committed(event: &AuditEvent) {
+    tracing::info!(
+        action = %event.action,
+        actor = %event.actor,
+        target = event.target.as_deref().unwrap_or(""),
+        keyset = event.detail.get("keyset").and_then(serde_json::Value::as_str).unwrap_or(""),
+        request_id = event.request_id.as_deref().unwrap_or(""),
+        client = event.client.as_deref().unwrap_or(""),
+        "audited {}",
+        event.action
+    );
 }
 
 /// An event as stored: numbered and chained.

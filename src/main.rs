@@ -192,7 +192,6 @@ enum VaultCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let env: Vec<(String, String)> = std::env::vars().collect();
     let config = match Config::load(cli.config.as_deref(), &env) {
         Ok(c) => c,
@@ -201,6 +200,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let json_logs = config.log.format == kmsd::config::LogFormat::Json;
+    let log = kmsd::telemetry::init(&config.log);
+    let startup = Startup { config_path: cli.config.clone(), env, log };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,9 +210,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli.command, config));
+    let result = runtime.block_on(run(cli.command, config, startup));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            tracing::error!(error = %format!("{e:#}"), "kmsd: error");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("kmsd: error: {e:#}");
             ExitCode::FAILURE
@@ -218,7 +224,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+/// What `serve` needs to reload its configuration on SIGHUP.
+struct Startup {
+    config_path: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    log: kmsd::telemetry::LogHandle,
+}
+
+async fn run(command: Command, config: Config, startup: Startup) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     match command {
         Command::CheckConfig => {
@@ -240,12 +253,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            // From here on SIGHUP reloads; it never ends the process.
+            let hangup = kmsd::reload::Hangup::install()?;
             if !App::is_initialized(&config) {
                 init(&config, clock.clone(), false).await?;
             }
             let public = kmsd::listener::bind(config.listen_public)?;
             let admin = kmsd::listener::bind(config.listen_admin)?;
             let app = App::open(config, clock).await?;
+            let Startup { config_path, env, log } = startup;
+            hangup.serve(kmsd::reload::Reloader { config_path, env, log, metrics: app.state().metrics.clone() });
             tracing::info!(public = %public.local_addr()?, admin = %admin.local_addr()?, "kmsd listening");
             app.serve(public, admin, shutdown_signal()).await?;
             tracing::info!("kmsd stopped");
@@ -396,12 +413,6 @@ fn parse_kek(text: &str, config: &Config) -> anyhow::Result<KekSource> {
         }
         _ => anyhow::bail!("--to must be file:PATH, env:VAR, passphrase:VAR or aws-kms:KEY"),
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
 async fn shutdown_signal() {

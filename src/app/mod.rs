@@ -155,7 +155,7 @@ impl App {
                 Ok::<_, AppError>(())
             })
             .await?;
-        let (ring, _) = build_ring(config, store, data_key, clock).await?;
+        let (ring, _) = build_ring(config, store, data_key, clock, Arc::default()).await?;
         let kids = ring.ensure_signers("system").await?;
         // The ring holds the last handle on the staged store: closed before
         // it is put in place.
@@ -176,7 +176,12 @@ impl App {
         let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek).await?;
         let store = Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?;
-        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let observed = metrics.clone();
+        store.observe_audit(Box::new(move |e| {
+            observed.audited(&e.action, e.detail.get("keyset").and_then(serde_json::Value::as_str));
+        }));
+        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone(), metrics.clone()).await?;
         let ring = Arc::new(ring);
         // Keys created from now on (by this process) are younger than
         // `started`; the grace covers other replicas sharing the store.
@@ -185,9 +190,16 @@ impl App {
             .map(|kms| OrphanSearch { kms, created_before: started.minus(config.aws_kms.orphan_grace) });
         let rotation = Rotation::start(ring.clone(), store.clone(), clock.clone(), config.policy.clone()).await?;
         // Catch up at once: a keyset without a signer gets one, overdue
-        // rotations and destructions happen before the first request.
-        for done in rotation.tick().await? {
-            tracing::info!(action = %done, "rotation caught up");
+        // rotations and destructions happen before the first request. If a
+        // backend cannot do it now (AWS KMS unreachable), kmsd starts anyway:
+        // `/readyz` says what is missing and the rotation loop retries.
+        match rotation.tick().await {
+            Ok(done) => {
+                for done in done {
+                    tracing::info!(action = %done, "rotation caught up");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "rotation could not catch up at start; the rotation loop retries"),
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
@@ -223,7 +235,7 @@ impl App {
             rotation: Arc::new(rotation),
             tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             config: Arc::new(config),
             clock,
             api_keys,
@@ -267,8 +279,11 @@ impl App {
         let orphans = tokio::spawn(clean_kms_orphans(self.orphans, self.state.clone(), rx.clone()));
         let rotation = tokio::spawn(self.state.rotation.clone().run(self.state.config.policy.tick, rx.clone()));
         let sunset = tokio::spawn(sunset_timer(self.state.clone(), rx));
+        // Listening and serving: what systemd's Type=notify waits for.
+        crate::notify::notify(crate::notify::READY);
         tokio::spawn(async move {
             shutdown.await;
+            crate::notify::notify(crate::notify::STOPPING);
             let _ = tx.send(true);
         });
         tokio::join!(public, admin);
@@ -410,6 +425,7 @@ async fn build_ring(
     store: Store,
     data_key: DataKey,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 ) -> Result<(KeyRing, Option<Arc<AwsKmsBackend>>), AppError> {
     let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
     let mut backends = Backends::default().with(Guarded::new(vault));
@@ -420,7 +436,7 @@ async fn build_ring(
         backends = backends.with(Guarded::new(backend.clone()));
         kms = Some(backend);
     }
-    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock).await?, kms))
+    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock, metrics).await?, kms))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {

@@ -15,6 +15,7 @@ mod aws_kms;
 mod connections;
 mod duration;
 mod file;
+mod log;
 mod policy;
 
 use std::fmt;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 pub use connections::ConnectionLimits;
 pub use duration::render as render_duration;
+pub use log::{LogConfig, LogFormat};
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
 
 use crate::auth_limit::LimitPolicy;
@@ -102,6 +104,8 @@ pub struct Config {
     pub aws_kms: AwsKmsConfig,
     /// The HS256 cut-over, when enabled.
     pub migration: Option<MigrationSettings>,
+    /// `[log]`: format and level.
+    pub log: LogConfig,
 }
 
 /// `[migration]`: the legacy HS256 kid, where its secret comes from (an
@@ -319,6 +323,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     }
     let auth = auth_config(raw.auth, problems);
     let migration = migration_settings(raw.migration, problems);
+    let log = log::log_config(raw.log, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     if let Some(p) = &policy {
@@ -339,6 +344,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         auth,
         aws_kms,
         migration,
+        log,
     })
 }
 

@@ -1,41 +1,94 @@
-//! `GET /health` (liveness, exactly `{"status":"ok"}`) and `GET /v1/health`
-//! (readiness: storage, backends and a signer per keyset).
+//! Health, in one evaluation ([`evaluate`]) that every probe reads:
+//! - `GET /health`: exactly `{"status":"ok"}` (relayauth's liveness).
+//! - `GET /livez`: 200 while the process serves HTTP at all.
+//! - `GET /readyz`: 200 when kmsd can do its job (the store answers, every
+//!   keyset has a key that signs now, the vault is unlocked), else 503; the
+//!   body names what is wrong. An unreachable AWS KMS is `degraded`, still
+//!   ready: JWKS and introspection keep working from memory.
+//! - `GET /v1/health`: the relayauth body with every service's status; 503
+//!   when `unhealthy`.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::AppState;
+use crate::keys::BackendKind;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(live)).route("/v1/health", get(ready))
+    Router::new()
+        .route("/health", get(live))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/v1/health", get(ready))
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// How healthy kmsd is, worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Cannot serve its purpose (store, a signer, the vault).
+    Unhealthy,
+    /// Serves, with a backend unreachable.
+    Degraded,
+    Healthy,
 }
 
-async fn ready(State(state): State<AppState>) -> Json<Value> {
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unhealthy => "unhealthy",
+            Self::Degraded => "degraded",
+            Self::Healthy => "healthy",
+        }
+    }
+
+    /// Whether a load balancer should send requests here.
+    pub const fn is_ready(self) -> bool {
+        !matches!(self, Self::Unhealthy)
+    }
+}
+
+/// The outcome of one health evaluation.
+#[derive(Debug)]
+pub struct Health {
+    pub status: Status,
+    pub storage_ok: bool,
+    pub vault_ok: bool,
+    /// Keysets without a key that signs now.
+    pub keysets_without_signer: Vec<String>,
+    /// The relayauth `services` object.
+    pub services: Value,
+}
+
+/// Checks the store, every backend and every keyset's signer.
+pub async fn evaluate(state: &AppState) -> Health {
     let now = state.clock.now();
     let storage_ok = state.store.read(|r| r.meta(crate::storage::META_SCHEMA)).await.is_ok();
     let mut backends = Map::new();
-    let mut backends_ok = true;
+    let (mut backends_ok, mut vault_ok) = (true, false);
     for b in state.ring.backends().iter() {
+        let kind = b.backend().kind();
         let status = match b.backend().health().await {
-            Ok(()) => json!({ "status": "ok" }),
+            Ok(()) => {
+                vault_ok |= kind == BackendKind::Vault;
+                json!({ "status": "ok" })
+            }
             Err(e) => {
                 backends_ok = false;
                 json!({ "status": "unavailable", "transient": e.is_transient() })
             }
         };
-        backends.insert(b.backend().kind().as_str().to_owned(), status);
+        backends.insert(kind.as_str().to_owned(), status);
     }
     let mut keysets = Map::new();
-    let mut signers_ok = true;
+    let mut without = Vec::new();
     for ks in state.ring.keysets() {
         let active = state.ring.active(&ks.name, now);
-        signers_ok &= active.is_some();
+        if active.is_none() {
+            without.push(ks.name.to_string());
+        }
         keysets.insert(
             ks.name.to_string(),
             json!({
@@ -45,22 +98,59 @@ async fn ready(State(state): State<AppState>) -> Json<Value> {
             }),
         );
     }
-    let status = if !storage_ok || !signers_ok {
-        "unhealthy"
+    let status = if !storage_ok || !without.is_empty() || !vault_ok {
+        Status::Unhealthy
     } else if !backends_ok {
-        "degraded"
+        Status::Degraded
     } else {
-        "healthy"
+        Status::Healthy
     };
-    Json(json!({
-        "status": status,
-        "version": env!("CARGO_PKG_VERSION"),
-        "timestamp": now.to_iso(),
-        "services": {
-            "storage": { "status": if storage_ok { "ok" } else { "unavailable" } },
-            "backends": backends,
-            "keysets": keysets,
-            "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
+    let services = json!({
+        "storage": { "status": if storage_ok { "ok" } else { "unavailable" } },
+        "backends": backends,
+        "keysets": keysets,
+        "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
+    });
+    Health { status, storage_ok, vault_ok, keysets_without_signer: without, services }
+}
+
+fn code(status: Status) -> StatusCode {
+    if status.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let h = evaluate(&state).await;
+    let body = json!({
+        "status": if h.status.is_ready() { "ready" } else { "not_ready" },
+        "checks": {
+            "storage": if h.storage_ok { "ok" } else { "unavailable" },
+            "vault": if h.vault_ok { "unlocked" } else { "unavailable" },
+            "signers": if h.keysets_without_signer.is_empty() { "ok" } else { "missing" },
         },
-    }))
+        "keysetsWithoutSigner": h.keysets_without_signer,
+    });
+    (code(h.status), Json(body))
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let h = evaluate(&state).await;
+    let body = json!({
+        "status": h.status.as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "timestamp": state.clock.now().to_iso(),
+        "services": h.services,
+    });
+    (code(h.status), Json(body))
 }

@@ -175,7 +175,10 @@ impl Rotation {
             Action::Promote { kid } => {
                 let mut k = owned(refs, &kid)?;
                 k.schedule.activated_at = now;
-                self.ring.put(vec![k], AuditEvent::new(now, "scheduler", "key.promote").target(kid.as_str())).await?;
+                let event = AuditEvent::new(now, "scheduler", "key.promote")
+                    .target(kid.as_str())
+                    .detail(json!({ "keyset": ks.name.as_str() }));
+                self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
@@ -189,7 +192,9 @@ impl Rotation {
                     b.backend().destroy(&kid).await.map_err(RingError::from)?;
                 }
                 k.handle = KeyHandle::Destroyed;
-                let event = AuditEvent::new(now, "scheduler", "key.destroy").target(kid.as_str());
+                let event = AuditEvent::new(now, "scheduler", "key.destroy")
+                    .target(kid.as_str())
+                    .detail(json!({ "keyset": ks.name.as_str() }));
                 self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: destroyed private material of {kid}", ks.name))
             }
@@ -330,6 +335,20 @@ impl Rotation {
             )
             .await?;
         Ok(())
+    }
+
+    /// When `keyset`'s signer next changes: a waiting successor's activation,
+    /// else the scheduled rotation's (none while paused or unscheduled). The
+    /// same instant as the plan's `activate` / `activate_next_key` event.
+    pub fn next_activation(&self, keyset: &KeysetName) -> Option<Timestamp> {
+        let now = self.clock.now();
+        let records = self.records_of(keyset);
+        let refs: Vec<&KeyRecord> = records.iter().map(AsRef::as_ref).collect();
+        if let Some(waiting) = plan::active_and_waiting(&refs, now).1 {
+            return Some(waiting.schedule.activated_at);
+        }
+        let schedule = self.schedules.get(keyset).filter(|_| !self.is_paused())?;
+        plan::next_rotation(now, &refs, schedule, &self.policy.rotation).map(|(_, activate)| activate)
     }
 
     /// The next events of every keyset, earliest first (a dry run).

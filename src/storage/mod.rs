@@ -22,7 +22,7 @@ mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -33,7 +33,11 @@ pub use tokens::Collected;
 use crate::api_keys::{ApiKeyId, ApiKeyRecord};
 use crate::audit::{AuditEntry, AuditEvent, ChainError, Link};
 use crate::clock::Timestamp;
+use crate::context::RequestContext;
 use crate::keys::{KeyRecord, Kid};
+
+/// Told of every audit event once its transaction has committed (metrics).
+pub type AuditObserver = Box<dyn Fn(&AuditEvent) + Send + Sync>;
 
 /// Small named values: schema version, the wrapped vault data key (both
 /// stored bare, see [`is_bare_meta`]), and sealed [`MetaValue`]s.
@@ -105,6 +109,7 @@ pub struct Store {
     /// transaction until its memory update is done, so that memory sees those
     /// changes in commit order.
     apply_order: Arc<Mutex<()>>,
+    observer: Arc<OnceLock<AuditObserver>>,
 }
 
 /// Transactions run through [`Store::read`] and [`Store::write`], for
@@ -158,7 +163,13 @@ impl Store {
             txn.open_table(REVOKED)?;
         }
         txn.commit()?;
-        Ok(Self { db: Arc::new(db), counters: Arc::default(), mac, apply_order: Arc::default() })
+        Ok(Self {
+            db: Arc::new(db),
+            counters: Arc::default(),
+            mac,
+            apply_order: Arc::default(),
+            observer: Arc::default(),
+        })
     }
 
     /// Opens an existing store for reading and writing, with redb's cache of
@@ -173,7 +184,13 @@ impl Store {
             .set_cache_size(cache_bytes)
             .open(path)
             .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        let store = Self { db: Arc::new(db), counters: Arc::default(), mac, apply_order: Arc::default() };
+        let store = Self {
+            db: Arc::new(db),
+            counters: Arc::default(),
+            mac,
+            apply_order: Arc::default(),
+            observer: Arc::default(),
+        };
         if needs_upgrade {
             let sealed = store.write_now(|w| integrity::upgrade(w, now))?;
             tracing::warn!(
@@ -248,8 +265,8 @@ impl Store {
         F: FnOnce(&mut Writer) -> Result<T, E> + Send + 'static,
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        let (db, mac) = (self.db.clone(), self.mac.clone());
-        tokio::task::spawn_blocking(move || Self::write_blocking(&db, mac, f))
+        let (db, mac, observer, context) = (self.db.clone(), self.mac.clone(), self.observer.clone(), context());
+        tokio::task::spawn_blocking(move || Self::write_blocking(&db, mac, (context, &observer), f))
             .await
             .map_err(|e| StorageError::Join(e.to_string()))?
     }
@@ -273,10 +290,11 @@ impl Store {
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let (db, mac, order) = (self.db.clone(), self.mac.clone(), self.apply_order.clone());
+        let (observer, context) = (self.observer.clone(), context());
         tokio::task::spawn_blocking(move || {
             // A panic elsewhere poisons nothing this lock guards (it holds no data).
             let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
-            let out = Self::write_blocking(&db, mac, write)?;
+            let out = Self::write_blocking(&db, mac, (context, &observer), write)?;
             apply(&out);
             Ok(out)
         })
@@ -289,7 +307,12 @@ impl Store {
     /// commit uses [`commit_then_apply`](Self::commit_then_apply) instead.
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Self::write_blocking(&self.db, self.mac.clone(), f)
+        Self::write_blocking(&self.db, self.mac.clone(), (context(), &self.observer), f)
+    }
+
+    /// Sets the observer of committed audit events (once; later calls are ignored).
+    pub fn observe_audit(&self, observer: AuditObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// [`read`](Self::read) without a blocking task, for tests.
@@ -298,14 +321,24 @@ impl Store {
         f(&Reader { txn: self.db.begin_read()?, mac: self.mac.clone() })
     }
 
+    /// One write transaction; once it commits, its audit events are logged
+    /// and told to the observer.
     fn write_blocking<T, E: From<StorageError>>(
         db: &Database,
         mac: RecordKey,
+        (context, observer): (Option<Arc<RequestContext>>, &OnceLock<AuditObserver>),
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut w = Writer { txn: db.begin_write().map_err(StorageError::from)?, mac };
+        let txn = db.begin_write().map_err(StorageError::from)?;
+        let mut w = Writer { txn, mac, context, audited: Vec::new() };
         let out = f(&mut w)?;
         w.txn.commit().map_err(StorageError::from)?;
+        for event in &w.audited {
+            crate::audit::log_committed(event);
+            if let Some(observe) = observer.get() {
+                observe(event);
+            }
+        }
         Ok(out)
     }
 }
@@ -453,6 +486,15 @@ impl Reader {
 pub struct Writer {
     txn: redb::WriteTransaction,
     mac: RecordKey,
+    /// The request this transaction is for, if any: stamped on its audit events.
+    context: Option<Arc<RequestContext>>,
+    audited: Vec<AuditEvent>,
+}
+
+/// The request being served by the calling task (read before the work moves
+/// to the blocking pool, where there is none).
+fn context() -> Option<Arc<RequestContext>> {
+    crate::context::current()
 }
 
 impl Writer {
@@ -515,8 +557,10 @@ impl Writer {
             Some((k, v)) => Some(AuditEntry::decode("audit", &k.value().to_string(), v.value())?),
             None => None,
         };
+        let event = event.stamped(self.context.as_deref());
         let entry = AuditEntry::chain(prev.as_ref(), event, Link::Keyed(&self.mac));
         table.insert(entry.seq, entry.encode().as_slice())?;
+        self.audited.push(entry.event.clone());
         Ok(entry)
     }
 }

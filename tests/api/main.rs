@@ -23,6 +23,7 @@ mod jwks;
 mod kms;
 mod lasting_changes;
 mod migration;
+mod observe;
 mod revocation;
 mod rotation;
 mod tokens;
