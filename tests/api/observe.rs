@@ -77,12 +77,20 @@ fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
+/// `kmsd init` in `dir`, then `serve`: the bootstrap key is read from init's
+/// own output (a first-start `serve` prints it on stdout while its log goes
+/// to stderr, and the two pipes are read by different threads).
+fn init_and_start(dir: &std::path::Path, env: &[(&str, &str)]) -> (Daemon, String) {
+    let init = run(dir, &["init"], env);
+    assert!(init.status.success(), "{}", text(&init));
+    (Daemon::start(dir, env), bootstrap_key(&text(&init)))
+}
+
 #[tokio::test]
 async fn metrics_count_what_was_issued_rotated_and_revoked_with_bounded_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let env = yearly(tmp.path());
-    let d = Daemon::start(tmp.path(), &refs(&env));
-    let admin = bootstrap_key(&d.output());
+    let (d, admin) = init_and_start(tmp.path(), &refs(&env));
     let id = identity(&d.public, &admin).await;
     let mut pairs = Vec::new();
     for _ in 0..3 {
@@ -184,10 +192,7 @@ async fn the_probes_answer_on_both_listeners() {
 async fn a_json_logged_session_has_only_json_lines_no_secret_and_request_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let env = [("KMSD_LOG__FORMAT", "json"), ("KMSD_LOG__LEVEL", "debug")];
-    let init = run(tmp.path(), &["init"], &env);
-    assert!(init.status.success(), "{}", text(&init));
-    let admin = bootstrap_key(&text(&init));
-    let d = Daemon::start(tmp.path(), &env);
+    let (d, admin) = init_and_start(tmp.path(), &env);
     let (status, created) = create_key(&d.public, &admin, &["relayauth:token:read:*"]).await;
     assert_eq!(status, 201);
     let user_key = created["key"].as_str().unwrap().to_owned();
@@ -288,8 +293,7 @@ async fn sighup_during_load_reloads_the_log_level_and_fails_no_request() {
     let config = tmp.path().join("kmsd.toml");
     std::fs::write(&config, "[log]\nlevel = \"info\"\n").unwrap();
     let config_env = config.display().to_string();
-    let mut d = Daemon::start(tmp.path(), &[("KMSD_CONFIG", &config_env)]);
-    let admin = bootstrap_key(&d.output());
+    let (mut d, admin) = init_and_start(tmp.path(), &[("KMSD_CONFIG", &config_env)]);
     let id = identity(&d.public, &admin).await;
     let deadline = Instant::now() + Duration::from_secs(8);
     let mut load = Vec::new();
