@@ -49,3 +49,26 @@ pub(super) fn log_config(section: LogSection, problems: &mut Problems) -> LogCon
     }
     LogConfig { format, level }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, super::super::ConfigErrors> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(None, &env)
+    }
+
+    #[test]
+    fn the_format_and_level_are_checked_and_reported_together() {
+        assert_eq!(load(&[]).unwrap().log, LogConfig::default());
+        let json = load(&[("KMSD_LOG__FORMAT", "json"), ("KMSD_LOG__LEVEL", "kmsd=debug,info")]).unwrap();
+        assert_eq!(json.log, LogConfig { format: LogFormat::Json, level: "kmsd=debug,info".into() });
+        let err = load(&[("KMSD_LOG__FORMAT", "yaml"), ("KMSD_LOG__LEVEL", "kmsd=[")]).unwrap_err().to_string();
+        assert!(err.contains("log.format: \"yaml\" is not a log format"), "{err}");
+        assert!(err.contains("log.level: \"kmsd=[\" is not a log filter"), "{err}");
+        let err = load(&[("KMSD_LOG__COLOUR", "yes")]).unwrap_err().to_string();
+        assert!(err.contains("colour") && err.contains("unknown field"), "{err}");
+    }
+}
