@@ -13,6 +13,10 @@
 //! What happened is an [`AuditAction`]: one variant per kind of change, each
 //! stored as its stable string (`key.rotate`), so the stored bytes, and the
 //! hashes over them, are what they were when actions were plain strings.
+//! An event committed on behalf of a request carries the request's id and the
+//! client's address ([`crate::context`]); they are part of the hashed body.
+//! Events without them (older entries, background work) serialize exactly as
+//! before, so their hashes still verify.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,11 +32,27 @@ pub struct AuditEvent {
     pub action: AuditAction,
     pub target: Option<String>,
     pub detail: Value,
+    /// The `x-request-id` of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The client address of that request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 impl AuditEvent {
     pub fn new(at: Timestamp, actor: impl Into<String>, action: AuditAction) -> Self {
-        Self { at, actor: actor.into(), action, target: None, detail: Value::Null }
+        Self { at, actor: actor.into(), action, target: None, detail: Value::Null, request_id: None, client: None }
+    }
+
+    /// Stamps the event with the current request's id and client address,
+    /// unless it has them already or no request is being served.
+    pub fn stamped(mut self, context: Option<&crate::context::RequestContext>) -> Self {
+        if let (Some(c), None) = (context, &self.request_id) {
+            self.request_id = Some(c.id.clone());
+            self.client = c.client.map(|a| a.to_string());
+        }
+        self
     }
 
     pub fn target(mut self, target: impl Into<String>) -> Self {
@@ -133,6 +153,22 @@ impl<'de> Deserialize<'de> for AuditAction {
         let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         Ok(Self::parse(&text))
     }
+}
+
+/// The info-level log line of a committed event: what, by whom, to what, and
+/// for which request. The detail stays in the audit log (it is not needed to
+/// follow what happened, and the log is the wider audience).
+pub fn log_committed(event: &AuditEvent) {
+    tracing::info!(
+        action = %event.action,
+        actor = %event.actor,
+        target = event.target.as_deref().unwrap_or(""),
+        keyset = event.detail.get("keyset").and_then(serde_json::Value::as_str).unwrap_or(""),
+        request_id = event.request_id.as_deref().unwrap_or(""),
+        client = event.client.as_deref().unwrap_or(""),
+        "audited {}",
+        event.action
+    );
 }
 
 /// An event as stored: numbered and chained.

@@ -108,6 +108,12 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Whether the backend can sign right now.
     async fn health(&self) -> Result<(), BackendError>;
+
+    /// What is left of kmsd's own call budget for this backend, by quota
+    /// class (e.g. `rsa`, `ecc`), for `/metrics`. Empty for a backend without one.
+    fn budget_remaining(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// What a backend has made usable, by kid: what `sign` looks up. A poisoned

@@ -21,6 +21,7 @@ use crate::backend::{BackendError, CreatedKey, Guarded};
 use crate::clock::{Clock, Timestamp};
 use crate::jwks::JwksSnapshot;
 use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeyUse, Keyset, KeysetName, Kid, Schedule};
+use crate::metrics::Metrics;
 use crate::storage::{StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,7 @@ pub struct KeyRing {
     mutation: tokio::sync::Mutex<()>,
     cooldown_until_ms: AtomicI64,
     next_publication: AtomicI64,
+    metrics: Arc<Metrics>,
 }
 
 impl KeyRing {
@@ -106,6 +108,7 @@ impl KeyRing {
         backends: Backends,
         keysets: Vec<Keyset>,
         clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, RingError> {
         for ks in &keysets {
             if backends.get(ks.backend).is_none() {
@@ -143,6 +146,7 @@ impl KeyRing {
             mutation: tokio::sync::Mutex::new(()),
             cooldown_until_ms: AtomicI64::new(0),
             next_publication: AtomicI64::new(i64::MAX),
+            metrics,
         })
     }
 
@@ -162,7 +166,15 @@ impl KeyRing {
             .backends
             .get(key.backend)
             .ok_or(BackendError::Unsupported { backend: key.backend.as_str(), op: "sign (backend not configured)" })?;
-        backend.sign(&key.kid, &key.public, message).await
+        let started = std::time::Instant::now();
+        let result = backend.sign(&key.kid, &key.public, message).await;
+        self.metrics.signed(key.backend.as_str(), started.elapsed(), result.as_ref().map(drop));
+        result
+    }
+
+    /// The process's metrics (the ring is the one service every path holds).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn keysets(&self) -> &[Keyset] {

@@ -19,7 +19,11 @@
 //! - [`tokens`]: issue, refresh, revoke and verify relayauth tokens.
 //! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
 //! - [`auth_limit`]: per-client throttling of failed authentication.
-//! - [`metrics`]: process counters for `/metrics`.
+//! - [`metrics`]: the Prometheus metrics: event counters, histograms, `/proc` figures.
+//! - [`telemetry`]: the log subscriber (text or JSON), its reloadable filter.
+//! - [`context`]: the request being served (id, client, actor), for logs and audit.
+//! - [`reload`]: SIGHUP: what changes without a restart.
+//! - [`notify`]: systemd readiness notifications (`Type=notify`).
 //! - [`scopes`]: scope coverage with relayauth's semantics.
 //! - [`text`]: what identifiers and display fields may hold (no control characters).
 //! - [`audit`]: the hash-chained audit log.
@@ -42,6 +46,7 @@ pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod encoding;
 pub mod http;
 pub mod identities;
@@ -52,9 +57,12 @@ pub mod kms;
 pub mod listener;
 pub mod metrics;
 pub mod migration;
+pub mod notify;
+pub mod reload;
 pub mod rotation;
 pub mod scopes;
 pub mod storage;
+pub mod telemetry;
 pub mod text;
 pub mod tokens;
 pub mod vault;

@@ -1,5 +1,4 @@
-//! The `kmsd` binary: parse the command line, start logging and the async
-//! runtime, turn the process's signals into [`kmsd::cli::Signals`], and call
+//! The `kmsd` binary: parse the command line, start the async runtime, turn the process's signals into [`kmsd::cli::Signals`], and call
 //! [`kmsd::cli::run`], which does the rest. Exit codes: 0 success, 1 runtime
 //! failure, 2 bad configuration or usage.
 
@@ -10,7 +9,6 @@ use kmsd::cli::{Cli, Signals};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let env: Vec<(String, String)> = std::env::vars().collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -20,12 +18,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(kmsd::cli::run(cli, &env, signals))
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
 /// SIGTERM or Ctrl-C stops the daemon; each SIGHUP asks for a reload. The
@@ -42,7 +34,7 @@ fn signals() -> Signals {
             Ok(mut hangup) => {
                 tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        tracing::info!("SIGHUP received; reloading the TLS certificates");
+                        tracing::info!("SIGHUP received; reloading");
                         // A reload already queued covers this one too.
                         let _ = tx.try_send(());
                     }

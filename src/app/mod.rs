@@ -156,7 +156,7 @@ impl App {
                 Ok::<_, AppError>(())
             })
             .await?;
-        let (ring, _) = build_ring(config, store, data_key, clock).await?;
+        let (ring, _) = build_ring(config, store, data_key, clock, Arc::default()).await?;
         let kids = ring.ensure_signers("system").await?;
         // The ring holds the last handle on the staged store: closed before
         // it is put in place.
@@ -177,7 +177,12 @@ impl App {
         let started = clock.now();
         let data_key = vault::unlock(&path, &config.kek).await?;
         let store = Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?;
-        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let observed = metrics.clone();
+        store.observe_audit(Box::new(move |e| {
+            observed.audited(e.action.as_str(), e.detail.get("keyset").and_then(serde_json::Value::as_str));
+        }));
+        let (ring, kms) = build_ring(&config, store.clone(), data_key, clock.clone(), metrics.clone()).await?;
         let ring = Arc::new(ring);
         // Keys created from now on (by this process) are younger than
         // `started`; the grace covers other replicas sharing the store.
@@ -193,15 +198,15 @@ impl App {
         )
         .await?;
         // Catch up at once: a keyset without a signer gets one, overdue
-        // rotations and destructions happen before the first request.
-        // A keyset that cannot catch up stops the start, as it always has;
-        // the other keysets have caught up first.
+        // rotations and destructions happen before the first request. If a
+        // keyset's backend cannot do it now (AWS KMS unreachable), kmsd starts
+        // anyway: `/readyz` says what is missing and the rotation loop retries.
         let caught_up = rotation.tick().await;
         for done in caught_up.applied {
             tracing::info!(action = %done, "rotation caught up");
         }
-        if let Some((_, e)) = caught_up.failed.into_iter().next() {
-            return Err(e.into());
+        for (keyset, e) in caught_up.failed {
+            tracing::error!(keyset = %keyset, error = %e, "rotation could not catch up at start; the rotation loop retries");
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
@@ -237,7 +242,7 @@ impl App {
             rotation: Arc::new(rotation),
             tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             config: Arc::new(config),
             clock,
             api_keys,
@@ -290,8 +295,11 @@ impl App {
         let rotation = tokio::spawn(st.rotation.clone().run(st.config.policy.tick, rx.clone()));
         let sunset =
             st.tokens.migration().cloned().map(|m| tokio::spawn(m.run_sunset_timer(st.config.policy.tick, rx)));
+        // Listening and serving: what systemd's Type=notify waits for.
+        crate::notify::notify(crate::notify::READY);
         tokio::spawn(async move {
             shutdown.await;
+            crate::notify::notify(crate::notify::STOPPING);
             let _ = tx.send(true);
         });
         tokio::join!(public, admin);
@@ -322,6 +330,7 @@ async fn build_ring(
     store: Store,
     data_key: DataKey,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
 ) -> Result<(KeyRing, Option<Arc<AwsKmsBackend>>), AppError> {
     let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
     let mut backends = Backends::default().with(Guarded::new(vault));
@@ -332,7 +341,7 @@ async fn build_ring(
         backends = backends.with(Guarded::new(backend.clone()));
         kms = Some(backend);
     }
-    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock).await?, kms))
+    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock, metrics).await?, kms))
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {

@@ -14,10 +14,17 @@ use crate::kms::KmsKek;
 use crate::listener::TlsReload;
 use crate::vault::KekSource;
 
+/// What `serve` needs to reload its configuration on SIGHUP.
+pub(super) struct Startup {
+    pub(super) config_path: Option<std::path::PathBuf>,
+    pub(super) log: crate::telemetry::LogHandle,
+}
+
 pub(super) async fn run(
     command: Command,
     config: Config,
     env: &[(String, String)],
+    startup: Startup,
     signals: impl FnOnce() -> Signals,
 ) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
@@ -34,7 +41,7 @@ pub(super) async fn run(
             Ok(())
         }
         Command::Init { force_new_store } => init(&config, clock, env, force_new_store).await,
-        Command::Serve => serve(config, clock, env, signals()).await,
+        Command::Serve => serve(config, clock, env, startup, signals()).await,
         Command::Plan { rotations } => {
             print!("{}", crate::config::offline_plan(&config, clock.now(), rotations));
             Ok(())
@@ -69,6 +76,7 @@ async fn serve(
     config: Config,
     clock: Arc<SystemClock>,
     env: &[(String, String)],
+    startup: Startup,
     signals: Signals,
 ) -> anyhow::Result<()> {
     if !App::is_initialized(&config) {
@@ -87,10 +95,17 @@ async fn serve(
         "kmsd listening"
     );
     let Signals { shutdown, mut reload } = signals;
-    let reloader = tls.clone();
+    let certificates = tls.clone();
+    let settings = crate::reload::Reloader {
+        config_path: startup.config_path,
+        env: env.to_vec(),
+        log: startup.log,
+        metrics: app.state().metrics.clone(),
+    };
     tokio::spawn(async move {
         while reload.recv().await.is_some() {
-            reloader.reload();
+            certificates.reload();
+            settings.reload_and_log();
         }
     });
     app.serve(public, admin, tls, shutdown).await?;

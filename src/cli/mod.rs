@@ -25,7 +25,8 @@ use crate::config::Config;
 pub struct Signals {
     /// Resolves when the daemon should stop (SIGTERM, Ctrl-C).
     pub shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// One message per reload request (SIGHUP): the TLS certificates are re-read.
+    /// One message per reload request (SIGHUP): the TLS certificates and the
+    /// log level are re-read.
     pub reload: tokio::sync::mpsc::Receiver<()>,
 }
 
@@ -42,16 +43,24 @@ pub async fn run(cli: Cli, env: &[(String, String)], signals: impl FnOnce() -> S
             return ExitCode::from(2);
         }
     };
+    // Logging starts once the config says how (`[log]`); SIGHUP can change its level.
+    let json_logs = config.log.format == crate::config::LogFormat::Json;
+    let log = crate::telemetry::init(&config.log);
+    let startup = local::Startup { config_path: cli.config.clone(), log };
     let result = match cli.command {
         Command::Keys(cmd) => admin::keys(cmd, &config, env).await,
         Command::ApiKeys(cmd) => admin::api_keys(cmd, &config, env).await,
         Command::Migration(cmd) => admin::migration(cmd, &config, env).await,
         Command::Audit(args::AuditCommand::Verify(a)) => admin::audit_verify(&config, &a, env).await,
         Command::Backup { to, admin } => admin::backup(&to, &config, &admin, env).await,
-        other => local::run(other, config, env, signals).await,
+        other => local::run(other, config, env, startup, signals).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            tracing::error!(error = %format!("{e:#}"), "kmsd: error");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("kmsd: error: {e:#}");
             ExitCode::FAILURE

@@ -23,6 +23,7 @@ pub struct ConfigFile {
     pub auth: AuthSection,
     pub aws_kms: AwsKmsSection,
     pub migration: MigrationSection,
+    pub log: super::log::LogSection,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,7 @@ mod duration;
 mod env;
 mod file;
 mod keysets;
+mod log;
 mod plan;
 mod policy;
 mod tls;
@@ -32,6 +33,7 @@ use serde::de::DeserializeOwned;
 /// Re-exported: the listeners' limits are `listener`'s type.
 pub use crate::listener::ConnectionLimits;
 pub use duration::render as render_duration;
+pub use log::{LogConfig, LogFormat};
 pub use plan::offline_plan;
 pub use policy::Policy;
 pub use tls::{ListenTls, TlsFiles};
@@ -82,6 +84,8 @@ pub struct Config {
     pub aws_kms: AwsKmsConfig,
     /// The HS256 cut-over, when enabled.
     pub migration: Option<MigrationSettings>,
+    /// `[log]`: format and level.
+    pub log: LogConfig,
 }
 
 /// `[migration]`: the legacy HS256 kid, where its secret comes from (an
@@ -247,6 +251,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     }
     let auth = auth_config(raw.auth, problems);
     let migration = migration_settings(raw.migration, problems);
+    let log = log::log_config(raw.log, problems);
     let keysets = load_keysets(raw.keys_dir.as_deref(), problems);
     let policy = load_policy(raw.policy_file.as_deref(), problems);
     if let Some(p) = &policy {
@@ -268,6 +273,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         auth,
         aws_kms,
         migration,
+        log,
     })
 }
 

@@ -2,8 +2,6 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -33,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/admin/rotation/resume", post(resume))
         .route("/v1/admin/rotation/plan", get(rotation_plan))
         .route("/v1/admin/migration", get(migration_status).post(migration_act))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::scrape))
 }
 
 /// `GET /v1/admin/keys`: every key version, relayauth's fields plus ours.
@@ -98,6 +96,8 @@ async fn audit(
                 "action": e.event.action,
                 "target": e.event.target,
                 "detail": e.event.detail,
+                "requestId": e.event.request_id,
+                "client": e.event.client,
                 "prevHash": e.prev_hash,
                 "hash": e.hash,
             })
@@ -117,29 +117,6 @@ async fn audit_verify(State(state): State<AppState>, caller: Caller) -> Result<J
             json!({ "intact": false, "brokenAt": seq, "reason": reason })
         }
     }))
-}
-
-/// `GET /metrics`: Prometheus text format. Unauthenticated, like most metrics
-/// endpoints; it lives on the admin listener, which stays private.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let lookups = state.api_keys.store_lookups();
-    let hs256 = state.tokens.migration().map_or(0, |m| m.verifications());
-    let (verify_hits, verify_misses) = state.tokens.verify_cache_counts();
-    let body = state.metrics.render(&[
-        ("kmsd_api_key_store_lookups_total", "API key lookups that reached the store.", lookups),
-        ("kmsd_hs256_verifications_total", "Legacy HS256 tokens verified (migration).", hs256),
-        ("kmsd_token_verify_cache_hits_total", "Token verifications of a token already checked.", verify_hits),
-        ("kmsd_token_verify_cache_misses_total", "Token verifications that checked a signature.", verify_misses),
-        (
-            "kmsd_tokens_unknown_jti_total",
-            "Validly signed tokens refused because kmsd never issued their jti.",
-            state.tokens.unknown_jtis(),
-        ),
-        ("kmsd_rotation_failed_ticks_total", "Rotation reconcile ticks that failed.", state.rotation.failures()),
-        ("kmsd_store_reads_total", "Store read transactions.", state.store.reads()),
-        ("kmsd_store_writes_total", "Store write transactions (a group commit counts once).", state.store.writes()),
-    ]);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 #[derive(Deserialize, Default)]

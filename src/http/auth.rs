@@ -22,7 +22,7 @@ use serde_json::json;
 use super::{ApiError, AppState, ErrorCode};
 use crate::api_keys::{Actor, ApiKeyAuthError};
 use crate::auth_limit::Listener;
-use crate::metrics::Metrics;
+use crate::metrics::ReasonLabel;
 use crate::scopes;
 use crate::tokens::{TokenType, VerifyError};
 
@@ -80,11 +80,13 @@ impl FromRequestParts<AppState> for Caller {
             parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         let listener = parts.extensions.get::<Listener>().copied().unwrap_or(Listener::Public);
         let result = authenticate(parts, state, (listener, client)).await;
-        if let Err(e) = &result {
-            if e.status() == StatusCode::UNAUTHORIZED {
-                Metrics::inc(&state.metrics.auth_failures);
+        match &result {
+            Ok(caller) => crate::context::set_actor(&caller.id),
+            Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+                state.metrics.auth_failures.get_or_create(&ReasonLabel { reason: e.code.as_str() }).inc();
                 state.limiter.failure(listener, client, state.clock.now());
             }
+            Err(_) => {}
         }
         result
     }
@@ -139,7 +141,7 @@ async fn api_key_caller(state: &AppState, client: (Listener, IpAddr), key: &str)
     let result = authenticate_key(state, key, gate).await;
     match (result, throttled) {
         (Err(e), Some(retry)) if e.status() == StatusCode::UNAUTHORIZED => {
-            Metrics::inc(&state.metrics.auth_rate_limited);
+            state.metrics.auth_rate_limited.inc();
             state.limiter.rejected(listener, address);
             Err(ApiError::new(ErrorCode::RateLimited, "too many failed authentications from this client; retry later")
                 .with("retryAfter", retry.as_secs()))

@@ -9,8 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use super::access;
 use super::code::ErrorCode;
-use super::request_id;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -79,7 +79,7 @@ impl IntoResponse for ApiError {
         body.insert("error".into(), json!(self.code.as_str()));
         body.insert("code".into(), json!(self.code.as_str()));
         body.insert("message".into(), json!(self.message));
-        body.insert("requestId".into(), json!(request_id::current()));
+        body.insert("requestId".into(), json!(access::current()));
         let retry_after = self.context.get("retryAfter").and_then(Value::as_u64);
         body.extend(self.context);
         let mut resp = (self.code.status(), axum::Json(Value::Object(body))).into_response();

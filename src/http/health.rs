@@ -1,64 +1,73 @@
-//! `GET /health` (liveness, exactly `{"status":"ok"}`) and `GET /v1/health`
-//! (readiness: storage, backends, and per keyset a signer and how its
-//! rotation is going; HTTP 503 when `unhealthy`, 200 for `healthy` and
-//! `degraded`, the body the same shape either way). [`evaluate`] is the one
-//! readiness evaluation, typed, for every endpoint that reports readiness.
+//! Health, in one evaluation ([`evaluate`]) that every probe reads:
+//! - `GET /health`: exactly `{"status":"ok"}` (relayauth's liveness).
+//! - `GET /livez`: 200 while the process serves HTTP at all.
+//! - `GET /readyz`: 200 when kmsd can do its job (the store answers, every
+//!   keyset has a key that signs now, the vault is unlocked), else 503; the
+//!   body names what is wrong. An unreachable AWS KMS is `degraded`, still
+//!   ready: JWKS and introspection keep working from memory.
+//! - `GET /v1/health`: the relayauth body with every service's status
+//!   (storage `ok`, or `failing` with what happened; per keyset its signer and
+//!   how its rotation is going); 503 when `unhealthy`, the same body shape.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::clock::Timestamp;
+use crate::keys::BackendKind;
 use crate::storage::StorageHealth;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(live)).route("/v1/health", get(ready))
+    Router::new()
+        .route("/health", get(live))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/v1/health", get(ready))
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// The overall verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How healthy kmsd is, worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    Healthy,
-    /// A key backend is unavailable; tokens are still issued.
-    Degraded,
-    /// The store is failing or a keyset has no signer.
+    /// Cannot serve its purpose (store, a signer, the vault).
     Unhealthy,
+    /// Serves, with a backend unreachable.
+    Degraded,
+    Healthy,
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            Status::Healthy => "healthy",
-            Status::Degraded => "degraded",
-            Status::Unhealthy => "unhealthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Degraded => "degraded",
+            Self::Healthy => "healthy",
         }
+    }
+
+    /// Whether a load balancer should send requests here.
+    pub const fn is_ready(self) -> bool {
+        !matches!(self, Self::Unhealthy)
     }
 }
 
-/// One readiness evaluation: the verdict and what it was made of.
-#[derive(Debug, Clone)]
-pub struct Readiness {
+/// The outcome of one health evaluation.
+#[derive(Debug)]
+pub struct Health {
     pub status: Status,
-    pub at: Timestamp,
     pub storage: StorageHealth,
-    /// Backend kind -> its status object.
-    pub backends: Map<String, Value>,
-    /// Keyset name -> its status object.
-    pub keysets: Map<String, Value>,
-    pub rotation: Value,
+    pub storage_ok: bool,
+    pub vault_ok: bool,
+    /// Keysets without a key that signs now.
+    pub keysets_without_signer: Vec<String>,
+    /// The relayauth `services` object.
+    pub services: Value,
 }
 
-/// Checks storage (it must work: a read succeeds and no fault is
-/// outstanding), every key backend and every keyset's signer.
-pub async fn evaluate(state: &AppState) -> Readiness {
+/// Checks the store (it must work: a read succeeds and no fault is
+/// outstanding), every backend and every keyset's signer.
+pub async fn evaluate(state: &AppState) -> Health {
     let now = state.clock.now();
     let read_ok = state.store.read(|r| r.meta(crate::storage::META_SCHEMA)).await.is_ok();
     let storage = match state.store.health().await {
@@ -70,23 +79,30 @@ pub async fn evaluate(state: &AppState) -> Readiness {
         }),
         health => health,
     };
+    let storage_ok = storage == StorageHealth::Ok;
     let mut backends = Map::new();
-    let mut backends_ok = true;
+    let (mut backends_ok, mut vault_ok) = (true, false);
     for b in state.ring.backends().iter() {
+        let kind = b.backend().kind();
         let status = match b.backend().health().await {
-            Ok(()) => json!({ "status": "ok" }),
+            Ok(()) => {
+                vault_ok |= kind == BackendKind::Vault;
+                json!({ "status": "ok" })
+            }
             Err(e) => {
                 backends_ok = false;
                 json!({ "status": "unavailable", "transient": e.is_transient() })
             }
         };
-        backends.insert(b.backend().kind().as_str().to_owned(), status);
+        backends.insert(kind.as_str().to_owned(), status);
     }
     let mut keysets = Map::new();
-    let mut signers_ok = true;
+    let mut without = Vec::new();
     for ks in state.ring.keysets() {
         let active = state.ring.active(&ks.name, now);
-        signers_ok &= active.is_some();
+        if active.is_none() {
+            without.push(ks.name.to_string());
+        }
         let rotation = state
             .rotation
             .keyset_status(&ks.name)
@@ -101,15 +117,20 @@ pub async fn evaluate(state: &AppState) -> Readiness {
             }),
         );
     }
-    let status = if storage != StorageHealth::Ok || !signers_ok {
+    let status = if !storage_ok || !without.is_empty() || !vault_ok {
         Status::Unhealthy
     } else if !backends_ok {
         Status::Degraded
     } else {
         Status::Healthy
     };
-    let rotation = json!({ "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() });
-    Readiness { status, at: now, storage, backends, keysets, rotation }
+    let services = json!({
+        "storage": storage_json(&storage, state.store.reopens()),
+        "backends": backends,
+        "keysets": keysets,
+        "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
+    });
+    Health { status, storage, storage_ok, vault_ok, keysets_without_signer: without, services }
 }
 
 fn storage_json(health: &StorageHealth, reopens: u64) -> Value {
@@ -125,19 +146,43 @@ fn storage_json(health: &StorageHealth, reopens: u64) -> Value {
     }
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
-    let r = evaluate(&state).await;
-    let code = if r.status == Status::Unhealthy { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+fn code(status: Status) -> StatusCode {
+    if status.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn livez() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let h = evaluate(&state).await;
     let body = json!({
-        "status": r.status.as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "timestamp": r.at.to_iso(),
-        "services": {
-            "storage": storage_json(&r.storage, state.store.reopens()),
-            "backends": r.backends,
-            "keysets": r.keysets,
-            "rotation": r.rotation,
+        "status": if h.status.is_ready() { "ready" } else { "not_ready" },
+        "checks": {
+            "storage": if h.storage_ok { "ok" } else { "failing" },
+            "vault": if h.vault_ok { "unlocked" } else { "unavailable" },
+            "signers": if h.keysets_without_signer.is_empty() { "ok" } else { "missing" },
         },
+        "keysetsWithoutSigner": h.keysets_without_signer,
     });
-    (code, Json(body)).into_response()
+    (code(h.status), Json(body))
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let h = evaluate(&state).await;
+    let body = json!({
+        "status": h.status.as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "timestamp": state.clock.now().to_iso(),
+        "services": h.services,
+    });
+    (code(h.status), Json(body))
 }

@@ -2,6 +2,7 @@
 //! [`AppState`] of shared services. One file per resource, handlers beside
 //! their routes. This module never touches storage tables directly.
 
+mod access;
 mod admin;
 mod api_keys;
 mod auth;
@@ -9,12 +10,12 @@ pub mod backup;
 mod code;
 mod domain_errors;
 mod error;
-mod health;
+pub mod health;
 mod identities;
 mod json;
 mod limits;
+mod metrics;
 mod params;
-mod request_id;
 mod sign;
 mod tokens;
 mod wellknown;
@@ -135,7 +136,7 @@ fn finish(router: Router<AppState>, state: AppState, listener: Listener) -> Rout
         })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limits, limits::layer))
-        .layer(middleware::from_fn(request_id::layer))
+        .layer(middleware::from_fn_with_state(state.clone(), access::layer))
         .layer(axum::Extension(listener))
         .with_state(state)
 }

@@ -91,6 +91,7 @@ async fn issue(
         algorithm: body.algorithm,
     };
     let pair = state.tokens.issue(&caller.actor(), req).await?;
+    super::metrics::count_pair(&state, &state.metrics.tokens_issued, &pair.access_token);
     Ok((StatusCode::CREATED, Json(pair_json(&pair))))
 }
 
@@ -102,6 +103,7 @@ struct RefreshBody {
 
 async fn refresh(State(state): State<AppState>, ApiJson(body): ApiJson<RefreshBody>) -> Result<Json<Value>, ApiError> {
     let pair = state.tokens.refresh(&body.refresh_token).await?;
+    super::metrics::count_pair(&state, &state.metrics.tokens_refreshed, &pair.access_token);
     Ok(Json(pair_json(&pair)))
 }
 
@@ -119,13 +121,14 @@ async fn revoke(
     ApiJson(body): ApiJson<RevokeBody>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(MANAGE)?;
-    let target = match (body.token_id, body.identity_id, body.session_id) {
-        (Some(t), _, _) => RevokeTarget::Token(t),
-        (None, Some(i), _) => RevokeTarget::Identity(i),
-        (None, None, Some(s)) => RevokeTarget::Session(s),
+    let (target, by) = match (body.token_id, body.identity_id, body.session_id) {
+        (Some(t), _, _) => (RevokeTarget::Token(t), "token"),
+        (None, Some(i), _) => (RevokeTarget::Identity(i), "identity"),
+        (None, None, Some(s)) => (RevokeTarget::Session(s), "session"),
         (None, None, None) => return Err(ApiError::invalid_request("name one of tokenId, identityId, sessionId")),
     };
     state.tokens.revoke(&caller.actor(), target, state.clock.now()).await?;
+    state.metrics.tokens_revoked.get_or_create(&crate::metrics::RevokeLabels { by }).inc();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,7 +21,6 @@ use super::{ApiError, AppState, ErrorCode};
 use crate::config::Policy;
 use crate::identities::MAX_CHAIN;
 use crate::jwks::JwksSnapshot;
-use crate::metrics::Metrics;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -46,7 +45,7 @@ async fn keyset_jwks(State(state): State<AppState>, ApiPath(name): ApiPath<Strin
 }
 
 fn serve(state: &AppState, headers: &HeaderMap, snapshot: &Arc<JwksSnapshot>) -> Response {
-    Metrics::inc(&state.metrics.jwks_requests);
+    state.metrics.jwks_requests.inc();
     let max_age = state.ring.max_age(snapshot, state.clock.now_millis(), state.config.policy.jwks.max_age_cap);
     let cache = format!("public, max-age={}, must-revalidate", max_age.as_secs());
     let mut common = HeaderMap::new();
@@ -59,7 +58,7 @@ fn serve(state: &AppState, headers: &HeaderMap, snapshot: &Arc<JwksSnapshot>) ->
     let not_modified =
         headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| snapshot.matches(v));
     if not_modified {
-        Metrics::inc(&state.metrics.jwks_not_modified);
+        state.metrics.jwks_not_modified.inc();
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
     common.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -77,6 +76,8 @@ const ENDPOINTS: &[(&str, &str, &[&str], &str, &str)] = &[
     ("keyset_jwks", "/v1/keysets/%7Bname%7D/jwks.json", &["GET"], "none", "A sign keyset's public keys"),
     ("health", "/health", &["GET"], "none", "Liveness"),
     ("health_detail", "/v1/health", &["GET"], "none", "Service health: storage, key backends, signers"),
+    ("livez", "/livez", &["GET"], "none", "Liveness probe"),
+    ("readyz", "/readyz", &["GET"], "none", "Readiness probe: 503 unless the store, the vault and every signer are up"),
     ("tokens", "/v1/tokens", &["POST"], "bearer_token", "Issue a token pair"),
     ("tokens_refresh", "/v1/tokens/refresh", &["POST"], "none", "Exchange a refresh token (single use) for a new pair"),
     ("token_revocation", "/v1/tokens/revoke", &["POST"], "bearer_token", "Revoke by tokenId, identityId or sessionId"),

@@ -49,6 +49,21 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// How many calls the bucket would allow at `now` (for `/metrics`); takes none.
+    pub fn available(&self, now: Instant) -> f64 {
+        let burst = f64::from(self.budget.burst.max(1));
+        let Ok(guard) = self.level.lock() else { return 0.0 };
+        match guard.as_ref() {
+            None => burst,
+            Some(level) => {
+                let elapsed = now.saturating_duration_since(level.at).as_secs_f64();
+                (level.tokens + elapsed * f64::from(self.budget.rate.max(1))).min(burst)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +85,17 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         assert!(bucket.try_take(later).is_ok() && bucket.try_take(later).is_ok());
         assert!(bucket.try_take(later).is_err());
+    }
+
+    #[test]
+    fn available_shows_the_level_without_taking() {
+        let bucket = TokenBucket::new(Budget { rate: 4, burst: 2 });
+        let t0 = Instant::now();
+        assert_eq!(bucket.available(t0), 2.0);
+        bucket.try_take(t0).unwrap();
+        assert_eq!(bucket.available(t0), 1.0);
+        assert_eq!(bucket.available(t0), 1.0, "looking takes nothing");
+        assert_eq!(bucket.available(t0 + Duration::from_millis(125)), 1.5);
     }
 
     #[test]

@@ -280,4 +280,9 @@ impl KeyBackend for AwsKmsBackend {
             .map(drop)
             .map_err(|e| self.failure("ListKeys", e).into_backend(None))
     }
+
+    fn budget_remaining(&self) -> Vec<(&'static str, f64)> {
+        let now = Instant::now();
+        vec![("rsa", self.rsa.available(now)), ("ecc", self.ecc.available(now))]
+    }
 }

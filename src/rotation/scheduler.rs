@@ -124,9 +124,10 @@ impl Rotation {
             Action::Promote { kid } => {
                 let mut k = owned(records, &kid)?;
                 k.schedule.activated_at = now;
-                self.ring
-                    .put(vec![k], AuditEvent::new(now, "scheduler", AuditAction::KeyPromote).target(kid.as_str()))
-                    .await?;
+                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyPromote)
+                    .target(kid.as_str())
+                    .detail(serde_json::json!({ "keyset": ks.name.as_str() }));
+                self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: activated waiting key {kid}", ks.name))
             }
             Action::Successor { activate_at } => {
@@ -140,7 +141,9 @@ impl Rotation {
                     b.backend().destroy(&kid).await.map_err(RingError::from)?;
                 }
                 k.handle = KeyHandle::Destroyed;
-                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyDestroy).target(kid.as_str());
+                let event = AuditEvent::new(now, "scheduler", AuditAction::KeyDestroy)
+                    .target(kid.as_str())
+                    .detail(serde_json::json!({ "keyset": ks.name.as_str() }));
                 self.ring.put(vec![k], event).await?;
                 Ok(format!("{}: destroyed private material of {kid}", ks.name))
             }

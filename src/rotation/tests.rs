@@ -68,7 +68,11 @@ async fn a_failing_backend_in_one_keyset_does_not_stop_another_keysets_rotation(
         keyset("edge", BackendKind::Vault, Some("*/10 * * * * *")),
     ];
     let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_001)));
-    let ring = Arc::new(KeyRing::open(store.clone(), backends, keysets, clock.clone()).await.unwrap());
+    let ring = Arc::new(
+        KeyRing::open(store.clone(), backends, keysets, clock.clone(), Arc::new(crate::metrics::Metrics::new()))
+            .await
+            .unwrap(),
+    );
     let policy = RotationPolicy {
         publish_lead: Duration::from_secs(2),
         overlap: Duration::from_secs(10),

@@ -50,6 +50,21 @@ impl EventKind {
 }
 
 impl Rotation {
+    /// When `keyset`'s signer next changes: a waiting successor's activation,
+    /// else the scheduled rotation's (none while paused or unscheduled). The
+    /// same instant as the plan's `activate` event.
+    pub fn next_activation(&self, keyset: &KeysetName) -> Option<Timestamp> {
+        let now = self.clock.now();
+        let records = self.records_of(keyset);
+        let refs = refs(&records);
+        if let Some(waiting) = plan::active_and_waiting(&refs, now).1 {
+            return Some(waiting.schedule.activated_at);
+        }
+        let ks = self.ring.keysets().iter().find(|k| &k.name == keyset)?.clone();
+        let schedule = ks.schedule.as_ref().filter(|_| !self.is_paused())?;
+        plan::next_rotation(now, &refs, schedule, &self.policy).map(|(_, activate)| activate)
+    }
+
     /// The next events of every keyset, earliest first (a dry run).
     pub fn timeline(&self) -> Timeline {
         let now = self.clock.now();

@@ -27,7 +27,7 @@ mod txn;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redb::{ReadableDatabase, TableDefinition};
@@ -40,6 +40,12 @@ pub use tokens::Collected;
 pub use txn::{AuditRows, Reader, Writer};
 
 use engine::Engine;
+
+use crate::audit::AuditEvent;
+use crate::context::RequestContext;
+
+/// Told of every audit event once its transaction has committed (metrics).
+pub type AuditObserver = Box<dyn Fn(&AuditEvent) + Send + Sync>;
 
 /// Small named values: schema version, the wrapped vault data key (both
 /// stored bare, see [`is_bare_meta`]), and sealed [`MetaValue`]s.
@@ -128,6 +134,13 @@ pub struct Store {
     /// transaction until its memory update is done, so that memory sees those
     /// changes in commit order.
     apply_order: Arc<Mutex<()>>,
+    observer: Arc<OnceLock<AuditObserver>>,
+}
+
+/// The request being served by the calling task (read before the work moves
+/// to the blocking pool, where there is none).
+fn context() -> Option<Arc<RequestContext>> {
+    crate::context::current()
 }
 
 /// Transactions run through [`Store::read`] and [`Store::write`], for
@@ -151,7 +164,18 @@ const PROBE_QUIET: Duration = Duration::from_secs(5);
 
 impl Store {
     fn with_engine(engine: Engine, mac: RecordKey) -> Self {
-        Self { engine: Arc::new(engine), counters: Arc::default(), mac, apply_order: Arc::default() }
+        Self {
+            engine: Arc::new(engine),
+            counters: Arc::default(),
+            mac,
+            apply_order: Arc::default(),
+            observer: Arc::default(),
+        }
+    }
+
+    /// Sets the observer of committed audit events (once; later calls are ignored).
+    pub fn observe_audit(&self, observer: AuditObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Whether the store works, or has failed (an I/O fault) and not
@@ -202,7 +226,8 @@ impl Store {
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let (engine, mac) = (self.engine.clone(), self.mac.clone());
-        tokio::task::spawn_blocking(move || Self::write_blocking(&engine, mac, f))
+        let (observer, context) = (self.observer.clone(), context());
+        tokio::task::spawn_blocking(move || Self::write_blocking(&engine, mac, (context, &observer), f))
             .await
             .map_err(|e| StorageError::Join(e.to_string()))?
     }
@@ -226,10 +251,11 @@ impl Store {
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let (engine, mac, order) = (self.engine.clone(), self.mac.clone(), self.apply_order.clone());
+        let (observer, context) = (self.observer.clone(), context());
         tokio::task::spawn_blocking(move || {
             // A panic elsewhere poisons nothing this lock guards (it holds no data).
             let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
-            let out = Self::write_blocking(&engine, mac, write)?;
+            let out = Self::write_blocking(&engine, mac, (context, &observer), write)?;
             apply(&out);
             Ok(out)
         })
@@ -242,7 +268,7 @@ impl Store {
     /// commit uses [`commit_then_apply`](Self::commit_then_apply) instead.
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Self::write_blocking(&self.engine, self.mac.clone(), f)
+        Self::write_blocking(&self.engine, self.mac.clone(), (context(), &self.observer), f)
     }
 
     /// [`read`](Self::read) without a blocking task, for tests.
@@ -271,14 +297,22 @@ impl Store {
     fn write_blocking<T, E: From<StorageError>>(
         engine: &Engine,
         mac: RecordKey,
+        (context, observer): (Option<Arc<RequestContext>>, &OnceLock<AuditObserver>),
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
     ) -> Result<T, E> {
         let held = engine.hold()?;
-        let mut w = Writer { txn: held.db()?.begin_write().map_err(|e| engine.observe(e))?, mac };
+        let txn = held.db()?.begin_write().map_err(|e| engine.observe(e))?;
+        let mut w = Writer { txn, mac, context, audited: Vec::new() };
         match f(&mut w) {
             Ok(out) => {
                 w.txn.commit().map_err(|e| engine.observe(e))?;
                 engine.committed();
+                for event in &w.audited {
+                    crate::audit::log_committed(event);
+                    if let Some(observe) = observer.get() {
+                        observe(event);
+                    }
+                }
                 Ok(out)
             }
             Err(e) => {

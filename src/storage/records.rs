@@ -31,6 +31,8 @@ use crate::keys::KeyRecord;
 /// A value stored in a table, with its current format version.
 pub trait Record: Serialize + DeserializeOwned {
     const VERSION: u32;
+    /// The oldest format version that still decodes (as this type, unchanged).
+    const OLDEST_VERSION: u32 = Self::VERSION;
 
     fn encode(&self) -> Vec<u8> {
         // Serializing plain data structs to JSON cannot fail.
@@ -38,7 +40,7 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 
     fn decode(table: &'static str, key: &str, bytes: &[u8]) -> Result<Self, StorageError> {
-        parse(table, key, bytes, Self::VERSION)
+        parse(table, key, bytes, Self::OLDEST_VERSION..=Self::VERSION)
     }
 }
 
@@ -65,7 +67,7 @@ pub trait Sealed: Serialize + DeserializeOwned {
         let corrupt = |reason: &str| StorageError::Corrupt { table, key: key.to_owned(), reason: reason.to_owned() };
         let (body, tag) = split_mac(bytes).ok_or_else(|| corrupt(NO_MAC))?;
         mac.check_record(table, key, &body, tag).map_err(|_| corrupt(BAD_MAC))?;
-        parse(table, key, &body, Self::VERSION)
+        parse(table, key, &body, Self::VERSION..=Self::VERSION)
     }
 
     /// Reads a record as the format before MACs wrote it (upgrade only).
@@ -73,7 +75,7 @@ pub trait Sealed: Serialize + DeserializeOwned {
         if has_mac(bytes) {
             return Err(StorageError::Corrupt { table, key: key.to_owned(), reason: MAC_WITHOUT_MARKER.into() });
         }
-        parse(table, key, bytes, Self::UNSEALED_VERSION)
+        parse(table, key, bytes, Self::UNSEALED_VERSION..=Self::UNSEALED_VERSION)
     }
 }
 
@@ -104,11 +106,17 @@ fn split_mac(bytes: &[u8]) -> Option<(Vec<u8>, &str)> {
     Some((object, std::str::from_utf8(tag).ok()?))
 }
 
-fn parse<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8], version: u32) -> Result<T, StorageError> {
+fn parse<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+    versions: std::ops::RangeInclusive<u32>,
+) -> Result<T, StorageError> {
     let corrupt = |reason: String| StorageError::Corrupt { table, key: key.to_owned(), reason };
     let versioned: Versioned<T> = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
-    if versioned.v != version {
-        return Err(corrupt(format!("format version {} (expected {version})", versioned.v)));
+    if !versions.contains(&versioned.v) {
+        let expected = versions.end();
+        return Err(corrupt(format!("format version {} (expected {expected})", versioned.v)));
     }
     Ok(versioned.body)
 }
@@ -139,8 +147,12 @@ impl Sealed for ApiKeyRecord {
     const VERSION: u32 = 2;
 }
 
+/// Format 2 added the optional `request_id` and `client` members. A format 1
+/// entry decodes as one without them and its hash still verifies; an older
+/// kmsd refuses a format 2 entry rather than report a broken chain.
 impl Record for AuditEntry {
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    const OLDEST_VERSION: u32 = 1;
 }
 
 #[cfg(test)]
@@ -285,9 +297,26 @@ pub(super) mod tests {
         let k = zero_key();
         let event = AuditEvent::new(Timestamp::from_unix(9), "system", AuditAction::VaultInit).target("vault");
         let entry = AuditEntry::chain(None, event.clone(), Link::Keyed(&k));
-        let golden = r#"{"v":1,"seq":1,"at":9,"actor":"system","action":"vault.init","target":"vault","detail":null,"prev_hash":"","hash":"e0c2133b4076a3dee8b1f6f9ae400764e8e1b2aef3f0ffb0143463d3f258e802"}"#;
+        // Format 1 (before request stamps) still decodes, and its hash verifies.
+        let v1 = r#"{"v":1,"seq":1,"at":9,"actor":"system","action":"vault.init","target":"vault","detail":null,"prev_hash":"","hash":"e0c2133b4076a3dee8b1f6f9ae400764e8e1b2aef3f0ffb0143463d3f258e802"}"#;
+        let old = AuditEntry::decode("audit", "1", v1.as_bytes()).unwrap();
+        assert_eq!(old, entry);
+        assert!(old.is_intact_after(None, Link::Keyed(&k)));
+        let golden = r#"{"v":2,"seq":1,"at":9,"actor":"system","action":"vault.init","target":"vault","detail":null,"prev_hash":"","hash":"e0c2133b4076a3dee8b1f6f9ae400764e8e1b2aef3f0ffb0143463d3f258e802"}"#;
         assert_eq!(String::from_utf8(entry.encode()).unwrap(), golden);
         assert_eq!(AuditEntry::decode("audit", "1", golden.as_bytes()).unwrap(), entry);
+        // Format 2 with a request's stamp: the id and address are hashed too.
+        let mut stamped =
+            AuditEvent::new(Timestamp::from_unix(9), "ak_0123", crate::audit::AuditAction::KeyRotate).target("kid");
+        stamped.request_id = Some("req_1".into());
+        stamped.client = Some("127.0.0.1".into());
+        let entry2 = AuditEntry::chain(None, stamped, Link::Keyed(&k));
+        let golden2 = r#"{"v":2,"seq":1,"at":9,"actor":"ak_0123","action":"key.rotate","target":"kid","detail":null,"request_id":"req_1","client":"127.0.0.1","prev_hash":"","hash":"4b479d46235408c59793e8fd5caac325fb2d56a34b4c2e90871fca6c54942533"}"#;
+        assert_eq!(String::from_utf8(entry2.encode()).unwrap(), golden2);
+        assert_eq!(AuditEntry::decode("audit", "1", golden2.as_bytes()).unwrap(), entry2);
+        let mut moved = entry2.clone();
+        moved.event.request_id = Some("req_2".into());
+        assert!(!moved.is_intact_after(None, Link::Keyed(&k)), "the stamp is covered by the hash");
         // Entries from before keyed hashes keep their plain SHA-256.
         let plain = AuditEntry::chain(None, event, Link::Sha256);
         assert_eq!(
@@ -300,7 +329,7 @@ pub(super) mod tests {
 
     #[test]
     fn unknown_versions_and_garbage_are_corrupt_not_panics() {
-        let err = AuditEntry::decode("audit", "7", br#"{"v":2}"#).unwrap_err();
+        let err = AuditEntry::decode("audit", "7", br#"{"v":3}"#).unwrap_err();
         assert!(err.to_string().contains("table audit, record 7"), "{err}");
         assert!(AuditEntry::decode("audit", "7", b"\xff\x00").is_err());
         let k = zero_key();

@@ -132,6 +132,10 @@ impl Reader {
 pub struct Writer {
     pub(super) txn: redb::WriteTransaction,
     pub(super) mac: RecordKey,
+    /// The request this transaction is for, if any: stamped on its audit events.
+    pub(super) context: Option<std::sync::Arc<crate::context::RequestContext>>,
+    /// Audit events written, logged and observed once the transaction commits.
+    pub(super) audited: Vec<AuditEvent>,
 }
 
 impl Writer {
@@ -194,8 +198,10 @@ impl Writer {
             Some((k, v)) => Some(AuditEntry::decode("audit", &k.value().to_string(), v.value())?),
             None => None,
         };
+        let event = event.stamped(self.context.as_deref());
         let entry = AuditEntry::chain(prev.as_ref(), event, Link::Keyed(&self.mac));
         table.insert(entry.seq, entry.encode().as_slice())?;
+        self.audited.push(entry.event.clone());
         Ok(entry)
     }
 }

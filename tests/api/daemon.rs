@@ -89,10 +89,14 @@ impl Daemon {
         loop {
             let ready = output.lock().unwrap().lines().find(|l| l.contains("kmsd listening")).map(str::to_owned);
             if let Some(line) = ready {
+                // `public=ADDR` in text logs, `"public":"ADDR"` in JSON ones.
                 let field = |name: &str| {
-                    let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+                    let (start, end) = match line.find(&format!("{name}=")) {
+                        Some(i) => (i + name.len() + 1, ' '),
+                        None => (line.find(&format!("\"{name}\":\"")).unwrap() + name.len() + 4, '"'),
+                    };
                     let rest = &line[start..];
-                    format!("http://{}", rest.split_whitespace().next().unwrap())
+                    format!("http://{}", rest.split(end).next().unwrap().trim())
                 };
                 return Ok(Daemon { public: field("public"), admin: field("admin"), child, output });
             }
@@ -118,6 +122,17 @@ impl Daemon {
     /// Everything the daemon has printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`).
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").args([format!("-{signal}"), self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill -{signal} failed");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGKILL: no draining, no clean shutdown (a crash).

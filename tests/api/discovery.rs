@@ -294,6 +294,8 @@ async fn discovery_lifetimes_default_to_the_contract_values() {
 const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/v1/health"),
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/v1/keysets/{name}/jwks.json"),
     ("GET", "/.well-known/agent-configuration"),

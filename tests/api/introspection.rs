@@ -49,7 +49,7 @@ async fn introspection_takes_the_token_in_a_post_body_and_no_log_line_records_it
     assert_eq!(resp.status().as_u16(), 403, "an access token without token:read");
 
     let (_, out) = e.d.stop();
-    assert!(out.contains("served"), "debug request lines were written: {out}");
+    assert!(out.contains("kmsd::http::access: access"), "access log lines were written: {out}");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!out.contains(signature), "a token reached the log:\n{out}");
     assert!(!out.contains("token="), "a query string reached the log:\n{out}");

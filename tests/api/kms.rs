@@ -10,6 +10,7 @@ mod emulator;
 mod faults;
 mod lifecycle;
 mod proxy;
+mod readiness;
 mod vault_kek;
 
 use std::collections::HashSet;

@@ -31,6 +31,7 @@ mod jwks;
 mod kms;
 mod lasting_changes;
 mod migration;
+mod observe;
 mod oidc;
 mod packaging;
 mod revocation;
