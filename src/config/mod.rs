@@ -16,6 +16,7 @@ mod connections;
 mod duration;
 mod file;
 mod policy;
+mod storage;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 pub use connections::ConnectionLimits;
 pub use duration::render as render_duration;
 pub use policy::{JwksPolicy, Policy, RotationPolicy, TokenPolicy};
+pub use storage::{PostgresSettings, StorageConfigError, StorageEngine, UrlSource, DEFAULT_STORAGE_URL_ENV};
 
 use crate::auth_limit::LimitPolicy;
 
@@ -93,6 +95,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Memory redb may use for cached and pending pages (`storage.cache_mib`).
     pub store_cache_bytes: usize,
+    /// `[storage] engine`: redb, or PostgreSQL (refused at start for now).
+    pub storage_engine: StorageEngine,
     pub kek: KekSource,
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
@@ -235,6 +239,7 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)], problems: &mut P
         [named("vault", "kek_env"), named("vault", "passphrase_env"), named("migration", "secret_env")]
             .into_iter()
             .flatten()
+            .chain([storage::url_env_name(named("storage", "url_env").as_deref())])
             .chain([DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV, DEFAULT_HS256_SECRET_ENV].map(str::to_owned))
             .collect();
     for (name, value) in env {
@@ -312,6 +317,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(4..=65_536).contains(&cache_mib) {
         problems.add("storage.cache_mib", format!("{cache_mib} is outside 4..=65536"));
     }
+    let storage_engine = storage::storage_engine(raw.storage, problems);
     let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {
@@ -333,6 +339,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         body_limit: usize::try_from(body_limit).ok()?,
         connections,
         store_cache_bytes: usize::try_from(cache_mib << 20).ok()?,
+        storage_engine: storage_engine?,
         kek: kek?,
         keysets,
         policy: policy?,

@@ -17,6 +17,7 @@
 
 mod integrity;
 mod mac;
+pub mod postgres;
 mod records;
 mod tokens;
 

@@ -5,6 +5,7 @@
 mod daemon;
 mod fleet;
 mod node;
+mod postgres;
 mod python;
 
 mod api_keys;
