@@ -19,13 +19,13 @@ pub const DEFAULT_STORAGE_URL_ENV: &str = "KMSD_STORAGE_URL";
 #[derive(Clone, Debug)]
 pub enum StorageEngine {
     Redb,
-    Postgres(PostgresSettings),
+    Postgres(Box<PostgresSettings>),
 }
 
 /// Where the URL comes from.
 #[derive(Clone, Debug)]
 pub enum UrlSource {
-    Inline(PgUrl),
+    Inline(Box<PgUrl>),
     /// The variable's name; its value is read at start.
     Env(String),
 }
@@ -61,7 +61,7 @@ impl PostgresSettings {
     /// The URL, read from the environment now if it comes from there.
     pub fn resolve_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<PgUrl, StorageConfigError> {
         match &self.url {
-            UrlSource::Inline(url) => Ok(url.clone()),
+            UrlSource::Inline(url) => Ok(PgUrl::clone(url)),
             UrlSource::Env(var) => {
                 let text = env(var).ok_or_else(|| StorageConfigError::UrlEnvUnset(var.clone()))?;
                 PgUrl::parse(&text).map_err(|source| StorageConfigError::UrlEnvInvalid { var: var.clone(), source })
@@ -95,7 +95,7 @@ pub(super) fn storage_engine(raw: StorageSection, problems: &mut Problems) -> Op
             postgres_only(problems, "statement_timeout", raw.statement_timeout.is_some());
             StorageEngine::Redb
         }
-        "postgres" => StorageEngine::Postgres(postgres_settings(raw, problems)?),
+        "postgres" => StorageEngine::Postgres(Box::new(postgres_settings(raw, problems)?)),
         other => {
             problems.add("storage.engine", format!("{other:?} is not an engine (\"redb\" or \"postgres\")"));
             return None;
@@ -109,9 +109,10 @@ fn postgres_settings(raw: StorageSection, problems: &mut Problems) -> Option<Pos
             problems.add("storage.url", "give url or url_env, not both");
             None
         }
-        (Some(text), None) => {
-            PgUrl::parse(&text).map(UrlSource::Inline).map_err(|e| problems.add("storage.url", e.to_string())).ok()
-        }
+        (Some(text), None) => PgUrl::parse(&text)
+            .map(|url| UrlSource::Inline(Box::new(url)))
+            .map_err(|e| problems.add("storage.url", e.to_string()))
+            .ok(),
         (None, env) => Some(UrlSource::Env(url_env_name(env.as_deref()))),
     };
     let pool_size = raw.pool_size.unwrap_or(8);

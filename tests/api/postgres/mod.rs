@@ -4,6 +4,7 @@
 //! Every wait is bounded.
 
 mod audit;
+mod engine;
 mod feed;
 pub mod harness;
 mod lease;
