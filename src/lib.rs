@@ -10,7 +10,8 @@
 //! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
 //! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans;
 //!   and a KMS key as the vault's KEK (envelope).
-//! - [`storage`]: the redb store; every table and record encoding; record MACs.
+//! - [`storage`]: the redb store; every table and record encoding; record MACs;
+//!   the PostgreSQL pieces for HA (`storage::postgres`, not yet serving).
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
 //! - [`rotation`]: the reconcile loop (pure `plan`), revoke, rollback, pause.

@@ -67,6 +67,8 @@ pub enum AppError {
     Rotation(#[from] crate::rotation::RotationError),
     #[error("HS256 migration: {0}")]
     Migration(#[from] crate::migration::MigrationError),
+    #[error(transparent)]
+    StorageEngine(#[from] crate::config::StorageConfigError),
 }
 
 /// What `init` created. The bootstrap key is only here when kmsd generated it.
@@ -104,6 +106,7 @@ impl App {
         bootstrap: Option<&str>,
         force_new_store: bool,
     ) -> Result<InitReport, AppError> {
+        config.storage_engine.refuse_unsupported()?;
         let store_path = config.store_path();
         if store_path.exists() {
             return Err(AppError::AlreadyInitialized { path: config.data_dir.clone() });
@@ -168,6 +171,7 @@ impl App {
     /// wrapped data key before the store is opened for writing, so a wrong KEK
     /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
+        config.storage_engine.refuse_unsupported()?;
         let path = config.store_path();
         if !path.exists() {
             return Err(AppError::NotInitialized { path: config.data_dir.clone() });

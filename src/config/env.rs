@@ -30,6 +30,7 @@ pub(super) fn apply_env(table: &mut toml::Table, env: &[(String, String)], probl
         [named("vault", "kek_env"), named("vault", "passphrase_env"), named("migration", "secret_env")]
             .into_iter()
             .flatten()
+            .chain([super::storage::url_env_name(named("storage", "url_env").as_deref())])
             .chain([DEFAULT_KEK_ENV, DEFAULT_PASSPHRASE_ENV, DEFAULT_HS256_SECRET_ENV].map(str::to_owned))
             .collect();
     for (name, value) in env {

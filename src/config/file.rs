@@ -80,6 +80,12 @@ pub struct HttpSection {
 #[serde(default)]
 pub struct StorageSection {
     pub cache_mib: Option<u64>,
+    /// `redb` (default) or `postgres`.
+    pub engine: Option<String>,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub pool_size: Option<u64>,
+    pub statement_timeout: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,7 @@ mod keysets;
 mod log;
 mod plan;
 mod policy;
+mod storage;
 mod tls;
 mod vault;
 
@@ -36,6 +37,7 @@ pub use duration::render as render_duration;
 pub use log::{LogConfig, LogFormat};
 pub use plan::offline_plan;
 pub use policy::Policy;
+pub use storage::{PostgresSettings, StorageConfigError, StorageEngine, UrlSource, DEFAULT_STORAGE_URL_ENV};
 pub use tls::{ListenTls, TlsFiles};
 
 use crate::auth_limit::LimitPolicy;
@@ -75,6 +77,8 @@ pub struct Config {
     pub tls: ListenTls,
     /// Memory redb may use for cached and pending pages (`storage.cache_mib`).
     pub store_cache_bytes: usize,
+    /// `[storage] engine`: redb, or PostgreSQL (refused at start for now).
+    pub storage_engine: StorageEngine,
     pub kek: KekSource,
     pub keysets: Vec<Keyset>,
     pub policy: Policy,
@@ -244,6 +248,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(4..=65_536).contains(&cache_mib) {
         problems.add("storage.cache_mib", format!("{cache_mib} is outside 4..=65536"));
     }
+    let storage_engine = storage::storage_engine(raw.storage, problems);
     let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {
@@ -267,6 +272,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
         connections,
         tls,
         store_cache_bytes: usize::try_from(cache_mib << 20).ok()?,
+        storage_engine: storage_engine?,
         kek: kek?,
         keysets,
         policy: policy?,

@@ -21,6 +21,7 @@ mod integrity;
 mod mac;
 mod open;
 mod overlay;
+pub mod postgres;
 mod records;
 mod tokens;
 mod txn;

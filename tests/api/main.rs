@@ -9,6 +9,7 @@ mod daemon;
 mod fleet;
 mod node;
 mod pki;
+mod postgres;
 mod python;
 mod support;
 

@@ -1,0 +1,209 @@
+//! `[storage]`: which engine holds the store, checked. `engine = "redb"` (the
+//! default: one file in the data dir) or `"postgres"` with a connection URL,
+//! given inline as `url` or, better, in the environment variable `url_env`
+//! (default `KMSD_STORAGE_URL`), read at start and never logged: the URL is
+//! held as a [`PgUrl`], whose `Debug` and `Display` hide the password.
+//!
+//! The PostgreSQL engine is parsed and checked here but refused at start
+//! ([`StorageConfig::refuse_unsupported`]) until the store seam lands.
+
+use std::time::Duration;
+
+use super::file::StorageSection;
+use super::{duration_or, Problems};
+use crate::storage::postgres::pool::PoolConfig;
+use crate::storage::postgres::PgUrl;
+
+pub const DEFAULT_STORAGE_URL_ENV: &str = "KMSD_STORAGE_URL";
+
+#[derive(Clone, Debug)]
+pub enum StorageEngine {
+    Redb,
+    Postgres(Box<PostgresSettings>),
+}
+
+/// Where the URL comes from.
+#[derive(Clone, Debug)]
+pub enum UrlSource {
+    Inline(Box<PgUrl>),
+    /// The variable's name; its value is read at start.
+    Env(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct PostgresSettings {
+    pub url: UrlSource,
+    pub pool_size: usize,
+    pub statement_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageConfigError {
+    #[error("storage.engine = \"postgres\" is not yet supported by this kmsd (the store seam is in progress, see README \"High availability (in progress)\"); use engine = \"redb\"")]
+    NotYetSupported,
+    #[error("storage.url_env: environment variable {0} is not set")]
+    UrlEnvUnset(String),
+    #[error("storage.url_env: {var}: {source}")]
+    UrlEnvInvalid { var: String, source: crate::storage::postgres::UrlError },
+}
+
+impl StorageEngine {
+    /// The engines `serve` can run today: redb only.
+    pub fn refuse_unsupported(&self) -> Result<(), StorageConfigError> {
+        match self {
+            StorageEngine::Redb => Ok(()),
+            StorageEngine::Postgres(_) => Err(StorageConfigError::NotYetSupported),
+        }
+    }
+}
+
+impl PostgresSettings {
+    /// The URL, read from the environment now if it comes from there.
+    pub fn resolve_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<PgUrl, StorageConfigError> {
+        match &self.url {
+            UrlSource::Inline(url) => Ok(PgUrl::clone(url)),
+            UrlSource::Env(var) => {
+                let text = env(var).ok_or_else(|| StorageConfigError::UrlEnvUnset(var.clone()))?;
+                PgUrl::parse(&text).map_err(|source| StorageConfigError::UrlEnvInvalid { var: var.clone(), source })
+            }
+        }
+    }
+
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig { size: self.pool_size, statement_timeout: self.statement_timeout, ..PoolConfig::default() }
+    }
+}
+
+/// The variable that `[storage]` reads the URL from (so that the override
+/// mechanism leaves it alone).
+pub(super) fn url_env_name(url_env: Option<&str>) -> String {
+    url_env.unwrap_or(DEFAULT_STORAGE_URL_ENV).to_owned()
+}
+
+/// `[storage]` but `cache_mib` (the redb cache, checked with the other sizes).
+pub(super) fn storage_engine(raw: StorageSection, problems: &mut Problems) -> Option<StorageEngine> {
+    let postgres_only = |problems: &mut Problems, field: &str, set: bool| {
+        if set {
+            problems.add(format!("storage.{field}"), "applies only to engine = \"postgres\"");
+        }
+    };
+    Some(match raw.engine.as_deref().unwrap_or("redb") {
+        "redb" => {
+            postgres_only(problems, "url", raw.url.is_some());
+            postgres_only(problems, "url_env", raw.url_env.is_some());
+            postgres_only(problems, "pool_size", raw.pool_size.is_some());
+            postgres_only(problems, "statement_timeout", raw.statement_timeout.is_some());
+            StorageEngine::Redb
+        }
+        "postgres" => StorageEngine::Postgres(Box::new(postgres_settings(raw, problems)?)),
+        other => {
+            problems.add("storage.engine", format!("{other:?} is not an engine (\"redb\" or \"postgres\")"));
+            return None;
+        }
+    })
+}
+
+fn postgres_settings(raw: StorageSection, problems: &mut Problems) -> Option<PostgresSettings> {
+    let url = match (raw.url, raw.url_env) {
+        (Some(_), Some(_)) => {
+            problems.add("storage.url", "give url or url_env, not both");
+            None
+        }
+        (Some(text), None) => PgUrl::parse(&text)
+            .map(|url| UrlSource::Inline(Box::new(url)))
+            .map_err(|e| problems.add("storage.url", e.to_string()))
+            .ok(),
+        (None, env) => Some(UrlSource::Env(url_env_name(env.as_deref()))),
+    };
+    let pool_size = raw.pool_size.unwrap_or(8);
+    if !(1..=256).contains(&pool_size) {
+        problems.add("storage.pool_size", format!("{pool_size} is outside 1..=256"));
+    }
+    let statement_timeout = duration_or(problems, "storage.statement_timeout", raw.statement_timeout, 5);
+    if !(1..=600).contains(&statement_timeout.as_secs()) {
+        problems.add("storage.statement_timeout", "must be within 1s..=600s");
+    }
+    Some(PostgresSettings { url: url?, pool_size: usize::try_from(pool_size).ok()?, statement_timeout })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::DurationText;
+
+    fn check(raw: StorageSection) -> (Option<StorageEngine>, Vec<String>) {
+        let mut problems = Problems::default();
+        let c = storage_engine(raw, &mut problems);
+        (c, problems.0.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect())
+    }
+
+    #[test]
+    fn redb_is_the_default_and_postgres_is_parsed_but_refused_at_start() {
+        let (c, problems) = check(StorageSection::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        let c = c.unwrap();
+        assert!(matches!(c, StorageEngine::Redb));
+        assert!(c.refuse_unsupported().is_ok());
+
+        let raw = StorageSection { engine: Some("postgres".into()), pool_size: Some(4), ..Default::default() };
+        let (c, problems) = check(raw);
+        assert!(problems.is_empty(), "{problems:?}");
+        let c = c.unwrap();
+        let StorageEngine::Postgres(pg) = &c else { panic!("{c:?}") };
+        assert!(matches!(&pg.url, UrlSource::Env(v) if v == DEFAULT_STORAGE_URL_ENV));
+        assert_eq!((pg.pool_size, pg.statement_timeout), (4, Duration::from_secs(5)));
+        let err = c.refuse_unsupported().unwrap_err().to_string();
+        assert!(err.contains("not yet supported"), "{err}");
+    }
+
+    #[test]
+    fn the_url_password_never_appears_in_debug_or_problems() {
+        let secret = "hunter2-very-secret";
+        let raw = StorageSection {
+            engine: Some("postgres".into()),
+            url: Some(format!("postgres://kmsd:{secret}@db.internal:5432/kmsd")),
+            ..Default::default()
+        };
+        let (c, problems) = check(raw);
+        assert!(problems.is_empty(), "{problems:?}");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains(secret) && shown.contains("kmsd:***@db.internal"), "{shown}");
+
+        let bad = StorageSection {
+            engine: Some("postgres".into()),
+            url: Some(format!("postgres://kmsd:{secret}@db.internal:notaport/kmsd")),
+            ..Default::default()
+        };
+        let (_, problems) = check(bad);
+        assert!(problems.iter().any(|p| p.starts_with("storage.url:")), "{problems:?}");
+        assert!(!format!("{problems:?}").contains(secret), "{problems:?}");
+
+        let pg = PostgresSettings {
+            url: UrlSource::Env("PG_URL".into()),
+            pool_size: 1,
+            statement_timeout: Duration::from_secs(1),
+        };
+        let from_env = |_: &str| Some(format!("postgres://kmsd:{secret}@db:x/k"));
+        let err = pg.resolve_url(from_env).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains(secret), "{err}");
+        assert!(matches!(pg.resolve_url(|_| None), Err(StorageConfigError::UrlEnvUnset(v)) if v == "PG_URL"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let raw = StorageSection {
+            engine: Some("postgres".into()),
+            url: Some("postgres://db/k".into()),
+            url_env: Some("X".into()),
+            pool_size: Some(0),
+            statement_timeout: Some(DurationText::Seconds(0)),
+            ..Default::default()
+        };
+        let (_, problems) = check(raw);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        let (_, problems) = check(StorageSection { pool_size: Some(3), ..Default::default() });
+        assert_eq!(problems, ["storage.pool_size: applies only to engine = \"postgres\""]);
+        let (_, problems) = check(StorageSection { engine: Some("sqlite".into()), ..Default::default() });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+}
