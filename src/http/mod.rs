@@ -13,6 +13,7 @@ mod health;
 mod identities;
 mod json;
 mod limits;
+mod openapi;
 mod params;
 mod request_id;
 mod sign;
@@ -81,14 +82,19 @@ pub fn public_router(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(tokens::routes())
         .merge(identities::routes())
-        .merge(sign::routes());
+        .merge(sign::routes())
+        .merge(openapi::routes());
     finish(router, state, Listener::Public)
 }
 
 /// The admin listener (loopback by default).
 pub fn admin_router(state: AppState) -> Router {
-    let router =
-        Router::new().merge(health::routes()).merge(admin::routes()).merge(backup::routes()).merge(api_keys::routes());
+    let router = Router::new()
+        .merge(health::routes())
+        .merge(admin::routes())
+        .merge(backup::routes())
+        .merge(api_keys::routes())
+        .merge(openapi::routes());
     finish(router, state, Listener::Admin)
 }
 

@@ -29,6 +29,7 @@ mod kms;
 mod lasting_changes;
 mod migration;
 mod oidc;
+mod openapi;
 mod packaging;
 mod revocation;
 mod rotation;
