@@ -15,6 +15,7 @@ mod identities;
 mod json;
 mod limits;
 mod metrics;
+mod openapi;
 mod params;
 mod sign;
 mod tokens;
@@ -82,14 +83,19 @@ pub fn public_router(state: AppState) -> Router {
         .merge(api_keys::routes())
         .merge(tokens::routes())
         .merge(identities::routes())
-        .merge(sign::routes());
+        .merge(sign::routes())
+        .merge(openapi::routes());
     finish(router, state, Listener::Public)
 }
 
 /// The admin listener (loopback by default).
 pub fn admin_router(state: AppState) -> Router {
-    let router =
-        Router::new().merge(health::routes()).merge(admin::routes()).merge(backup::routes()).merge(api_keys::routes());
+    let router = Router::new()
+        .merge(health::routes())
+        .merge(admin::routes())
+        .merge(backup::routes())
+        .merge(api_keys::routes())
+        .merge(openapi::routes());
     finish(router, state, Listener::Admin)
 }
 

@@ -291,7 +291,7 @@ async fn discovery_lifetimes_default_to_the_contract_values() {
 }
 
 /// Every route of the public listener (CONTRACT.md section 3, with `/v1/verify`).
-const PUBLIC_ROUTES: &[(&str, &str)] = &[
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/v1/health"),
     ("GET", "/livez"),
@@ -322,6 +322,19 @@ const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/verify"),
 ];
 
+/// Asserts that `method path` on `base` (path parameters filled with
+/// placeholders) answers something other than 405 or 404 `not_found`.
+pub async fn assert_served(base: &str, method: &str, path: &str, what: &str) {
+    let path_filled = path.replace("{id}", "ak_x").replace("{name}", "sign").replace("{kid}", "k");
+    let resp = client().request(method.parse().unwrap(), format!("{base}{path_filled}")).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let code = resp.json::<Value>().await.ok().and_then(|v| v["code"].as_str().map(str::to_owned));
+    assert!(
+        status != 405 && code.as_deref() != Some("not_found"),
+        "{method} {path} on {base} is {what} but not served ({status})"
+    );
+}
+
 #[tokio::test]
 async fn discovery_lists_every_public_route_and_only_routes_that_are_served() {
     let tmp = tempfile::tempdir().unwrap();
@@ -345,14 +358,7 @@ async fn discovery_lists_every_public_route_and_only_routes_that_are_served() {
         );
     }
     for (method, path) in &listed {
-        let url = format!("{}{}", d.public, path.replace("{id}", "ak_x").replace("{name}", "sign"));
-        let resp = client().request(method.parse().unwrap(), url).send().await.unwrap();
-        let status = resp.status().as_u16();
-        let code = resp.json::<Value>().await.ok().and_then(|v| v["code"].as_str().map(str::to_owned));
-        assert!(
-            status != 405 && code.as_deref() != Some("not_found"),
-            "{method} {path} is listed but not served ({status})"
-        );
+        assert_served(&d.public, method, path, "listed").await;
     }
     for (field, path) in [
         ("jwks_uri", "/.well-known/jwks.json"),

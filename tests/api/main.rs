@@ -34,6 +34,7 @@ mod lasting_changes;
 mod migration;
 mod observe;
 mod oidc;
+mod openapi;
 mod packaging;
 mod revocation;
 mod rotation;
