@@ -9,42 +9,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+
+pub use crate::listener::{ListenTls, TlsFiles};
 
 use super::file::ListenSection;
 use super::{duration_or, Problems};
-
-/// One listener's certificate chain and key (PEM), and for the admin
-/// listener the CA bundle client certificates must chain to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// `Some`: a client certificate issued under this CA is required.
-    pub client_ca: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    /// Every file this listener reads, for the change poll.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        [Some(self.cert.as_path()), Some(self.key.as_path()), self.client_ca.as_deref()].into_iter().flatten()
-    }
-}
-
-/// TLS of both listeners. `None`: that listener speaks plain HTTP.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenTls {
-    pub public: Option<TlsFiles>,
-    pub admin: Option<TlsFiles>,
-    /// The certificate files are checked for a change this often.
-    pub reload_interval: Duration,
-}
-
-impl Default for ListenTls {
-    fn default() -> Self {
-        ListenTls { public: None, admin: None, reload_interval: Duration::from_secs(10) }
-    }
-}
 
 /// Reads the TLS fields of `[listen]`; `admin` is the admin address, if it parsed.
 pub(super) fn listen_tls(listen: &ListenSection, admin: Option<SocketAddr>, problems: &mut Problems) -> ListenTls {

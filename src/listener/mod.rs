@@ -19,6 +19,7 @@ mod budget;
 mod connection;
 mod limits;
 pub mod tls;
+mod tls_files;
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 pub use budget::{raise_fd_limit, Budgets};
 pub use limits::ConnectionLimits;
 pub use tls::{TlsEndpoint, TlsError, TlsReload};
+pub use tls_files::{ListenTls, TlsFiles};
 
 use connection::{Accepted, Timeouts};
 

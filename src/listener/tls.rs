@@ -26,7 +26,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ListenTls, TlsFiles};
+use super::{ListenTls, TlsFiles};
 
 /// A TLS file or configuration that cannot be used. `context` says whose
 /// (`public listener`, `admin listener`, `--ca-file`...). Never carries key
