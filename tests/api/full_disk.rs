@@ -145,6 +145,14 @@ async fn health(base: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// `GET /readyz`: the status and `checks.storage`.
+async fn readyz(base: &str) -> (u16, Value) {
+    let r = client().get(format!("{base}/readyz")).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    (status, body["checks"]["storage"].clone())
+}
+
 /// Checks an answer of the fill: a 201 token pair (whose access token is
 /// returned) or a clean 503 with `Retry-After`.
 fn check(outcome: &Outcome) -> Option<String> {
@@ -210,6 +218,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_store_recovers_without_a_res
     assert_eq!(h["services"]["storage"]["status"], "failing", "{h}");
     assert_eq!(h["services"]["storage"]["error"], "disk_full", "{h}");
     assert!(h["services"]["storage"]["since"].is_string(), "{h}");
+    assert_eq!(readyz(&d.public).await, (503, json!("failing")), "the readiness probe takes kmsd out of rotation");
 
     // Free the space; the same process must recover.
     std::fs::remove_file(&filler).unwrap();
@@ -233,6 +242,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_store_recovers_without_a_res
     let (code, h) = health(&d.public).await;
     assert_eq!((code, h["status"].as_str()), (200, Some("healthy")), "{h}");
     assert_eq!(h["services"]["storage"]["status"], "ok", "{h}");
+    assert_eq!(readyz(&d.public).await, (200, json!("ok")), "and back in once the store works");
 
     let tokens = tokens.lock().unwrap().clone();
     assert!(!tokens.is_empty(), "some issuance succeeded before the disk filled");
