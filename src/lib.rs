@@ -10,8 +10,8 @@
 //! - [`vault`]: the local vault backend: sealing, KEK sources, key material.
 //! - [`kms`]: the AWS KMS backend: keys created and used in KMS, sign budget, orphans;
 //!   and a KMS key as the vault's KEK (envelope).
-//! - [`storage`]: the redb store; every table and record encoding; record MACs;
-//!   the PostgreSQL pieces for HA (`storage::postgres`, not yet serving).
+//! - [`storage`]: the store on either engine (redb, or PostgreSQL for HA);
+//!   every table and record encoding; record MACs.
 //! - [`keyring`]: which key signs and which are published, in memory.
 //! - [`jwks`]: the published key set as a ready-to-serve snapshot.
 //! - [`rotation`]: the reconcile loop (pure `plan`), revoke, rollback, pause.
@@ -37,6 +37,11 @@
 //!
 //! Request path: `http -> tokens -> keyring -> backend`.
 //! Background path: `rotation -> keyring -> backend + storage`.
+
+// The PostgreSQL test harness (tests/api/postgres/harness.rs) is shared with
+// the store contract suite in `storage`; it names this crate `kmsd`.
+#[cfg(test)]
+extern crate self as kmsd;
 
 pub mod admin_client;
 pub mod api_keys;

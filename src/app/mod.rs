@@ -17,7 +17,7 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::auth_limit::{report_failures, AuthLimiter};
 use crate::backend::{Guarded, KeyBackend};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, StorageEngine};
 use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
@@ -33,6 +33,7 @@ use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
 use zeroize::Zeroizing;
 
+mod postgres;
 pub mod restore;
 mod staging;
 use staging::Staging;
@@ -48,6 +49,10 @@ pub enum AppError {
     AlreadyInitialized { path: PathBuf },
     #[error("{path} is not initialized (run `kmsd init`)")]
     NotInitialized { path: PathBuf },
+    #[error("PostgreSQL store {target} is already initialized")]
+    AlreadyInitializedDb { target: String },
+    #[error("PostgreSQL store {target} is not initialized (run `kmsd init`)")]
+    NotInitializedDb { target: String },
     #[error(
         "store {store} does not exist but the KEK file {kek} does: an earlier store was deleted or moved. Restore it \
          from a backup, or to start a new, empty store under this KEK run: kmsd init --force-new-store"
@@ -85,8 +90,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn is_initialized(config: &Config) -> bool {
-        config.store_path().exists()
+    /// Whether the configured store exists (redb: its file; PostgreSQL: a
+    /// database holding a wrapped data key).
+    pub async fn is_initialized(config: &Config) -> Result<bool, AppError> {
+        match &config.storage_engine {
+            StorageEngine::Redb => Ok(config.store_path().exists()),
+            StorageEngine::Postgres(pg) => postgres::is_initialized(pg).await,
+        }
     }
 
     /// Creates the data dir (0700), the KEK file if configured, the store with
@@ -106,7 +116,10 @@ impl App {
         bootstrap: Option<&str>,
         force_new_store: bool,
     ) -> Result<InitReport, AppError> {
-        config.storage_engine.refuse_unsupported()?;
+        let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
+        if let StorageEngine::Postgres(pg) = &config.storage_engine {
+            return postgres::init(config, pg, clock, supplied).await;
+        }
         let store_path = config.store_path();
         if store_path.exists() {
             return Err(AppError::AlreadyInitialized { path: config.data_dir.clone() });
@@ -116,7 +129,6 @@ impl App {
                 return Err(AppError::EarlierStore { store: store_path, kek: kek.clone() });
             }
         }
-        let supplied = bootstrap.map(ApiKeySecret::parse).transpose().map_err(AppError::BootstrapKey)?;
         let staging = Staging::begin(config)?;
         let done = async {
             let report = Self::init_staged(config, &staging, clock, supplied).await?;
@@ -144,21 +156,7 @@ impl App {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
         };
-        let record = ApiKeyRecord::new(&key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
-        let now = clock.now();
-        store
-            .write(move |w| {
-                vault::init(w, &wrapped)?;
-                w.put_api_key(&record)?;
-                w.audit(AuditEvent::new(now, "system", AuditAction::VaultInit).target("vault"))?;
-                w.audit(
-                    AuditEvent::new(now, "system", AuditAction::ApiKeyCreate)
-                        .target(record.id.as_str())
-                        .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
-                )?;
-                Ok::<_, AppError>(())
-            })
-            .await?;
+        store.write(bootstrap(&key, wrapped, clock.now())).await?;
         let (ring, _) = build_ring(config, store, data_key, clock, Arc::default()).await?;
         let kids = ring.ensure_signers("system").await?;
         // The ring holds the last handle on the staged store: closed before
@@ -171,16 +169,20 @@ impl App {
     /// wrapped data key before the store is opened for writing, so a wrong KEK
     /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
-        config.storage_engine.refuse_unsupported()?;
-        let path = config.store_path();
-        if !path.exists() {
-            return Err(AppError::NotInitialized { path: config.data_dir.clone() });
-        }
-        check_private(&config.data_dir, "data dir", 0o700)?;
-        check_private(&path, "store", 0o600)?;
         let started = clock.now();
-        let data_key = vault::unlock(&path, &config.kek).await?;
-        let store = Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?;
+        let (store, data_key) = match &config.storage_engine {
+            StorageEngine::Redb => {
+                let path = config.store_path();
+                if !path.exists() {
+                    return Err(AppError::NotInitialized { path: config.data_dir.clone() });
+                }
+                check_private(&config.data_dir, "data dir", 0o700)?;
+                check_private(&path, "store", 0o600)?;
+                let data_key = vault::unlock(&path, &config.kek).await?;
+                (Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?, data_key)
+            }
+            StorageEngine::Postgres(pg) => postgres::open(&config, pg).await?,
+        };
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
         store.observe_audit(Box::new(move |e| {
@@ -311,6 +313,27 @@ impl App {
         for task in [orphans, sunset].into_iter().flatten() {
             let _ = task.await;
         }
+        Ok(())
+    }
+}
+
+/// The first writes of a new store: the wrapped data key and the bootstrap
+/// admin API key `key`, each audited, in one transaction.
+fn bootstrap(
+    key: &ApiKeySecret,
+    wrapped: vault::WrappedDataKey,
+    now: crate::clock::Timestamp,
+) -> impl FnOnce(&mut crate::storage::Writer) -> Result<(), AppError> + Send + 'static {
+    let record = ApiKeyRecord::new(key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], now);
+    move |w| {
+        vault::init(w, &wrapped)?;
+        w.put_api_key(&record)?;
+        w.audit(AuditEvent::new(now, "system", AuditAction::VaultInit).target("vault"))?;
+        w.audit(
+            AuditEvent::new(now, "system", AuditAction::ApiKeyCreate)
+                .target(record.id.as_str())
+                .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
+        )?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use super::args::{Command, VaultCommand};
 use super::Signals;
-use crate::app::App;
+use crate::app::{App, AppError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::kms::KmsKek;
@@ -79,8 +79,14 @@ async fn serve(
     startup: Startup,
     signals: Signals,
 ) -> anyhow::Result<()> {
-    if !App::is_initialized(&config) {
-        init(&config, clock.clone(), env, false).await?;
+    if !App::is_initialized(&config).await? {
+        match init(&config, clock.clone(), env, false).await {
+            // Another replica on the same database initialized it first: join it.
+            Err(e) if matches!(e.downcast_ref(), Some(AppError::AlreadyInitializedDb { .. })) => {
+                tracing::info!("the PostgreSQL store was initialized by another replica; joining it");
+            }
+            other => other?,
+        }
     }
     let tls = TlsReload::load(&config.tls)?;
     let bind = |addr, name: &str| crate::listener::bind(addr).with_context(|| format!("{name} listener {addr}"));
@@ -123,7 +129,11 @@ async fn init(
 ) -> anyhow::Result<()> {
     let bootstrap = env.iter().find(|(k, _)| k == "KMSD_BOOTSTRAP_API_KEY").map(|(_, v)| v.as_str());
     let report = App::init(config, clock, bootstrap, force_new_store).await?;
-    println!("kmsd: initialized {} ({} signing key(s) created)", config.data_dir.display(), report.kids.len());
+    let place = match &config.storage_engine {
+        crate::config::StorageEngine::Redb => config.data_dir.display().to_string(),
+        crate::config::StorageEngine::Postgres(_) => "the PostgreSQL store".to_owned(),
+    };
+    println!("kmsd: initialized {place} ({} signing key(s) created)", report.kids.len());
     match report.bootstrap_key {
         Some(key) => println!(
             "kmsd: bootstrap admin API key (shown once, only its SHA-256 is stored; keep it safe):\n\n    {}\n",

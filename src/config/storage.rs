@@ -3,9 +3,6 @@
 //! given inline as `url` or, better, in the environment variable `url_env`
 //! (default `KMSD_STORAGE_URL`), read at start and never logged: the URL is
 //! held as a [`PgUrl`], whose `Debug` and `Display` hide the password.
-//!
-//! The PostgreSQL engine is parsed and checked here but refused at start
-//! ([`StorageConfig::refuse_unsupported`]) until the store seam lands.
 
 use std::time::Duration;
 
@@ -39,22 +36,10 @@ pub struct PostgresSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageConfigError {
-    #[error("storage.engine = \"postgres\" is not yet supported by this kmsd (the store seam is in progress, see README \"High availability (in progress)\"); use engine = \"redb\"")]
-    NotYetSupported,
     #[error("storage.url_env: environment variable {0} is not set")]
     UrlEnvUnset(String),
     #[error("storage.url_env: {var}: {source}")]
     UrlEnvInvalid { var: String, source: crate::storage::postgres::UrlError },
-}
-
-impl StorageEngine {
-    /// The engines `serve` can run today: redb only.
-    pub fn refuse_unsupported(&self) -> Result<(), StorageConfigError> {
-        match self {
-            StorageEngine::Redb => Ok(()),
-            StorageEngine::Postgres(_) => Err(StorageConfigError::NotYetSupported),
-        }
-    }
 }
 
 impl PostgresSettings {
@@ -138,12 +123,11 @@ mod tests {
     }
 
     #[test]
-    fn redb_is_the_default_and_postgres_is_parsed_but_refused_at_start() {
+    fn redb_is_the_default_and_postgres_takes_its_url_from_the_environment_by_default() {
         let (c, problems) = check(StorageSection::default());
         assert!(problems.is_empty(), "{problems:?}");
         let c = c.unwrap();
         assert!(matches!(c, StorageEngine::Redb));
-        assert!(c.refuse_unsupported().is_ok());
 
         let raw = StorageSection { engine: Some("postgres".into()), pool_size: Some(4), ..Default::default() };
         let (c, problems) = check(raw);
@@ -152,8 +136,6 @@ mod tests {
         let StorageEngine::Postgres(pg) = &c else { panic!("{c:?}") };
         assert!(matches!(&pg.url, UrlSource::Env(v) if v == DEFAULT_STORAGE_URL_ENV));
         assert_eq!((pg.pool_size, pg.statement_timeout), (4, Duration::from_secs(5)));
-        let err = c.refuse_unsupported().unwrap_err().to_string();
-        assert!(err.contains("not yet supported"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,11 @@ impl Store {
     pub async fn backup_to(&self, dest: PathBuf) -> Result<u64, StorageError> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
+            let super::Backend::Redb(engine) = &*engine else {
+                return Err(StorageError::Engine(
+                    "an online backup file is a redb store: back up PostgreSQL with its own tools (pg_dump)".into(),
+                ));
+            };
             let held = engine.hold()?;
             let txn = held.db()?.begin_read().map_err(|e| engine.observe(e))?;
             let copied = write_copy(&txn, &dest);

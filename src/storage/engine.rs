@@ -36,6 +36,9 @@ pub enum FaultClass {
     DiskFull,
     /// Any other I/O error from the filesystem.
     Io,
+    /// PostgreSQL cannot be reached or used (connection lost, server gone,
+    /// timed out, no connection free).
+    Database,
 }
 
 impl FaultClass {
@@ -43,6 +46,7 @@ impl FaultClass {
         match self {
             FaultClass::DiskFull => "disk_full",
             FaultClass::Io => "io_error",
+            FaultClass::Database => "database_unavailable",
         }
     }
 

@@ -16,9 +16,10 @@
 use redb::{ReadableTable, TableDefinition};
 
 use super::records::{has_mac, MAC_WITHOUT_MARKER};
+use super::txn::Txn;
 use super::{
-    check_schema, is_bare_meta, Reader, Record, RecordKey, Sealed, StorageError, Writer, API_KEYS, API_KEY_HASHES,
-    AUDIT, IDENTITIES, KEYS, META, META_RECORD_MACS, META_SCHEMA,
+    check_schema, is_bare_meta, table, Reader, Record, RecordKey, Sealed, StorageError, Writer, API_KEYS,
+    API_KEY_HASHES, AUDIT, IDENTITIES, KEYS, META, META_RECORD_MACS, META_SCHEMA,
 };
 use crate::api_keys::ApiKeyRecord;
 use crate::audit::{AuditAction, AuditEntry, AuditEvent, Link};
@@ -34,17 +35,17 @@ type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 /// it needs the upgrade.
 pub(super) fn check(r: &Reader) -> Result<bool, StorageError> {
     let mac = &r.mac;
-    r.txn.open_table(META).map_err(super::open::no_meta)?;
+    r.txn.redb_read()?.open_table(META).map_err(super::open::no_meta)?;
     check_schema(r.meta(META_SCHEMA)?)?;
     if r.meta(META_RECORD_MACS)?.is_some() {
         check_all(r)?;
         return Ok(false);
     }
-    unsealed::<KeyRecord>(&r.txn.open_table(KEYS)?, "keys")?;
-    unsealed::<IdentityRecord>(&r.txn.open_table(IDENTITIES)?, "identities")?;
-    unsealed::<ApiKeyRecord>(&r.txn.open_table(API_KEYS)?, "api_keys")?;
-    unsealed_meta(&r.txn.open_table(META)?)?;
-    plain_audit(&r.txn.open_table(AUDIT)?, mac)?;
+    unsealed::<KeyRecord>(&r.txn.redb_read()?.open_table(KEYS)?, "keys")?;
+    unsealed::<IdentityRecord>(&r.txn.redb_read()?.open_table(IDENTITIES)?, "identities")?;
+    unsealed::<ApiKeyRecord>(&r.txn.redb_read()?.open_table(API_KEYS)?, "api_keys")?;
+    unsealed_meta(&r.txn.redb_read()?.open_table(META)?)?;
+    plain_audit(&r.txn.redb_read()?.open_table(AUDIT)?, mac)?;
     Ok(true)
 }
 
@@ -54,11 +55,11 @@ pub(super) fn upgrade(w: &mut Writer, now: Timestamp) -> Result<usize, StorageEr
     let keys = reseal::<KeyRecord>(w, KEYS, "keys")?;
     let identities = reseal::<IdentityRecord>(w, IDENTITIES, "identities")?;
     let api_keys = reseal::<ApiKeyRecord>(w, API_KEYS, "api_keys")?;
-    let values = unsealed_meta(&w.txn.open_table(META)?)?;
+    let values = unsealed_meta(&w.r.txn.redb_write()?.open_table(META)?)?;
     for (key, value) in &values {
         w.put_meta(key, value.as_bytes())?;
     }
-    let keyed_from = plain_audit(&w.txn.open_table(AUDIT)?, &w.mac)?;
+    let keyed_from = plain_audit(&w.r.txn.redb_write()?.open_table(AUDIT)?, &w.mac)?;
     w.put_meta(META_RECORD_MACS, keyed_from.to_string().as_bytes())?;
     let event = AuditEvent::new(now, "system", AuditAction::StoreUpgrade).target("store").detail(serde_json::json!({
         "recordMacs": { "keys": keys, "identities": identities, "apiKeys": api_keys, "meta": values.len() },
@@ -79,30 +80,32 @@ pub(super) fn keyed_from(r: &Reader) -> Result<Option<u64>, StorageError> {
     })
 }
 
-fn check_all(r: &Reader) -> Result<(), StorageError> {
-    check_table::<KeyRecord>(r, KEYS, "keys")?;
-    check_table::<IdentityRecord>(r, IDENTITIES, "identities")?;
-    check_table::<ApiKeyRecord>(r, API_KEYS, "api_keys")?;
-    for row in r.txn.open_table(API_KEY_HASHES)?.iter()? {
-        let (hash, id) = row?;
-        let record = r.api_key(id.value())?.ok_or_else(|| StorageError::Corrupt {
-            table: "api_key_hashes",
-            key: id.value().to_owned(),
-            reason: "an index entry leads to an API key that does not exist".into(),
-        })?;
-        super::txn::check_indexed(hash.value(), record)?;
+/// Every authenticated record verifies under the store's key (either engine).
+pub(super) fn check_all(r: &Reader) -> Result<(), StorageError> {
+    check_table::<KeyRecord>(r, &table::KEYS)?;
+    check_table::<IdentityRecord>(r, &table::IDENTITIES)?;
+    check_table::<ApiKeyRecord>(r, &table::API_KEYS)?;
+    // PostgreSQL keeps the hash in the record's own row, checked on lookup.
+    if let Txn::Read(txn) = &r.txn {
+        for row in txn.open_table(API_KEY_HASHES)?.iter()? {
+            let (hash, id) = row?;
+            let record = r.api_key(id.value())?.ok_or_else(|| StorageError::Corrupt {
+                table: "api_key_hashes",
+                key: id.value().to_owned(),
+                reason: "an index entry leads to an API key that does not exist".into(),
+            })?;
+            super::txn::check_indexed(hash.value(), record)?;
+        }
     }
-    for row in r.txn.open_table(META)?.iter()? {
-        let (key, _) = row?;
-        r.meta(key.value())?;
+    for (key, _) in r.txn.scan(&table::META)? {
+        r.meta(&key)?;
     }
     Ok(())
 }
 
-fn check_table<R: Sealed>(r: &Reader, table: Table, name: &'static str) -> Result<(), StorageError> {
-    for row in r.txn.open_table(table)?.iter()? {
-        let (k, v) = row?;
-        R::decode(&r.mac, name, k.value(), v.value())?;
+fn check_table<R: Sealed>(r: &Reader, t: &super::Table) -> Result<(), StorageError> {
+    for (k, v) in r.txn.scan(t)? {
+        R::decode(&r.mac, t.name, &k, &v)?;
     }
     Ok(())
 }
@@ -122,7 +125,7 @@ fn unsealed<R: Sealed>(
 
 /// Rewrites every format-1 record of `table` in the sealed format.
 fn reseal<R: Sealed>(w: &mut Writer, table: Table, name: &'static str) -> Result<usize, StorageError> {
-    let mut t = w.txn.open_table(table)?;
+    let mut t = w.r.txn.redb_write()?.open_table(table)?;
     let records = unsealed::<R>(&t, name)?;
     for (k, record) in &records {
         t.insert(k.as_str(), record.encode(&w.mac, name, k).as_slice())?;

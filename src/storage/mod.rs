@@ -41,6 +41,8 @@ pub use tokens::Collected;
 pub use txn::{AuditRows, Reader, Writer};
 
 use engine::Engine;
+use postgres::engine::PgEngine;
+use txn::Txn;
 
 use crate::audit::AuditEvent;
 use crate::context::RequestContext;
@@ -67,6 +69,29 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const ISSUED: TableDefinition<&str, &[u8]> = TableDefinition::new("issued_tokens");
 /// revoked jti -> the token's `exp` (unix seconds), for garbage collection.
 const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
+
+/// A table of records keyed by text, as each engine names it: the redb
+/// table, and the PostgreSQL table (also its name in errors) with its key
+/// and record columns.
+pub(super) struct Table {
+    redb: TableDefinition<'static, &'static str, &'static [u8]>,
+    name: &'static str,
+    key: &'static str,
+    value: &'static str,
+}
+
+/// The record tables both engines read the same way.
+mod table {
+    use super::Table;
+
+    pub(super) const META: Table = Table { redb: super::META, name: "meta", key: "name", value: "value" };
+    pub(super) const KEYS: Table = Table { redb: super::KEYS, name: "keys", key: "kid", value: "record" };
+    pub(super) const API_KEYS: Table = Table { redb: super::API_KEYS, name: "api_keys", key: "id", value: "record" };
+    pub(super) const IDENTITIES: Table =
+        Table { redb: super::IDENTITIES, name: "identities", key: "id", value: "record" };
+    pub(super) const SESSIONS: Table = Table { redb: super::SESSIONS, name: "sessions", key: "sid", value: "record" };
+    pub(super) const ISSUED: Table = Table { redb: super::ISSUED, name: "issued_tokens", key: "jti", value: "record" };
+}
 
 pub const META_SCHEMA: &str = "schema_version";
 pub const META_DATA_KEY: &str = "vault_data_key";
@@ -102,6 +127,12 @@ pub enum StorageError {
     /// once the fault clears.
     #[error("store is unavailable after an I/O fault ({class}); retry later")]
     Unavailable { class: &'static str },
+    #[error("store: {0}")]
+    Pg(#[from] postgres::PgError),
+    /// An operation the store's engine cannot do (a bug, or a redb-only
+    /// tool run on PostgreSQL).
+    #[error("store: {0}")]
+    Engine(String),
 }
 
 impl StorageError {
@@ -112,6 +143,7 @@ impl StorageError {
         match self {
             StorageError::Unavailable { .. } => true,
             StorageError::Redb(e) => FaultClass::of(e).is_some(),
+            StorageError::Pg(e) => postgres::engine::fault_class(e).is_some(),
             _ => false,
         }
     }
@@ -128,7 +160,7 @@ redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb:
 
 #[derive(Clone)]
 pub struct Store {
-    engine: Arc<Engine>,
+    engine: Arc<Backend>,
     counters: Arc<Counters>,
     mac: RecordKey,
     /// Held from the start of a [`commit_then_apply`](Self::commit_then_apply)
@@ -136,6 +168,28 @@ pub struct Store {
     /// changes in commit order.
     apply_order: Arc<Mutex<()>>,
     observer: Arc<OnceLock<AuditObserver>>,
+}
+
+/// The engine a store runs on.
+enum Backend {
+    Redb(Engine),
+    Pg(PgEngine),
+}
+
+impl Backend {
+    fn health(&self) -> StorageHealth {
+        match self {
+            Backend::Redb(e) => e.health(),
+            Backend::Pg(e) => e.health(),
+        }
+    }
+
+    fn failing_and_quiet_for(&self, quiet: Duration) -> bool {
+        match self {
+            Backend::Redb(e) => e.failing_and_quiet_for(quiet),
+            Backend::Pg(e) => e.failing_and_quiet_for(quiet),
+        }
+    }
 }
 
 /// The request being served by the calling task (read before the work moves
@@ -164,7 +218,7 @@ impl std::fmt::Debug for Store {
 const PROBE_QUIET: Duration = Duration::from_secs(5);
 
 impl Store {
-    fn with_engine(engine: Engine, mac: RecordKey) -> Self {
+    fn with_engine(engine: Backend, mac: RecordKey) -> Self {
         Self {
             engine: Arc::new(engine),
             counters: Arc::default(),
@@ -192,7 +246,18 @@ impl Store {
 
     /// Times the store was reopened after an I/O fault.
     pub fn reopens(&self) -> u64 {
-        self.engine.reopens()
+        match &*self.engine {
+            Backend::Redb(e) => e.reopens(),
+            Backend::Pg(_) => 0,
+        }
+    }
+
+    /// The engine's name, for health and logs.
+    pub fn engine_name(&self) -> &'static str {
+        match &*self.engine {
+            Backend::Redb(_) => "redb",
+            Backend::Pg(_) => "postgres",
+        }
     }
 
     /// Read transactions run so far by [`read`](Self::read).
@@ -280,12 +345,23 @@ impl Store {
 
     /// One read transaction; a fault it meets is recorded (see `engine`).
     fn read_blocking<T>(
-        engine: &Engine,
+        engine: &Backend,
         mac: RecordKey,
         f: impl FnOnce(&Reader) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
+        let engine = match engine {
+            Backend::Redb(engine) => engine,
+            Backend::Pg(pg) => {
+                let reader = Reader { txn: Txn::Pg(pg.begin(false)?), mac };
+                let out = f(&reader)?;
+                if let Txn::Pg(txn) = reader.txn {
+                    txn.commit()?;
+                }
+                return Ok(out);
+            }
+        };
         let held = engine.hold()?;
-        let reader = Reader { txn: held.db()?.begin_read().map_err(|e| engine.observe(e))?, mac };
+        let reader = Reader { txn: Txn::Read(held.db()?.begin_read().map_err(|e| engine.observe(e))?), mac };
         f(&reader).map_err(|e| match e {
             StorageError::Redb(e) => engine.observe(e),
             other => other,
@@ -296,31 +372,56 @@ impl Store {
     /// also tells whether the store met a fault on the way (redb refuses the
     /// abort then); a commit that fails is recorded as a fault of its kind.
     fn write_blocking<T, E: From<StorageError>>(
-        engine: &Engine,
+        engine: &Backend,
         mac: RecordKey,
         (context, observer): (Option<Arc<RequestContext>>, &OnceLock<AuditObserver>),
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
     ) -> Result<T, E> {
-        let held = engine.hold()?;
-        let txn = held.db()?.begin_write().map_err(|e| engine.observe(e))?;
-        let mut w = Writer { txn, mac, context, audited: Vec::new() };
-        match f(&mut w) {
-            Ok(out) => {
-                w.txn.commit().map_err(|e| engine.observe(e))?;
+        // The redb database is held for the whole transaction.
+        let held;
+        let txn = match engine {
+            Backend::Redb(engine) => {
+                held = engine.hold()?;
+                Txn::Write(Box::new(held.db()?.begin_write().map_err(|e| engine.observe(e))?))
+            }
+            Backend::Pg(pg) => Txn::Pg(pg.begin(true)?),
+        };
+        let mut w = Writer { r: Reader { txn, mac }, context, audited: Vec::new() };
+        let out = f(&mut w);
+        match (out, w.r.txn, engine) {
+            (Ok(out), Txn::Write(txn), Backend::Redb(engine)) => {
+                txn.commit().map_err(|e| engine.observe(e))?;
                 engine.committed();
-                for event in &w.audited {
-                    crate::audit::log_committed(event);
-                    if let Some(observe) = observer.get() {
-                        observe(event);
-                    }
-                }
+                Self::committed(&w.audited, observer);
                 Ok(out)
             }
-            Err(e) => {
-                if let Err(abort) = w.txn.abort() {
+            (Ok(out), Txn::Pg(txn), _) => {
+                txn.commit()?;
+                Self::committed(&w.audited, observer);
+                Ok(out)
+            }
+            (Err(e), Txn::Write(txn), Backend::Redb(engine)) => {
+                if let Err(abort) = txn.abort() {
                     engine.observe(abort);
                 }
                 Err(e)
+            }
+            (Err(e), Txn::Pg(txn), _) => {
+                // A rollback the server did not answer closes the connection,
+                // which rolls back as well.
+                let _ = txn.rollback();
+                Err(e)
+            }
+            (_, _, _) => Err(StorageError::Engine("a write transaction of another engine".into()).into()),
+        }
+    }
+
+    /// Logs and observes the audit events of a committed transaction.
+    fn committed(audited: &[AuditEvent], observer: &OnceLock<AuditObserver>) {
+        for event in audited {
+            crate::audit::log_committed(event);
+            if let Some(observe) = observer.get() {
+                observe(event);
             }
         }
     }
@@ -335,5 +436,7 @@ fn check_schema(found: Option<Vec<u8>>) -> Result<(), StorageError> {
     }
 }
 
+#[cfg(test)]
+mod contract;
 #[cfg(test)]
 mod tests;

@@ -13,10 +13,11 @@ use redb::{Database, ReadableDatabase};
 
 use super::engine::Engine;
 use super::overlay::Overlay;
+use super::txn::Txn;
 use super::{
-    check_schema, integrity, is_bare_meta, MetaValue, Reader, RecordKey, Sealed, StorageError, Store, API_KEYS,
-    API_KEY_HASHES, AUDIT, IDENTITIES, ISSUED, KEYS, META, META_RECORD_MACS, META_SCHEMA, REVOKED, SCHEMA_VERSION,
-    SESSIONS,
+    check_schema, integrity, is_bare_meta, Backend, MetaValue, Reader, RecordKey, Sealed, StorageError, Store,
+    API_KEYS, API_KEY_HASHES, AUDIT, IDENTITIES, ISSUED, KEYS, META, META_RECORD_MACS, META_SCHEMA, REVOKED,
+    SCHEMA_VERSION, SESSIONS,
 };
 use crate::clock::Timestamp;
 
@@ -94,7 +95,7 @@ impl Store {
             txn.open_table(REVOKED)?;
         }
         txn.commit()?;
-        Ok(Self::with_engine(Engine::new(path.to_owned(), CREATE_CACHE_BYTES, db), mac))
+        Ok(Self::with_engine(Backend::Redb(Engine::new(path.to_owned(), CREATE_CACHE_BYTES, db)), mac))
     }
 
     /// Opens an existing store for reading and writing, with redb's cache of
@@ -108,10 +109,10 @@ impl Store {
     pub fn open(path: &Path, cache_bytes: usize, mac: RecordKey, now: Timestamp) -> Result<Self, StorageError> {
         let needs_upgrade = {
             let checked = open_checked(path)?;
-            integrity::check(&Reader { txn: checked.begin_read()?, mac: mac.clone() })?
+            integrity::check(&Reader { txn: Txn::Read(checked.begin_read()?), mac: mac.clone() })?
         };
         let db = redb::Builder::new().set_cache_size(cache_bytes).open(path).map_err(open_error(path))?;
-        let store = Self::with_engine(Engine::new(path.to_owned(), cache_bytes, db), mac);
+        let store = Self::with_engine(Backend::Redb(Engine::new(path.to_owned(), cache_bytes, db)), mac);
         if needs_upgrade {
             let sealed = store.write_now(|w| integrity::upgrade(w, now))?;
             tracing::warn!(
@@ -132,8 +133,8 @@ impl Store {
     ) -> Result<T, StorageError> {
         // Held until the reader is done: closing the database ends its reads.
         let db = open_checked(path)?;
-        let reader = Reader { txn: db.begin_read()?, mac: mac.clone() };
-        reader.txn.open_table(META).map_err(no_meta)?;
+        let reader = Reader { txn: Txn::Read(db.begin_read()?), mac: mac.clone() };
+        reader.txn.redb_read()?.open_table(META).map_err(no_meta)?;
         check_schema(reader.meta(META_SCHEMA)?)?;
         f(&reader)
     }

@@ -2,7 +2,8 @@
 
 use redb::ReadableTable;
 
-use super::{Reader, Record, Sealed, StorageError, Writer, IDENTITIES, ISSUED, REVOKED, SESSIONS};
+use super::txn::{Rows, Txn};
+use super::{table, Reader, Record, Sealed, StorageError, Writer, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
 use crate::tokens::{IssuedToken, SessionRecord};
@@ -30,70 +31,68 @@ pub struct Collected {
     pub revoked: usize,
 }
 
+fn decode_sessions(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<SessionRecord>, StorageError> {
+    rows.iter().map(|(k, v)| SessionRecord::decode("sessions", k, v)).collect()
+}
+
 impl Reader {
     pub fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
-        let table = self.txn.open_table(SESSIONS)?;
-        let row = table.get(sid)?;
-        row.map(|g| SessionRecord::decode("sessions", sid, g.value())).transpose()
+        let row = self.txn.get(&table::SESSIONS, sid)?;
+        row.map(|v| SessionRecord::decode("sessions", sid, &v)).transpose()
     }
 
     pub fn identities(&self) -> Result<Vec<IdentityRecord>, StorageError> {
-        let table = self.txn.open_table(IDENTITIES)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(IdentityRecord::decode(&self.mac, "identities", k.value(), v.value())?);
-        }
-        Ok(out)
+        let rows = self.txn.scan(&table::IDENTITIES)?;
+        rows.iter().map(|(k, v)| IdentityRecord::decode(&self.mac, "identities", k, v)).collect()
+    }
+
+    pub fn identity(&self, id: &str) -> Result<Option<IdentityRecord>, StorageError> {
+        let row = self.txn.get(&table::IDENTITIES, id)?;
+        row.map(|v| IdentityRecord::decode(&self.mac, "identities", id, &v)).transpose()
     }
 
     /// The issued-token row of `jti` (one indexed lookup).
     pub fn issued(&self, jti: &str) -> Result<Option<IssuedToken>, StorageError> {
-        let table = self.txn.open_table(ISSUED)?;
-        let row = table.get(jti)?;
-        row.map(|g| IssuedToken::decode("issued_tokens", jti, g.value())).transpose()
+        let row = self.txn.get(&table::ISSUED, jti)?;
+        row.map(|v| IssuedToken::decode("issued_tokens", jti, &v)).transpose()
     }
 
     /// Revoked jtis and revoked session ids, each with when it stops mattering.
     pub fn revocations(&self) -> Result<(Expiring, Expiring), StorageError> {
-        let mut jtis = Vec::new();
-        for row in self.txn.open_table(REVOKED)?.iter()? {
-            let (k, v) = row?;
-            jtis.push((k.value().to_owned(), v.value()));
-        }
-        let mut sessions = Vec::new();
-        for row in self.txn.open_table(SESSIONS)?.iter()? {
-            let (k, v) = row?;
-            let s = SessionRecord::decode("sessions", k.value(), v.value())?;
-            if s.revoked_at.is_some() {
-                sessions.push((s.sid, s.expires_at.unix()));
+        let (jtis, sessions) = match &self.txn {
+            Txn::Pg(p) => {
+                let jtis = p.query("SELECT jti, exp FROM revoked_tokens", &[])?;
+                let jtis = jtis.iter().map(|r| (r.get(0), r.get(1))).collect();
+                (jtis, decode_sessions(p.records("SELECT sid, record FROM sessions WHERE revoked", &[])?)?)
             }
-        }
-        Ok((jtis, sessions))
-    }
-}
-
-impl Writer {
-    pub fn identity(&self, id: &str) -> Result<Option<IdentityRecord>, StorageError> {
-        let table = self.txn.open_table(IDENTITIES)?;
-        let row = table.get(id)?;
-        row.map(|g| IdentityRecord::decode(&self.mac, "identities", id, g.value())).transpose()
+            Txn::Read(x) => (revoked_in(&x.open_table(REVOKED)?)?, decode_sessions(self.txn.scan(&table::SESSIONS)?)?),
+            Txn::Write(x) => (revoked_in(&x.open_table(REVOKED)?)?, decode_sessions(self.txn.scan(&table::SESSIONS)?)?),
+        };
+        let revoked = sessions.into_iter().filter(|s| s.revoked_at.is_some());
+        Ok((jtis, revoked.map(|s| (s.sid, s.expires_at.unix())).collect()))
     }
 
     /// The id of an identity of `org` named `name`, other than `except`, if
-    /// any. A scan of the stored records inside this write transaction, so no
-    /// other write can add the name before this one commits. A record is
-    /// decoded (and its MAC checked) only if its bytes hold the name as JSON
-    /// encodes it, as every record is written.
+    /// any. Read inside a write transaction, no other write can add the name
+    /// before this one commits (redb: the single writer; PostgreSQL: the
+    /// writer lock, and the `(org_id, name)` unique index regardless). On
+    /// redb a record is decoded (and its MAC checked) only if its bytes hold
+    /// the name as JSON encodes it, as every record is written.
     pub fn identity_named(&self, org: &str, name: &str, except: Option<&str>) -> Result<Option<String>, StorageError> {
-        let needle = serde_json::Value::from(name).to_string().into_bytes();
-        let table = self.txn.open_table(IDENTITIES)?;
-        for row in table.iter()? {
-            let (k, v) = row?;
-            if Some(k.value()) == except || !v.value().windows(needle.len()).any(|w| w == needle.as_slice()) {
-                continue;
+        let rows = match &self.txn {
+            Txn::Pg(p) => p.records(
+                "SELECT id, record FROM identities WHERE org_id = $1 AND name = $2 AND id <> $3",
+                &[&org, &name, &except.unwrap_or("")],
+            )?,
+            _ => {
+                let needle = serde_json::Value::from(name).to_string().into_bytes();
+                let mut rows = self.txn.scan(&table::IDENTITIES)?;
+                rows.retain(|(k, v)| Some(k.as_str()) != except && v.windows(needle.len()).any(|w| w == needle));
+                rows
             }
-            let rec = IdentityRecord::decode(&self.mac, "identities", k.value(), v.value())?;
+        };
+        for (k, v) in rows {
+            let rec = IdentityRecord::decode(&self.mac, "identities", &k, &v)?;
             if rec.org_id == org && rec.name == name {
                 return Ok(Some(rec.id));
             }
@@ -101,67 +100,96 @@ impl Writer {
         Ok(None)
     }
 
+    /// Every live session of `identity_id` (redb: a scan; used by rare admin actions).
+    pub fn sessions_of(&self, identity_id: &str) -> Result<Vec<SessionRecord>, StorageError> {
+        let rows = match &self.txn {
+            Txn::Pg(p) => p.records(
+                "SELECT sid, record FROM sessions WHERE identity_id = $1 AND NOT revoked ORDER BY sid COLLATE \"C\"",
+                &[&identity_id],
+            )?,
+            _ => self.txn.scan(&table::SESSIONS)?,
+        };
+        let mut sessions = decode_sessions(rows)?;
+        sessions.retain(|s| s.identity_id == identity_id && s.revoked_at.is_none());
+        Ok(sessions)
+    }
+}
+
+fn revoked_in(table: &impl ReadableTable<&'static str, i64>) -> Result<Expiring, StorageError> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        out.push((k.value().to_owned(), v.value()));
+    }
+    Ok(out)
+}
+
+impl Writer {
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
         let bytes = rec.encode(&self.mac, "identities", rec.id.as_str());
-        self.txn.open_table(IDENTITIES)?.insert(rec.id.as_str(), bytes.as_slice())?;
-        Ok(())
+        let (org, name) = (rec.org_id.as_str(), rec.name.as_str());
+        self.put_row(&table::IDENTITIES, rec.id.as_str(), &bytes, &[("org_id", &org), ("name", &name)])
     }
 
     pub fn delete_identity(&mut self, id: &str) -> Result<(), StorageError> {
-        self.txn.open_table(IDENTITIES)?.remove(id)?;
+        match self.rows()? {
+            Rows::Redb(x) => {
+                x.open_table(table::IDENTITIES.redb)?.remove(id)?;
+            }
+            Rows::Pg(p) => {
+                p.execute("DELETE FROM identities WHERE id = $1", &[&id])?;
+            }
+        }
         Ok(())
-    }
-
-    pub fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
-        let table = self.txn.open_table(SESSIONS)?;
-        let row = table.get(sid)?;
-        row.map(|g| SessionRecord::decode("sessions", sid, g.value())).transpose()
     }
 
     pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StorageError> {
-        self.txn.open_table(SESSIONS)?.insert(rec.sid.as_str(), rec.encode().as_slice())?;
-        Ok(())
-    }
-
-    /// Every live session of `identity_id` (a scan; used by rare admin actions).
-    pub fn sessions_of(&self, identity_id: &str) -> Result<Vec<SessionRecord>, StorageError> {
-        let table = self.txn.open_table(SESSIONS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            let s = SessionRecord::decode("sessions", k.value(), v.value())?;
-            if s.identity_id == identity_id && s.revoked_at.is_none() {
-                out.push(s);
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn issued(&self, jti: &str) -> Result<Option<IssuedToken>, StorageError> {
-        let table = self.txn.open_table(ISSUED)?;
-        let row = table.get(jti)?;
-        row.map(|g| IssuedToken::decode("issued_tokens", jti, g.value())).transpose()
+        let (identity, expires, revoked) = (rec.identity_id.as_str(), rec.expires_at.unix(), rec.revoked_at.is_some());
+        let columns: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 3] =
+            [("identity_id", &identity), ("expires_at", &expires), ("revoked", &revoked)];
+        self.put_row(&table::SESSIONS, rec.sid.as_str(), &rec.encode(), &columns)
     }
 
     pub fn put_issued(&mut self, rec: &IssuedToken) -> Result<(), StorageError> {
-        self.txn.open_table(ISSUED)?.insert(rec.jti.as_str(), rec.encode().as_slice())?;
-        Ok(())
+        let (sid, exp) = (rec.sid.as_str(), rec.exp.unix());
+        self.put_row(&table::ISSUED, rec.jti.as_str(), &rec.encode(), &[("sid", &sid), ("exp", &exp)])
     }
 
     pub fn revoke_jti(&mut self, jti: &str, exp: Timestamp) -> Result<(), StorageError> {
-        self.txn.open_table(REVOKED)?.insert(jti, exp.unix())?;
+        match self.rows()? {
+            Rows::Redb(x) => {
+                x.open_table(REVOKED)?.insert(jti, exp.unix())?;
+            }
+            Rows::Pg(p) => {
+                p.execute(
+                    "INSERT INTO revoked_tokens (jti, exp) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE SET exp = EXCLUDED.exp",
+                    &[&jti, &exp.unix()],
+                )?;
+            }
+        }
         Ok(())
     }
 
     /// Removes sessions, issued-token rows and revocations that ended before
     /// `before`: nothing they describe can still verify.
     pub fn collect_garbage(&mut self, before: Timestamp) -> Result<Collected, StorageError> {
-        let sessions = self.remove_where(SESSIONS, |k, v| {
+        let x = match self.rows()? {
+            Rows::Redb(x) => x,
+            Rows::Pg(p) => {
+                let gone = |sql: &str| p.execute(sql, &[&before.unix()]).map(|n| n as usize);
+                return Ok(Collected {
+                    sessions: gone("DELETE FROM sessions WHERE expires_at < $1")?,
+                    issued: gone("DELETE FROM issued_tokens WHERE exp < $1")?,
+                    revoked: gone("DELETE FROM revoked_tokens WHERE exp < $1")?,
+                });
+            }
+        };
+        let sessions = remove_where(x, SESSIONS, |k, v| {
             SessionRecord::decode("sessions", k, v).is_ok_and(|s| s.expires_at < before)
         })?;
         let issued =
-            self.remove_where(ISSUED, |k, v| IssuedToken::decode("issued_tokens", k, v).is_ok_and(|t| t.exp < before))?;
-        let mut t = self.txn.open_table(REVOKED)?;
+            remove_where(x, ISSUED, |k, v| IssuedToken::decode("issued_tokens", k, v).is_ok_and(|t| t.exp < before))?;
+        let mut t = x.open_table(REVOKED)?;
         let dead: Vec<String> = t
             .iter()?
             .filter_map(Result::ok)
@@ -173,26 +201,26 @@ impl Writer {
         }
         Ok(Collected { sessions, issued, revoked: dead.len() })
     }
+}
 
-    /// Removes the records of `table` for which `dead(key, bytes)` holds
-    /// (a record that does not decode is kept); returns how many.
-    fn remove_where(
-        &mut self,
-        table: redb::TableDefinition<&str, &[u8]>,
-        dead: impl Fn(&str, &[u8]) -> bool,
-    ) -> Result<usize, StorageError> {
-        let mut t = self.txn.open_table(table)?;
-        let keys: Vec<String> = t
-            .iter()?
-            .filter_map(Result::ok)
-            .filter(|(k, v)| dead(k.value(), v.value()))
-            .map(|(k, _)| k.value().to_owned())
-            .collect();
-        for k in &keys {
-            t.remove(k.as_str())?;
-        }
-        Ok(keys.len())
+/// Removes the records of `table` for which `dead(key, bytes)` holds
+/// (a record that does not decode is kept); returns how many.
+fn remove_where(
+    x: &redb::WriteTransaction,
+    table: redb::TableDefinition<&str, &[u8]>,
+    dead: impl Fn(&str, &[u8]) -> bool,
+) -> Result<usize, StorageError> {
+    let mut t = x.open_table(table)?;
+    let keys: Vec<String> = t
+        .iter()?
+        .filter_map(Result::ok)
+        .filter(|(k, v)| dead(k.value(), v.value()))
+        .map(|(k, _)| k.value().to_owned())
+        .collect();
+    for k in &keys {
+        t.remove(k.as_str())?;
     }
+    Ok(keys.len())
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! checks authenticated records. Identity, session and token tables are in
 //! `tokens`; everything else is here.
 
+use std::ops::Deref;
+
 use redb::ReadableTable;
 
+use super::postgres::engine::PgTxn;
 use super::{
-    integrity, is_bare_meta, MetaValue, Record, RecordKey, Sealed, StorageError, API_KEYS, API_KEY_HASHES, AUDIT, KEYS,
-    META,
+    integrity, is_bare_meta, table, MetaValue, Record, RecordKey, Sealed, StorageError, Table, API_KEY_HASHES, AUDIT,
 };
 use crate::api_keys::{ApiKeyId, ApiKeyRecord};
 use crate::audit::{AuditEntry, AuditEvent, ChainError, Link};
@@ -16,22 +18,88 @@ use crate::keys::{KeyRecord, Kid};
 /// Stored audit rows: sequence number and decoded entry (or why it did not decode).
 pub type AuditRows = Vec<(u64, Result<AuditEntry, StorageError>)>;
 
-pub struct Reader {
-    pub(super) txn: redb::ReadTransaction,
-    pub(super) mac: RecordKey,
+/// One transaction of either engine. Everything above this type (records,
+/// MACs, the audit chain) is the same for both; only the rows differ.
+pub(super) enum Txn {
+    Read(redb::ReadTransaction),
+    /// Boxed: a redb write transaction is several times larger than the others.
+    Write(Box<redb::WriteTransaction>),
+    Pg(PgTxn),
 }
 
-/// Reads a meta value from `table`: bare, or sealed (MAC checked).
-fn read_meta(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    mac: &RecordKey,
-    key: &str,
-) -> Result<Option<Vec<u8>>, StorageError> {
-    let Some(row) = table.get(key)? else { return Ok(None) };
-    if is_bare_meta(key) {
-        return Ok(Some(row.value().to_vec()));
+/// `sql` with PostgreSQL's bytewise text order (redb's key order).
+const C: &str = "COLLATE \"C\"";
+
+impl Txn {
+    /// The stored bytes of `key` in `t`.
+    pub(super) fn get(&self, t: &Table, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        fn get_in(
+            table: &impl ReadableTable<&'static str, &'static [u8]>,
+            key: &str,
+        ) -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(table.get(key)?.map(|g| g.value().to_vec()))
+        }
+        match self {
+            Txn::Read(x) => get_in(&x.open_table(t.redb)?, key),
+            Txn::Write(x) => get_in(&x.open_table(t.redb)?, key),
+            Txn::Pg(p) => {
+                let sql = format!("SELECT {} FROM {} WHERE {} = $1", t.value, t.name, t.key);
+                Ok(p.query(&sql, &[&key])?.first().map(|r| r.get(0)))
+            }
+        }
     }
-    Ok(Some(MetaValue::decode(mac, "meta", key, row.value())?.value.into_bytes()))
+
+    /// Every row of `t`, in key order.
+    pub(super) fn scan(&self, t: &Table) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+        fn scan_in(
+            table: &impl ReadableTable<&'static str, &'static [u8]>,
+        ) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        }
+        match self {
+            Txn::Read(x) => scan_in(&x.open_table(t.redb)?),
+            Txn::Write(x) => scan_in(&x.open_table(t.redb)?),
+            Txn::Pg(p) => {
+                p.records(&format!("SELECT {k}, {} FROM {} ORDER BY {k} {C}", t.value, t.name, k = t.key), &[])
+            }
+        }
+    }
+
+    /// The redb read transaction, for code that only redb has (the checks
+    /// before open, the upgrade to record MACs).
+    pub(super) fn redb_read(&self) -> Result<&redb::ReadTransaction, StorageError> {
+        match self {
+            Txn::Read(x) => Ok(x),
+            _ => Err(StorageError::Engine("a redb read transaction was expected".into())),
+        }
+    }
+
+    pub(super) fn redb_write(&self) -> Result<&redb::WriteTransaction, StorageError> {
+        match self {
+            Txn::Write(x) => Ok(x),
+            _ => Err(StorageError::Engine("a redb write transaction was expected".into())),
+        }
+    }
+}
+
+/// Decodes `(key, bytes)` rows of records.
+fn decode_all<R>(
+    rows: Vec<(String, Vec<u8>)>,
+    decode: impl Fn(&str, &[u8]) -> Result<R, StorageError>,
+) -> Result<Vec<R>, StorageError> {
+    rows.iter().map(|(k, v)| decode(k, v)).collect()
+}
+
+/// A read transaction, or the reading side of a [`Writer`] (which sees its
+/// own writes).
+pub struct Reader {
+    pub(super) txn: Txn,
+    pub(super) mac: RecordKey,
 }
 
 /// An API key looked up through its hash: the index entry must lead to a
@@ -48,31 +116,37 @@ pub(super) fn check_indexed(hash: &str, record: ApiKeyRecord) -> Result<ApiKeyRe
 }
 
 impl Reader {
+    /// A meta value: bare, or sealed (MAC checked).
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        read_meta(&self.txn.open_table(META)?, &self.mac, key)
+        let Some(bytes) = self.txn.get(&table::META, key)? else { return Ok(None) };
+        if is_bare_meta(key) {
+            return Ok(Some(bytes));
+        }
+        Ok(Some(MetaValue::decode(&self.mac, "meta", key, &bytes)?.value.into_bytes()))
     }
 
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
-        let table = self.txn.open_table(KEYS)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push(KeyRecord::decode(&self.mac, "keys", k.value(), v.value())?);
-        }
-        Ok(out)
+        decode_all(self.txn.scan(&table::KEYS)?, |k, v| KeyRecord::decode(&self.mac, "keys", k, v))
+    }
+
+    pub fn key(&self, kid: &Kid) -> Result<Option<KeyRecord>, StorageError> {
+        let row = self.txn.get(&table::KEYS, kid.as_str())?;
+        row.map(|v| KeyRecord::decode(&self.mac, "keys", kid.as_str(), &v)).transpose()
     }
 
     pub fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
-        let Some(id) = self.txn.open_table(API_KEY_HASHES)?.get(hash)?.map(|g| g.value().to_owned()) else {
-            return Ok(None);
+        let id = match &self.txn {
+            Txn::Pg(p) => p.query("SELECT id FROM api_keys WHERE key_hash = $1", &[&hash])?.first().map(|r| r.get(0)),
+            Txn::Read(x) => x.open_table(API_KEY_HASHES)?.get(hash)?.map(|g| g.value().to_owned()),
+            Txn::Write(x) => x.open_table(API_KEY_HASHES)?.get(hash)?.map(|g| g.value().to_owned()),
         };
+        let Some(id): Option<String> = id else { return Ok(None) };
         self.api_key(&id)?.map(|rec| check_indexed(hash, rec)).transpose()
     }
 
     pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StorageError> {
-        let table = self.txn.open_table(API_KEYS)?;
-        let row = table.get(id)?;
-        row.map(|g| ApiKeyRecord::decode(&self.mac, "api_keys", id, g.value())).transpose()
+        let row = self.txn.get(&table::API_KEYS, id)?;
+        row.map(|v| ApiKeyRecord::decode(&self.mac, "api_keys", id, &v)).transpose()
     }
 
     /// Up to `limit` keys of `org` with ids after `cursor`, in id order.
@@ -82,20 +156,24 @@ impl Reader {
         limit: usize,
         org: &str,
     ) -> Result<Vec<ApiKeyRecord>, StorageError> {
-        let table = self.txn.open_table(API_KEYS)?;
-        let range = match cursor {
-            Some(c) => table.range::<&str>((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))?,
-            None => table.range::<&str>(..)?,
-        };
+        let decode = |k: &str, v: &[u8]| ApiKeyRecord::decode(&self.mac, "api_keys", k, v);
+        if let Txn::Pg(p) = &self.txn {
+            let sql =
+                format!("SELECT id, record FROM api_keys WHERE org_id = $1 AND id {C} > $2 ORDER BY id {C} LIMIT $3");
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            return decode_all(p.records(&sql, &[&org, &cursor.unwrap_or(""), &limit])?, decode);
+        }
         let mut out = Vec::new();
-        for row in range {
-            let (k, v) = row?;
-            let rec = ApiKeyRecord::decode(&self.mac, "api_keys", k.value(), v.value())?;
+        for (k, v) in self.txn.scan(&table::API_KEYS)? {
+            if out.len() == limit {
+                break;
+            }
+            if cursor.is_some_and(|c| k.as_str() <= c) {
+                continue;
+            }
+            let rec = decode(&k, &v)?;
             if rec.org_id == org {
                 out.push(rec);
-                if out.len() == limit {
-                    break;
-                }
             }
         }
         Ok(out)
@@ -109,14 +187,27 @@ impl Reader {
     /// Like [`audit`](Self::audit), but one decode result per stored row, so a
     /// verifier can name the row that does not decode.
     pub fn audit_rows(&self, after: u64, limit: usize) -> Result<AuditRows, StorageError> {
-        let table = self.txn.open_table(AUDIT)?;
-        let mut out = Vec::new();
-        for row in table.range(after.saturating_add(1)..)?.take(limit) {
-            let (k, v) = row?;
-            let seq = k.value();
-            out.push((seq, AuditEntry::decode("audit", &seq.to_string(), v.value())));
+        fn rows_in(
+            table: &impl ReadableTable<u64, &'static [u8]>,
+            after: u64,
+            limit: usize,
+        ) -> Result<AuditRows, StorageError> {
+            let mut out = Vec::new();
+            for row in table.range(after.saturating_add(1)..)?.take(limit) {
+                let (k, v) = row?;
+                let seq = k.value();
+                out.push((seq, AuditEntry::decode("audit", &seq.to_string(), v.value())));
+            }
+            Ok(out)
         }
-        Ok(out)
+        match &self.txn {
+            Txn::Read(x) => rows_in(&x.open_table(AUDIT)?, after, limit),
+            Txn::Write(x) => rows_in(&x.open_table(AUDIT)?, after, limit),
+            Txn::Pg(p) => {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                p.with_client(|c| super::postgres::audit::rows(c, after, limit))
+            }
+        }
     }
 
     /// Recomputes the whole audit chain: plain hashes before the store's
@@ -130,15 +221,69 @@ impl Reader {
 }
 
 pub struct Writer {
-    pub(super) txn: redb::WriteTransaction,
-    pub(super) mac: RecordKey,
+    pub(super) r: Reader,
     /// The request this transaction is for, if any: stamped on its audit events.
     pub(super) context: Option<std::sync::Arc<crate::context::RequestContext>>,
     /// Audit events written, logged and observed once the transaction commits.
     pub(super) audited: Vec<AuditEvent>,
 }
 
+/// A writer reads through its own transaction, seeing its own writes.
+impl Deref for Writer {
+    type Target = Reader;
+    fn deref(&self) -> &Reader {
+        &self.r
+    }
+}
+
+/// The write side of one transaction, for the engine-specific statements.
+pub(super) enum Rows<'a> {
+    Redb(&'a redb::WriteTransaction),
+    Pg(&'a PgTxn),
+}
+
 impl Writer {
+    pub(super) fn rows(&self) -> Result<Rows<'_>, StorageError> {
+        match &self.r.txn {
+            Txn::Write(x) => Ok(Rows::Redb(x)),
+            Txn::Pg(p) => Ok(Rows::Pg(p)),
+            Txn::Read(_) => Err(StorageError::Engine("a write on a read transaction".into())),
+        }
+    }
+
+    /// Stores `bytes` under `key` in `t`; `columns` are the PostgreSQL
+    /// index columns beside the record, after its key and value.
+    pub(super) fn put_row(
+        &self,
+        t: &Table,
+        key: &str,
+        bytes: &[u8],
+        columns: &[(&str, &(dyn tokio_postgres::types::ToSql + Sync))],
+    ) -> Result<(), StorageError> {
+        match self.rows()? {
+            Rows::Redb(x) => {
+                x.open_table(t.redb)?.insert(key, bytes)?;
+            }
+            Rows::Pg(p) => {
+                let names: Vec<&str> = [t.key, t.value].into_iter().chain(columns.iter().map(|c| c.0)).collect();
+                let slots: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
+                let updates: Vec<String> = names[1..].iter().map(|n| format!("{n} = EXCLUDED.{n}")).collect();
+                let sql = format!(
+                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
+                    t.name,
+                    names.join(", "),
+                    slots.join(", "),
+                    t.key,
+                    updates.join(", ")
+                );
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&key, &bytes];
+                params.extend(columns.iter().map(|c| c.1));
+                p.execute(&sql, &params)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a meta value; every value but the bare ones is sealed, so it
     /// must be UTF-8 text.
     pub fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
@@ -149,12 +294,7 @@ impl Writer {
                 .map_err(|_| StorageError::Unencodable { key: key.into(), reason: "value is not UTF-8".into() })?;
             MetaValue { value }.encode(&self.mac, "meta", key)
         };
-        self.txn.open_table(META)?.insert(key, bytes.as_slice())?;
-        Ok(())
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        read_meta(&self.txn.open_table(META)?, &self.mac, key)
+        self.put_row(&table::META, key, &bytes, &[])
     }
 
     /// Stores `value` (as decimal text) under `key` unless a larger one is there.
@@ -168,39 +308,39 @@ impl Writer {
 
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<(), StorageError> {
         let bytes = record.encode(&self.mac, "keys", record.kid.as_str());
-        self.txn.open_table(KEYS)?.insert(record.kid.as_str(), bytes.as_slice())?;
-        Ok(())
-    }
-
-    pub fn key(&self, kid: &Kid) -> Result<Option<KeyRecord>, StorageError> {
-        let table = self.txn.open_table(KEYS)?;
-        let row = table.get(kid.as_str())?;
-        row.map(|g| KeyRecord::decode(&self.mac, "keys", kid.as_str(), g.value())).transpose()
+        self.put_row(&table::KEYS, record.kid.as_str(), &bytes, &[("keyset", &record.keyset.as_str())])
     }
 
     pub fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StorageError> {
-        let table = self.txn.open_table(API_KEYS)?;
-        let row = table.get(id.as_str())?;
-        row.map(|g| ApiKeyRecord::decode(&self.mac, "api_keys", id.as_str(), g.value())).transpose()
+        self.r.api_key(id.as_str())
     }
 
     pub fn put_api_key(&mut self, record: &ApiKeyRecord) -> Result<(), StorageError> {
         let bytes = record.encode(&self.mac, "api_keys", record.id.as_str());
-        self.txn.open_table(API_KEYS)?.insert(record.id.as_str(), bytes.as_slice())?;
-        self.txn.open_table(API_KEY_HASHES)?.insert(record.key_hash.as_str(), record.id.as_str())?;
+        let (org, hash) = (record.org_id.as_str(), record.key_hash.as_str());
+        self.put_row(&table::API_KEYS, record.id.as_str(), &bytes, &[("org_id", &org), ("key_hash", &hash)])?;
+        if let Rows::Redb(x) = self.rows()? {
+            x.open_table(API_KEY_HASHES)?.insert(record.key_hash.as_str(), record.id.as_str())?;
+        }
         Ok(())
     }
 
     /// Appends `event` to the audit log with a keyed hash, in this transaction.
     pub fn audit(&mut self, event: AuditEvent) -> Result<AuditEntry, StorageError> {
-        let mut table = self.txn.open_table(AUDIT)?;
-        let prev = match table.last()? {
-            Some((k, v)) => Some(AuditEntry::decode("audit", &k.value().to_string(), v.value())?),
-            None => None,
-        };
         let event = event.stamped(self.context.as_deref());
-        let entry = AuditEntry::chain(prev.as_ref(), event, Link::Keyed(&self.mac));
-        table.insert(entry.seq, entry.encode().as_slice())?;
+        let entry = match self.rows()? {
+            Rows::Redb(x) => {
+                let mut table = x.open_table(AUDIT)?;
+                let prev = match table.last()? {
+                    Some((k, v)) => Some(AuditEntry::decode("audit", &k.value().to_string(), v.value())?),
+                    None => None,
+                };
+                let entry = AuditEntry::chain(prev.as_ref(), event, Link::Keyed(&self.mac));
+                table.insert(entry.seq, entry.encode().as_slice())?;
+                entry
+            }
+            Rows::Pg(p) => p.with_client(|c| super::postgres::audit::append(c, event, &self.r.mac))?,
+        };
         self.audited.push(entry.event.clone());
         Ok(entry)
     }

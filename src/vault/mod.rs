@@ -42,7 +42,12 @@ pub enum VaultError {
 /// wrong KEK (or a KMS that refuses) leaves the file untouched.
 pub async fn unlock(path: &Path, kek: &KekSource) -> Result<DataKey, VaultError> {
     let bytes = Store::peek_meta(path, META_DATA_KEY)?.ok_or(VaultError::NoDataKey)?;
-    Ok(kek.unwrap(&WrappedDataKey::decode(&bytes)?).await?)
+    unwrap_stored(&bytes, kek).await
+}
+
+/// Unwraps the wrapped data key as a store holds it (`bytes`) with `kek`.
+pub async fn unwrap_stored(bytes: &[u8], kek: &KekSource) -> Result<DataKey, VaultError> {
+    Ok(kek.unwrap(&WrappedDataKey::decode(bytes)?).await?)
 }
 
 /// A new vault's data key, wrapped under `kek` (which may call AWS KMS, so it

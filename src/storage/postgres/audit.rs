@@ -12,15 +12,16 @@
 //! the caller's transaction ends: the entry commits with the change it
 //! records, or neither does.
 
-use tokio_postgres::{GenericClient, Transaction};
+use tokio_postgres::GenericClient;
 
 use super::PgError;
 use crate::audit::{AuditEntry, AuditEvent, ChainKey, Link};
 use crate::storage::{AuditRows, Record};
 
-/// Appends `event` with a keyed hash, in `txn` (the change's own transaction).
+/// Appends `event` with a keyed hash, in `txn` (the change's own transaction,
+/// on a [`Transaction`](tokio_postgres::Transaction) or a client inside one).
 pub async fn append(
-    txn: &Transaction<'_>,
+    txn: &impl GenericClient,
     event: AuditEvent,
     key: &(dyn ChainKey + Sync),
 ) -> Result<AuditEntry, PgError> {

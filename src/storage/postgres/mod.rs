@@ -15,6 +15,7 @@
 //! reaches an error, a log line or `Debug`.
 
 pub mod audit;
+pub mod engine;
 pub mod feed;
 pub mod lease;
 pub mod migrate;

@@ -90,7 +90,7 @@ impl Pool {
             Some(client) => client,
             None => connect(&self.inner.url, &c.application_name, c.statement_timeout).await?,
         };
-        Ok(PooledClient { client: ManuallyDrop::new(client), inner: self.inner.clone(), _permit: permit })
+        Ok(PooledClient { client: ManuallyDrop::new(client), inner: self.inner.clone(), _permit: permit, reuse: true })
     }
 
     /// Connections open and idle right now (for tests and metrics).
@@ -105,6 +105,17 @@ pub struct PooledClient {
     client: ManuallyDrop<Client>,
     inner: Arc<Inner>,
     _permit: OwnedSemaphorePermit,
+    /// False while the connection may be inside a transaction that was
+    /// neither committed nor rolled back: such a connection is closed on
+    /// drop, never handed to the next caller.
+    reuse: bool,
+}
+
+impl PooledClient {
+    /// Whether the connection goes back to the pool on drop (see `reuse`).
+    pub fn set_reuse(&mut self, reuse: bool) {
+        self.reuse = reuse;
+    }
 }
 
 impl Deref for PooledClient {
@@ -124,7 +135,7 @@ impl Drop for PooledClient {
     fn drop(&mut self) {
         // SAFETY: `client` is taken exactly once, here, and never used after.
         let client = unsafe { ManuallyDrop::take(&mut self.client) };
-        if !client.is_closed() {
+        if self.reuse && !client.is_closed() {
             self.inner.idle.lock().unwrap_or_else(PoisonError::into_inner).push(client);
         }
     }

@@ -1,0 +1,64 @@
+//! The composition root on PostgreSQL (`[storage] engine = "postgres"`): the
+//! store is a database that replicas share, so nothing is staged in the data
+//! dir. `init` makes the data key and the bootstrap admin key in one
+//! transaction, which only the first of several replicas starting at once
+//! commits (the others join it); `open` unwraps the stored data key with the
+//! KEK before anything is written, so a replica with a wrong KEK refuses to
+//! start and changes nothing.
+
+use std::sync::Arc;
+
+use super::{bootstrap, build_ring, AppError, InitReport};
+use crate::api_keys::ApiKeySecret;
+use crate::clock::Clock;
+use crate::config::{Config, PostgresSettings};
+use crate::storage::postgres::pool::Pool;
+use crate::storage::{Store, META_DATA_KEY};
+use crate::vault::{self, DataKey};
+
+/// The pool on the configured database (the URL read from the environment
+/// now if it comes from there). No connection is made yet.
+pub(super) fn pool(settings: &PostgresSettings) -> Result<Pool, AppError> {
+    let url = settings.resolve_url(|var| std::env::var(var).ok())?;
+    Ok(Pool::new(url, settings.pool_config()))
+}
+
+/// Whether the database holds an initialized store (its wrapped data key).
+pub(super) async fn is_initialized(settings: &PostgresSettings) -> Result<bool, AppError> {
+    Ok(Store::peek_postgres(&pool(settings)?, META_DATA_KEY).await?.is_some())
+}
+
+/// `kmsd init` on PostgreSQL; [`AppError::AlreadyInitializedDb`] if the
+/// database was initialized already (perhaps a moment ago, by a replica
+/// starting at the same time), with nothing written.
+pub(super) async fn init(
+    config: &Config,
+    settings: &PostgresSettings,
+    clock: Arc<dyn Clock>,
+    supplied: Option<ApiKeySecret>,
+) -> Result<InitReport, AppError> {
+    let pool = pool(settings)?;
+    let target = pool.url().redacted().to_owned();
+    let (data_key, wrapped) = vault::new_data_key(&config.kek).await?;
+    let (key, generated) = match supplied {
+        Some(k) => (k, false),
+        None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
+    };
+    let writes = bootstrap(&key, wrapped, clock.now());
+    let made = Store::postgres_init(pool, data_key.record_key(), writes).await?;
+    let Some((store, ())) = made else { return Err(AppError::AlreadyInitializedDb { target }) };
+    let (ring, _) = build_ring(config, store, data_key, clock, Arc::default()).await?;
+    let kids = ring.ensure_signers("system").await?;
+    Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
+}
+
+/// The store on the configured database and its data key, unwrapped with
+/// the KEK before the store is opened (which checks every record).
+pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result<(Store, DataKey), AppError> {
+    let pool = pool(settings)?;
+    let target = pool.url().redacted().to_owned();
+    let wrapped = Store::peek_postgres(&pool, META_DATA_KEY).await?.ok_or(AppError::NotInitializedDb { target })?;
+    let data_key = vault::unwrap_stored(&wrapped, &config.kek).await?;
+    let store = Store::postgres(pool, data_key.record_key()).await?;
+    Ok((store, data_key))
+}
