@@ -1,6 +1,7 @@
-//! The daemon under test: `kmsd serve` from the release build on a fresh data
-//! dir, with a bootstrap admin key the harness generated, and the setup each
-//! workload needs (an identity, a token to introspect).
+//! The daemon under test: `kmsd serve` from the release (or, for `--perf`,
+//! profiling) build on a fresh data dir, with a bootstrap admin key the
+//! harness generated, and the setup each workload needs (an identity, a token
+//! to introspect).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

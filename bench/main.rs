@@ -65,7 +65,8 @@ struct Cli {
         default_value = "echo,rs3072,eddsa,jwks,introspect,introspect-distinct,rs2048,kms"
     )]
     only: Vec<String>,
-    /// The kmsd binary (default: `kmsd` next to this one, i.e. the release build).
+    /// The kmsd binary (default: `kmsd` next to this one: the release build, or
+    /// the profiling build under `scripts/bench --perf`).
     #[arg(long)]
     kmsd: Option<PathBuf>,
     /// Where results (bench.json, bench.md) go (default: target/bench).
@@ -80,6 +81,8 @@ struct Cli {
     /// Profile the server during each workload with `perf record` (cpu-clock
     /// sampling, DWARF call graphs), one `<workload>.perf.data` per workload in
     /// this directory. Rates measured this way include perf's own overhead.
+    /// `scripts/bench --perf` builds the `profiling` profile for this (the
+    /// release one is stripped).
     #[arg(long)]
     perf: Option<PathBuf>,
     /// A quick check of the harness itself: 1 s runs, 4 connections, short references.

@@ -19,6 +19,7 @@ mod backup;
 mod cli;
 mod conformance;
 mod connections;
+mod container;
 mod corrupt_store;
 mod discovery;
 mod first_start;

@@ -111,8 +111,7 @@ async fn the_document_is_served_and_matches_the_routes_of_both_listeners() {
 
 /// The fuzzer's interpreter: `KMSD_FUZZ_PYTHON`, or `target/fuzz-venv`.
 fn fuzzer() -> PathBuf {
-    let py = crate::python::venv("KMSD_FUZZ_PYTHON", "fuzz-venv", "tests/python/requirements-fuzz.txt");
-    py.with_file_name("st")
+    crate::python::fuzz_python().with_file_name("st")
 }
 
 #[test]

@@ -4,6 +4,12 @@
 //! (`tests/packaging/systemd-sandbox.sh`), so the unit's whole sandbox applies
 //! to the real binary: it starts, initializes its state directory, serves and
 //! signs, restarts onto the same store, and stops cleanly on SIGTERM.
+//!
+//! Also the builds that ship and that profile: the release profile strips
+//! the binary, the profiling one keeps what `perf report` needs, and
+//! `scripts/bench` picks the profiling one for `--perf` (run with stand-ins
+//! for `cargo` and `perf`: nothing is built). The container image and the
+//! Kubernetes manifests are `container.rs`'s.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -163,4 +169,62 @@ async fn the_hardened_unit_starts_serves_restarts_and_stops_kmsd_under_systemd()
         assert!(state.contains(want), "{want} not in {state}\n{}", sd.log());
     }
     assert!(sd.log().contains("kmsd stopped"), "{}", sd.log());
+}
+
+// ---- the release and profiling builds ----
+
+fn profile(name: &str) -> toml::Table {
+    let manifest: toml::Table = std::fs::read_to_string(root().join("Cargo.toml")).unwrap().parse().unwrap();
+    manifest["profile"][name].as_table().unwrap_or_else(|| panic!("no [profile.{name}]")).clone()
+}
+
+#[test]
+fn the_release_binary_is_stripped_and_the_profiling_build_keeps_symbols_and_line_tables() {
+    let release = profile("release");
+    assert_eq!(release["strip"].as_bool(), Some(true), "{release:?}");
+    assert_eq!(release["debug"].as_bool(), Some(false), "{release:?}");
+    let profiling = profile("profiling");
+    assert_eq!(profiling["inherits"].as_str(), Some("release"), "{profiling:?}");
+    assert_eq!(profiling["debug"].as_str(), Some("line-tables-only"), "{profiling:?}");
+    assert_eq!(profiling["strip"].as_str(), Some("none"), "{profiling:?}");
+}
+
+/// `scripts/bench ARGS` from a copy of the script in `dir`, with a `PATH` of
+/// `tools` only (each a stand-in that logs its arguments to `calls`): what it
+/// would build and run, and its exit code.
+fn bench_script(dir: &Path, args: &[&str], tools: &[&str]) -> (Option<i32>, String, String) {
+    let (scripts, bin) = (dir.join("scripts"), dir.join("bin"));
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(root().join("scripts/bench"), scripts.join("bench")).unwrap();
+    // What the script itself needs from PATH.
+    std::os::unix::fs::symlink("/usr/bin/dirname", bin.join("dirname")).unwrap();
+    for tool in tools {
+        let log = dir.join("calls");
+        std::fs::write(bin.join(tool), format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", log.display())).unwrap();
+        std::fs::set_permissions(bin.join(tool), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let out = Command::new("/bin/bash").arg(scripts.join("bench")).args(args).env("PATH", &bin).output().unwrap();
+    let calls = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+    (out.status.code(), calls, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn scripts_bench_builds_the_release_profile_and_with_perf_the_profiling_one() {
+    let build = "cargo build --profile {} --locked --features bench --bin kmsd --bin kmsd-bench\n";
+    for (args, profile) in
+        [(&["--smoke"][..], "release"), (&["--only", "rs3072", "--perf", "/tmp/prof"][..], "profiling")]
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let (code, calls, stderr) = bench_script(tmp.path(), args, &["cargo", "perf"]);
+        assert_eq!(calls, build.replace("{}", profile), "{args:?}: {stderr}");
+        // Then it runs that build's harness (absent in the copy: exec fails).
+        assert_eq!(code, Some(127), "{stderr}");
+        assert!(stderr.contains(&format!("target/{profile}/kmsd-bench")), "{stderr}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, calls, stderr) = bench_script(tmp.path(), &["--perf=/tmp/prof"], &["cargo"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("install the Debian package linux-perf"), "{stderr}");
+    assert_eq!(calls, "", "nothing is built without perf");
 }

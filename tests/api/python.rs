@@ -1,16 +1,24 @@
 //! Python virtualenvs, created on first use under `target/`: the independent
 //! verifiers in `target/test-venv` from `tests/python/requirements.txt` (set
-//! `KMSD_TEST_PYTHON` to use an existing interpreter instead), and the KMS
-//! emulator's (see `kms.rs`).
+//! `KMSD_TEST_PYTHON` to use an existing interpreter instead), the fuzzer's
+//! in `target/fuzz-venv` (schemathesis; its PyYAML also reads the Kubernetes
+//! manifests, see `container.rs`), and the KMS emulator's (see `kms.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
 static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+static FUZZ_PYTHON: OnceLock<PathBuf> = OnceLock::new();
 
 pub fn python() -> PathBuf {
     PYTHON.get_or_init(|| venv("KMSD_TEST_PYTHON", "test-venv", "tests/python/requirements.txt")).clone()
+}
+
+/// The interpreter of `target/fuzz-venv` (schemathesis, PyYAML), or
+/// `KMSD_FUZZ_PYTHON`; made once for every test that needs it.
+pub fn fuzz_python() -> PathBuf {
+    FUZZ_PYTHON.get_or_init(|| venv("KMSD_FUZZ_PYTHON", "fuzz-venv", "tests/python/requirements-fuzz.txt")).clone()
 }
 
 /// The interpreter named by `override_var`, or one of a venv `target/<dir>`
