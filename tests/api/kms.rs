@@ -9,7 +9,7 @@ mod deployment;
 mod emulator;
 mod faults;
 mod lifecycle;
-mod proxy;
+pub mod proxy;
 mod readiness;
 mod vault_kek;
 

@@ -45,6 +45,8 @@ pub(crate) struct PgEngine {
     pool: Pool,
     handle: Handle,
     faults: Arc<Faults>,
+    /// See [`PgTxn::limit`].
+    limit: Duration,
 }
 
 /// Faults seen since the last successful commit, for health.
@@ -100,13 +102,22 @@ pub(crate) fn fault_class(e: &PgError) -> Option<FaultClass> {
 impl PgEngine {
     /// An engine on `pool`, its statements run on the runtime of the caller.
     pub(crate) fn new(pool: Pool) -> Self {
-        Self { pool, handle: Handle::current(), faults: Arc::default() }
+        // Past the server's own statement timeout (which also ends a wait
+        // for the writer lock), so that a live server always answers first.
+        let limit = pool.config().statement_timeout.max(Duration::from_secs(1)) + Duration::from_secs(1);
+        Self { pool, handle: Handle::current(), faults: Arc::default(), limit }
     }
 
     /// Begins a transaction: a write one holds [`WRITER_LOCK`].
     pub(crate) fn begin(&self, write: bool) -> Result<PgTxn, StorageError> {
         let txn =
-            PgTxn { client: None, handle: self.handle.clone(), faults: self.faults.clone(), failed: Cell::new(false) };
+            PgTxn {
+            client: None,
+            handle: self.handle.clone(),
+            faults: self.faults.clone(),
+            failed: Cell::new(false),
+            limit: self.limit,
+        };
         let mut client = txn.run(self.pool.get())?;
         client.set_reuse(false);
         let txn = PgTxn { client: Some(client), ..txn };
@@ -141,12 +152,20 @@ pub struct PgTxn {
     /// A statement of this transaction failed: PostgreSQL has aborted it, and
     /// a COMMIT would quietly roll back, so [`commit`](Self::commit) refuses.
     failed: Cell<bool>,
+    /// How long one operation may take before it is abandoned as
+    /// [`PgError::Timeout`]: a server that stopped answering (a cut network
+    /// swallows packets; the server's statement timeout cannot fire) must
+    /// not hold a request, or the writer lock's turn, for ever. The
+    /// connection is then closed on drop, never reused.
+    limit: Duration,
 }
 
 impl PgTxn {
     /// Runs `f` to completion on the store's runtime, recording a fault.
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, PgError>>) -> Result<T, StorageError> {
-        self.handle.block_on(f).map_err(|e| {
+        let limit = self.limit;
+        let bounded = async { tokio::time::timeout(limit, f).await.unwrap_or(Err(PgError::Timeout { waited: limit })) };
+        self.handle.block_on(bounded).map_err(|e| {
             self.failed.set(true);
             if let Some(class) = fault_class(&e) {
                 self.faults.record(class, &e);

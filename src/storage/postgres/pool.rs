@@ -68,6 +68,10 @@ impl Pool {
         Self { inner: Arc::new(Inner { url, config, idle: Mutex::new(Vec::new()), permits }) }
     }
 
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
     pub fn url(&self) -> &PgUrl {
         &self.inner.url
     }

@@ -2,6 +2,8 @@
 //! emulator cannot do itself: a network partition that kmsd must survive while
 //! the emulator (and the keys it holds, which moto does not persist across a
 //! restart) lives on, and an honest count of the Sign requests that reached it.
+//! The same proxy stands in front of PostgreSQL for a replica cut from its
+//! database (`postgres::degraded`).
 //!
 //! Plain threads and blocking sockets, so it runs beside any test runtime.
 //! While cut, connections are still accepted but every byte is swallowed in

@@ -4,6 +4,7 @@
 //! Every wait is bounded.
 
 mod audit;
+mod degraded;
 mod engine;
 mod feed;
 pub mod harness;
