@@ -12,10 +12,7 @@ use crate::identities::IdentityRecord;
 use crate::keys::{Algorithm, Kid};
 use crate::tokens::{IssuedToken, SessionRecord, TokenType};
 
-// Not every helper of the shared harness is used here.
-#[allow(dead_code)]
-#[path = "../../tests/api/postgres/harness.rs"]
-mod harness;
+use super::pg_harness as harness;
 
 fn mac() -> RecordKey {
     RecordKey::derive(&[7; 32])

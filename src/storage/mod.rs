@@ -438,5 +438,11 @@ fn check_schema(found: Option<Vec<u8>>) -> Result<(), StorageError> {
 
 #[cfg(test)]
 mod contract;
+/// The throwaway PostgreSQL of the black-box tests, for unit tests that need
+/// a real server (the store contract, the key ring's fence).
+#[cfg(test)]
+#[allow(dead_code)] // not every helper is used by the unit tests
+#[path = "../../tests/api/postgres/harness.rs"]
+pub(crate) mod pg_harness;
 #[cfg(test)]
 mod tests;

@@ -110,8 +110,7 @@ impl PgEngine {
 
     /// Begins a transaction: a write one holds [`WRITER_LOCK`].
     pub(crate) fn begin(&self, write: bool) -> Result<PgTxn, StorageError> {
-        let txn =
-            PgTxn {
+        let txn = PgTxn {
             client: None,
             handle: self.handle.clone(),
             faults: self.faults.clone(),

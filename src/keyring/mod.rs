@@ -24,6 +24,8 @@ use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeyUse, Keyset, K
 use crate::metrics::Metrics;
 use crate::storage::{StorageError, Store};
 
+mod fence;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
     #[error("key {kid} (keyset {keyset}): {source}")]
@@ -36,6 +38,13 @@ pub enum RingError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(
+        "keyset {keyset} changed in the store since this process planned the change (another replica wrote it): \
+         nothing was written, the key ring was reloaded; retry"
+    )]
+    Stale { keyset: KeysetName },
+    #[error("the stored keys changed during each of {attempts} reloads of the key ring; retried at the next change")]
+    Unsettled { attempts: usize },
 }
 
 /// The configured backends, by kind.
@@ -117,23 +126,7 @@ impl KeyRing {
         }
         let records = store.read(|r| r.keys()).await?;
         let now = clock.now();
-        for rec in &records {
-            if matches!(rec.state_at(now), KeyState::Destroyed | KeyState::Revoked)
-                || rec.handle == KeyHandle::Destroyed
-            {
-                continue;
-            }
-            let backend = backends
-                .get(rec.backend)
-                .ok_or_else(|| RingError::NoBackend { keyset: rec.keyset.clone(), backend: rec.backend.as_str() })?;
-            let public = backend
-                .load(&rec.keyset, &rec.kid, rec.spec, &rec.handle)
-                .await
-                .map_err(|source| RingError::Load { kid: rec.kid.clone(), keyset: rec.keyset.clone(), source })?;
-            if public != rec.public {
-                return Err(RingError::PublicMismatch { kid: rec.kid.clone(), keyset: rec.keyset.clone() });
-            }
-        }
+        load_material(&backends, &records, now).await?;
         let records: Vec<Arc<KeyRecord>> = records.into_iter().map(Arc::new).collect();
         let jwks = Snapshots::render(&records, &keysets, now);
         Ok(Self {
@@ -281,22 +274,36 @@ impl KeyRing {
 
     /// Writes `records` (new or changed) and `event` in one transaction, then
     /// shows them in memory and re-renders the JWKS.
+    ///
+    /// Fenced (see `fence`): if another writer changed a keyset these
+    /// records belong to since memory last showed it, nothing is written,
+    /// the ring is reloaded from the store, and the answer is
+    /// [`RingError::Stale`].
     pub async fn put(&self, records: Vec<KeyRecord>, event: AuditEvent) -> Result<(), RingError> {
         let (memory, jwks, clock) = (self.records.clone(), self.jwks.clone(), self.clock.clone());
         let keysets = self.keysets.clone();
-        self.store
+        let shown = self.records.clone();
+        let written = self
+            .store
             .commit_then_apply(
                 move |w| {
+                    fence::check_current(w, &shown.read().map(|m| m.clone()).unwrap_or_default(), &records)?;
                     for r in &records {
                         w.put_key(r)?;
                     }
                     w.audit(event)?;
-                    Ok::<_, StorageError>(records)
+                    Ok::<_, RingError>(records)
                 },
                 move |records| show(&memory, &jwks, &keysets, records, clock.now()),
             )
-            .await?;
-        Ok(())
+            .await;
+        if let Err(RingError::Stale { keyset }) = &written {
+            tracing::warn!(keyset = %keyset, "key ring was behind the store (another replica changed it): reloading");
+            if let Err(e) = self.resync().await {
+                tracing::error!(error = %e, "key ring reload failed; retried at the next change");
+            }
+        }
+        written.map(drop)
     }
 
     /// Serializes changes to the ring (scheduled rotation, admin actions).
@@ -347,6 +354,28 @@ pub fn new_record(ks: &Keyset, created: CreatedKey, created_at: Timestamp, sched
     }
 }
 
+/// Makes every live key of `records` usable in its backend, checking that
+/// the backend's public key is the recorded one. A key whose stored
+/// material is corrupt is an error.
+async fn load_material(backends: &Backends, records: &[KeyRecord], now: Timestamp) -> Result<(), RingError> {
+    for rec in records {
+        if matches!(rec.state_at(now), KeyState::Destroyed | KeyState::Revoked) || rec.handle == KeyHandle::Destroyed {
+            continue;
+        }
+        let backend = backends
+            .get(rec.backend)
+            .ok_or_else(|| RingError::NoBackend { keyset: rec.keyset.clone(), backend: rec.backend.as_str() })?;
+        let public = backend
+            .load(&rec.keyset, &rec.kid, rec.spec, &rec.handle)
+            .await
+            .map_err(|source| RingError::Load { kid: rec.kid.clone(), keyset: rec.keyset.clone(), source })?;
+        if public != rec.public {
+            return Err(RingError::PublicMismatch { kid: rec.kid.clone(), keyset: rec.keyset.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// The JWKS `max-age` while cooling down after an emergency revoke.
 pub const COOLDOWN_MAX_AGE: Duration = Duration::from_secs(5);
 
@@ -368,6 +397,17 @@ fn show(
             None => next.push(Arc::new(r.clone())),
         }
     }
+    publish(&mut recs, next, jwks, keysets, now);
+}
+
+/// Makes `next` the ring's records: its JWKS first, then the set itself.
+fn publish(
+    recs: &mut Arc<Vec<Arc<KeyRecord>>>,
+    next: Vec<Arc<KeyRecord>>,
+    jwks: &RwLock<Arc<Snapshots>>,
+    keysets: &[Keyset],
+    now: Timestamp,
+) {
     let snapshots = Arc::new(Snapshots::render(&next, keysets, now));
     if let Ok(mut j) = jwks.write() {
         *j = snapshots;
