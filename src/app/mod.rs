@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_ORG};
+use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, OrgId, TouchWriter};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::auth_limit::{report_failures, AuthLimiter};
 use crate::backend::{Guarded, KeyBackend};
@@ -35,6 +35,8 @@ use zeroize::Zeroizing;
 
 pub mod restore;
 mod staging;
+#[cfg(test)]
+pub(crate) mod testing;
 use staging::Staging;
 
 /// How often expired token state is forgotten.
@@ -144,7 +146,8 @@ impl App {
             Some(k) => (k, false),
             None => (ApiKeySecret::generate().map_err(AppError::BootstrapKey)?, true),
         };
-        let record = ApiKeyRecord::new(&key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
+        let record =
+            ApiKeyRecord::new(&key, &OrgId::default_org(), "bootstrap-admin", vec![UNIVERSAL.to_owned()], clock.now());
         let now = clock.now();
         store
             .write(move |w| {

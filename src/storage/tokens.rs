@@ -66,7 +66,7 @@ impl Reader {
             let (k, v) = row?;
             let s = SessionRecord::decode("sessions", k.value(), v.value())?;
             if s.revoked_at.is_some() {
-                sessions.push((s.sid, s.expires_at.unix()));
+                sessions.push((s.sid.into(), s.expires_at.unix()));
             }
         }
         Ok((jtis, sessions))
@@ -94,8 +94,8 @@ impl Writer {
                 continue;
             }
             let rec = IdentityRecord::decode(&self.mac, "identities", k.value(), v.value())?;
-            if rec.org_id == org && rec.name == name {
-                return Ok(Some(rec.id));
+            if rec.org_id.as_str() == org && rec.name == name {
+                return Ok(Some(rec.id.into()));
             }
         }
         Ok(None)
@@ -130,7 +130,7 @@ impl Writer {
         for row in table.iter()? {
             let (k, v) = row?;
             let s = SessionRecord::decode("sessions", k.value(), v.value())?;
-            if s.identity_id == identity_id && s.revoked_at.is_none() {
+            if s.identity_id.as_str() == identity_id && s.revoked_at.is_none() {
                 out.push(s);
             }
         }

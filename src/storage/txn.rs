@@ -91,7 +91,7 @@ impl Reader {
         for row in range {
             let (k, v) = row?;
             let rec = ApiKeyRecord::decode(&self.mac, "api_keys", k.value(), v.value())?;
-            if rec.org_id == org {
+            if rec.org_id.as_str() == org {
                 out.push(rec);
                 if out.len() == limit {
                     break;
