@@ -4,6 +4,7 @@
 //! - [`clock`]: injected time ([`clock::Clock`], [`clock::Timestamp`], and
 //!   [`clock::ManualClock`] for tests that move time by hand).
 //! - [`encoding`]: base64url (JOSE), lower-case hex and SHA-256 helpers.
+//! - [`ids`]: the shape of text identifiers (identity, org, session, token ids) and of the ids kmsd makes.
 //! - [`config`]: what the files say vs. what the program trusts; built-in defaults.
 //! - [`keys`]: key ids, keysets, key specs, public keys, key-version lifecycle.
 //! - [`backend`]: the [`backend::KeyBackend`] capability and the guard around it.
@@ -56,6 +57,7 @@ pub mod context;
 pub mod encoding;
 pub mod http;
 pub mod identities;
+pub mod ids;
 pub mod jwks;
 pub mod keyring;
 pub mod keys;

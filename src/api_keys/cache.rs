@@ -95,12 +95,12 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api_keys::{ApiKeySecret, DEFAULT_ORG};
+    use crate::api_keys::{ApiKeySecret, OrgId};
     use crate::clock::Timestamp;
 
     fn record() -> (String, Arc<ApiKeyRecord>) {
         let key = ApiKeySecret::generate().unwrap();
-        let rec = ApiKeyRecord::new(&key, DEFAULT_ORG, "k", vec![], Timestamp::from_unix(0));
+        let rec = ApiKeyRecord::new(&key, &OrgId::default_org(), "k", vec![], Timestamp::from_unix(0));
         (key.hash(), Arc::new(rec))
     }
 

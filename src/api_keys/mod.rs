@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-pub use record::{ApiKeyId, ApiKeyRecord, DEFAULT_ORG};
+pub use record::{ApiKeyId, ApiKeyRecord, OrgId, DEFAULT_ORG};
 pub use secret::{ApiKeyFormatError, ApiKeySecret};
 
 use cache::KeyCache;
@@ -70,11 +70,11 @@ pub enum ApiKeyError {
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub scopes: Vec<String>,
     /// The identity this credential acts for: a bearer token's subject, or
     /// the identity behind the key that authenticated. Keys it creates are
-    /// tied to the same identity.
+    /// tied to the same identity (as text: see [`ApiKeyRecord::identity_id`]).
     pub identity_id: Option<String>,
 }
 
@@ -226,12 +226,13 @@ impl ApiKeys {
     /// One page of `org`'s keys after `cursor` (an id), and whether more follow.
     pub async fn list(
         &self,
-        org: &str,
+        org: &OrgId,
         cursor: Option<String>,
         limit: usize,
     ) -> Result<(Vec<ApiKeyRecord>, bool), ApiKeyError> {
-        let org = org.to_owned();
-        let mut page = self.inner.store.read(move |r| r.api_keys_after(cursor.as_deref(), limit + 1, &org)).await?;
+        let org = org.clone();
+        let mut page =
+            self.inner.store.read(move |r| r.api_keys_after(cursor.as_deref(), limit + 1, org.as_str())).await?;
         let more = page.len() > limit;
         page.truncate(limit);
         Ok((page, more))

@@ -18,10 +18,7 @@ impl ApiKeyId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ApiKeyFormatError> {
-        let ok = s.len() == 35
-            && s.starts_with("ak_")
-            && s[3..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if ok {
+        if crate::ids::is_prefixed_hex32(s, "ak_") {
             Ok(Self(s.to_owned()))
         } else {
             Err(ApiKeyFormatError::Format)
@@ -46,11 +43,25 @@ impl From<ApiKeyId> for String {
     }
 }
 
+crate::ids::text_id!(
+    /// An organisation: free-form text. No request field names one: it comes
+    /// with the credential acting (an API key's record, a token's `org`
+    /// claim) and is copied onto what that credential creates.
+    OrgId
+);
+
+impl OrgId {
+    /// [`DEFAULT_ORG`], the organisation every key belongs to until multi-org lands.
+    pub fn default_org() -> Self {
+        Self::from(DEFAULT_ORG)
+    }
+}
+
 /// An API key as stored: never the key itself, only its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub id: ApiKeyId,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub prefix: String,
     pub name: String,
     pub scopes: Vec<String>,
@@ -63,16 +74,18 @@ pub struct ApiKeyRecord {
     /// keys so minted): the key authenticates only while that identity is
     /// active, and never beyond its current scopes. Absent for keys minted
     /// by keys that act for no identity (and in records written before the
-    /// field existed).
+    /// field existed). An identity id as text: `api_keys` sits below
+    /// `identities` (which names its callers by [`super::Actor`]), so it
+    /// carries the id without its type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_id: Option<String>,
 }
 
 impl ApiKeyRecord {
-    pub fn new(secret: &ApiKeySecret, org_id: &str, name: &str, scopes: Vec<String>, now: Timestamp) -> Self {
+    pub fn new(secret: &ApiKeySecret, org_id: &OrgId, name: &str, scopes: Vec<String>, now: Timestamp) -> Self {
         Self {
             id: ApiKeyId::generate(),
-            org_id: org_id.to_owned(),
+            org_id: org_id.clone(),
             prefix: secret.prefix().to_owned(),
             name: name.to_owned(),
             scopes,
@@ -106,7 +119,7 @@ mod tests {
     fn authentication_respects_revocation_and_expiry() {
         let key = ApiKeySecret::generate().unwrap();
         let now = Timestamp::from_unix(1000);
-        let mut rec = ApiKeyRecord::new(&key, DEFAULT_ORG, "k", vec![], now);
+        let mut rec = ApiKeyRecord::new(&key, &OrgId::default_org(), "k", vec![], now);
         assert!(rec.authenticates(&key.hash(), now));
         assert!(!rec.authenticates(&ApiKeySecret::generate().unwrap().hash(), now));
         rec.expires_at = Some(Timestamp::from_unix(1001));

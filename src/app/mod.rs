@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, TouchWriter, DEFAULT_ORG};
+use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, OrgId, TouchWriter};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::auth_limit::{report_failures, AuthLimiter};
 use crate::backend::{Guarded, KeyBackend};
@@ -36,7 +36,9 @@ use zeroize::Zeroizing;
 mod postgres;
 pub mod restore;
 mod staging;
-use staging::Staging;
+#[cfg(test)]
+pub(crate) mod testing;
+use staging::{check_private, Staging};
 
 /// How often expired token state is forgotten.
 const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -324,7 +326,7 @@ fn bootstrap(
     wrapped: vault::WrappedDataKey,
     now: crate::clock::Timestamp,
 ) -> impl FnOnce(&mut crate::storage::Writer) -> Result<(), AppError> + Send + 'static {
-    let record = ApiKeyRecord::new(key, DEFAULT_ORG, "bootstrap-admin", vec![UNIVERSAL.to_owned()], now);
+    let record = ApiKeyRecord::new(key, &OrgId::default_org(), "bootstrap-admin", vec![UNIVERSAL.to_owned()], now);
     move |w| {
         vault::init(w, &wrapped)?;
         w.put_api_key(&record)?;
@@ -369,32 +371,4 @@ async fn build_ring(
         kms = Some(backend);
     }
     Ok((KeyRing::open(store, backends, config.keysets.clone(), clock, metrics).await?, kms))
-}
-
-fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {
-    let err = |source| AppError::DataDir { path: path.to_owned(), source };
-    std::fs::create_dir_all(path).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-    }
-    Ok(())
-}
-
-/// Refuses a data dir or store that group or others can access (like the KEK
-/// file, see `vault`): kmsd makes them 0700 and 0600, and the shipped systemd
-/// unit says `StateDirectoryMode=0700`, so only a hand-made change (or a
-/// restore with plain `cp`) is refused, with the command that fixes it.
-fn check_private(path: &std::path::Path, what: &'static str, fix: u32) -> Result<(), AppError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|source| AppError::DataDir { path: path.to_owned(), source })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(AppError::Permissions { what, path: path.to_owned(), mode, fix });
-        }
-    }
-    Ok(())
 }

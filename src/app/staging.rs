@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{create_private_dir, AppError};
+use super::AppError;
 use crate::config::Config;
 use crate::vault::KekSource;
 
@@ -127,4 +127,32 @@ impl Staging {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), AppError> {
+    let err = |source| AppError::DataDir { path: path.to_owned(), source };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Refuses a data dir or store that group or others can access (like the KEK
+/// file, see `vault`): kmsd makes them 0700 and 0600, and the shipped systemd
+/// unit says `StateDirectoryMode=0700`, so only a hand-made change (or a
+/// restore with plain `cp`) is refused, with the command that fixes it.
+pub(super) fn check_private(path: &std::path::Path, what: &'static str, fix: u32) -> Result<(), AppError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| AppError::DataDir { path: path.to_owned(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AppError::Permissions { what, path: path.to_owned(), mode, fix });
+        }
+    }
+    Ok(())
 }

@@ -20,8 +20,9 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::{ApiError, AppState, ErrorCode};
-use crate::api_keys::{Actor, ApiKeyAuthError};
+use crate::api_keys::{Actor, ApiKeyAuthError, OrgId};
 use crate::auth_limit::Listener;
+use crate::identities::IdentityId;
 use crate::metrics::ReasonLabel;
 use crate::scopes;
 use crate::tokens::{TokenType, VerifyError};
@@ -31,7 +32,7 @@ use crate::tokens::{TokenType, VerifyError};
 pub struct Caller {
     /// `ak_…` for an API key, the identity id for a bearer token.
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub scopes: Vec<String>,
     /// The bearer token's sponsor chain (none for API keys).
     pub sponsor_chain: Option<Vec<String>>,
@@ -107,12 +108,12 @@ async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr
         }
         (Some(token), api_key) => match state.tokens.verify(&token, TokenType::Access).await {
             Ok(c) => Ok(Caller {
-                id: c.sub.clone(),
+                id: c.sub.to_string(),
                 org_id: c.org.clone(),
                 scopes: held_now(state, &c.org, &c.sub, &c.scopes)
                     .ok_or_else(|| ApiError::from(VerifyError::Revoked))?,
                 sponsor_chain: Some(c.sponsor_chain.clone()),
-                identity_id: Some(c.sub.clone()),
+                identity_id: Some(c.sub.to_string()),
             }),
             // The store could not confirm the token: never "valid", never a fallback.
             Err(e @ VerifyError::Unavailable) => Err(e.into()),
@@ -127,7 +128,7 @@ async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr
 }
 
 /// The scopes a credential acting for identity `id` holds on kmsd now.
-fn held_now(state: &AppState, org: &str, id: &str, claimed: &[String]) -> Option<Vec<String>> {
+fn held_now(state: &AppState, org: &OrgId, id: &IdentityId, claimed: &[String]) -> Option<Vec<String>> {
     state.tokens.identities().held_now(org, id, claimed)
 }
 
@@ -167,7 +168,7 @@ async fn authenticate_key(
     };
     let scopes = match &rec.identity_id {
         None => rec.scopes,
-        Some(id) => held_now(state, &rec.org_id, id, &rec.scopes)
+        Some(id) => held_now(state, &rec.org_id, &IdentityId::from(id.as_str()), &rec.scopes)
             .ok_or_else(|| refused(&"the identity that minted it is not active"))?,
     };
     Ok(Caller {

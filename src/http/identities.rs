@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::json::{ApiBody, ApiJson, UniqueMap};
 use super::params::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, Caller, ErrorCode, PageQuery};
-use crate::identities::{IdentityError, IdentityPatch, ListFilter, NewIdentity, Transition};
+use crate::identities::{IdentityError, IdentityId, IdentityPatch, ListFilter, NewIdentity, Transition};
 
 const MANAGE: &str = "relayauth:identity:manage:*";
 const READ: &str = "relayauth:identity:read:*";
@@ -87,10 +87,16 @@ async fn list(
     let mut body = json!({ "data": page.iter().map(|i| i.view()).collect::<Vec<_>>() });
     if more {
         if let (Some(last), Some(o)) = (page.last(), body.as_object_mut()) {
-            o.insert("cursor".into(), last.id.clone().into());
+            o.insert("cursor".into(), last.id.as_str().into());
         }
     }
     Ok(Json(body))
+}
+
+/// The identity a path names; text of no id's form names none, and gets the
+/// answer an unknown id gets, at the point a lookup would give it.
+fn named(id: &str) -> Result<IdentityId, IdentityError> {
+    IdentityId::parse(id).ok_or(IdentityError::NotFound)
 }
 
 async fn fetch(
@@ -99,7 +105,7 @@ async fn fetch(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
-    let rec = state.tokens.identities().get(&caller.org_id, &id).ok_or(IdentityError::NotFound)?;
+    let rec = state.tokens.identities().get(&caller.org_id, &named(&id)?).ok_or(IdentityError::NotFound)?;
     Ok(Json(rec.view()))
 }
 
@@ -140,7 +146,9 @@ async fn patch(
         workspace_id: b.workspace_id,
         kind: b.kind,
     };
-    let rec = state.tokens.identities().patch(&caller.actor(), &id, p, state.clock.now()).await?;
+    // The body is judged before the identity is looked up, whatever the path names.
+    let p = p.check(&caller.scopes)?;
+    let rec = state.tokens.identities().patch(&caller.actor(), &named(&id)?, p, state.clock.now()).await?;
     Ok(Json(rec.view()))
 }
 
@@ -158,7 +166,7 @@ async fn lifecycle(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(MANAGE)?;
     let now = state.clock.now();
-    let rec = state.tokens.identities().transition(&caller.actor(), &id, to, reason, now).await?;
+    let rec = state.tokens.identities().transition(&caller.actor(), &named(&id)?, to, reason, now).await?;
     if !matches!(to, Transition::Reactivate) {
         state.tokens.revoke_sessions_of(&rec.id, now).await?;
     }
@@ -206,7 +214,7 @@ async fn delete(
         ));
     }
     let now = state.clock.now();
-    let rec = state.tokens.identities().delete(&caller.actor(), &id, now).await?;
+    let rec = state.tokens.identities().delete(&caller.actor(), &named(&id)?, now).await?;
     state.tokens.revoke_sessions_of(&rec.id, now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

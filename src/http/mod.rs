@@ -11,6 +11,8 @@ mod code;
 mod domain_errors;
 mod error;
 pub mod health;
+#[cfg(test)]
+mod id_edge_tests;
 mod identities;
 mod json;
 mod limits;

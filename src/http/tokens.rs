@@ -18,8 +18,11 @@ use serde_json::{json, Value};
 use super::json::{ApiBody, ApiJson};
 use super::params::{single, ApiQuery};
 use super::{ApiError, AppState, Caller, ErrorCode};
+use crate::identities::IdentityId;
 use crate::scopes;
-use crate::tokens::{Claims, IssueRequest, RevokeTarget, TokenPair, TokenType, VerifyError};
+use crate::tokens::{
+    Claims, IssueRequest, RevokeTarget, SessionId, TokenError, TokenId, TokenPair, TokenType, VerifyError,
+};
 
 const CREATE: &str = "relayauth:token:create:*";
 const MANAGE: &str = "relayauth:token:manage:*";
@@ -82,8 +85,10 @@ async fn issue(
     ApiJson(body): ApiJson<IssueBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(CREATE)?;
+    // Text of no id's form names no identity: the answer an unknown id gets.
+    let identity_id = IdentityId::parse(&body.identity_id).ok_or(TokenError::IdentityNotFound)?;
     let req = IssueRequest {
-        identity_id: body.identity_id,
+        identity_id,
         scopes: body.scopes,
         audience: body.audience,
         expires_in: body.expires_in,
@@ -122,11 +127,13 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     caller.require(MANAGE)?;
     let (target, by) = match (body.token_id, body.identity_id, body.session_id) {
-        (Some(t), _, _) => (RevokeTarget::Token(t), "token"),
-        (None, Some(i), _) => (RevokeTarget::Identity(i), "identity"),
-        (None, None, Some(s)) => (RevokeTarget::Session(s), "session"),
+        (Some(t), _, _) => (TokenId::parse(&t).map(RevokeTarget::Token), "token"),
+        (None, Some(i), _) => (IdentityId::parse(&i).map(RevokeTarget::Identity), "identity"),
+        (None, None, Some(s)) => (SessionId::parse(&s).map(RevokeTarget::Session), "session"),
         (None, None, None) => return Err(ApiError::invalid_request("name one of tokenId, identityId, sessionId")),
     };
+    // Text of no id's form matches nothing: the answer an unknown id gets.
+    let target = target.ok_or(TokenError::NotFound)?;
     state.tokens.revoke(&caller.actor(), target, state.clock.now()).await?;
     state.metrics.tokens_revoked.get_or_create(&crate::metrics::RevokeLabels { by }).inc();
     Ok(StatusCode::NO_CONTENT)
@@ -218,12 +225,18 @@ struct RevocationQuery {
 
 /// `{"revoked": true}` for every jti whose token kmsd itself refuses (see
 /// `TokenService::is_jti_revoked`); a store failure is a 503, never `false`.
+/// Text that is no jti kmsd could have made is answered as a jti it never
+/// issued, without a store read.
 async fn revocation(State(state): State<AppState>, ApiQuery(q): ApiQuery<RevocationQuery>) -> Response {
-    match q.jti {
-        Some(jti) if !jti.is_empty() => match state.tokens.is_jti_revoked(&jti).await {
-            Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),
-            Err(e) => ApiError::unavailable(&e, 1).into_response(),
+    let revoked = match q.jti.as_deref() {
+        None | Some("") => return ApiError::invalid_request("jti is required").into_response(),
+        Some(jti) => match TokenId::parse(jti) {
+            Some(jti) => state.tokens.is_jti_revoked(&jti).await,
+            None => Ok(state.tokens.is_unissued_jti_revoked()),
         },
-        _ => ApiError::invalid_request("jti is required").into_response(),
+    };
+    match revoked {
+        Ok(revoked) => Json(json!({ "revoked": revoked })).into_response(),
+        Err(e) => ApiError::unavailable(&e, 1).into_response(),
     }
 }

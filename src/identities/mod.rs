@@ -20,11 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use filter::ListFilter;
-pub use record::{new_identity_id, IdentityRecord, IdentityStatus};
+pub use record::{IdentityId, IdentityRecord, IdentityStatus};
 use request::{check_fields, checked_kind};
-pub use request::{IdentityPatch, NewIdentity, Transition};
+pub use request::{CheckedPatch, IdentityPatch, NewIdentity, Transition};
 
-use crate::api_keys::Actor;
+use crate::api_keys::{Actor, OrgId};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
 use crate::scopes::{self, GrantError};
@@ -59,7 +59,7 @@ impl From<text::UnsafeText> for IdentityError {
 #[derive(Clone)]
 pub struct Identities {
     store: Store,
-    by_id: Arc<RwLock<HashMap<String, Arc<IdentityRecord>>>>,
+    by_id: Arc<RwLock<HashMap<IdentityId, Arc<IdentityRecord>>>>,
 }
 
 impl Identities {
@@ -71,12 +71,12 @@ impl Identities {
 
     /// The identity `id` if it belongs to `org` (another org's identity is
     /// indistinguishable from a missing one).
-    pub fn get(&self, org: &str, id: &str) -> Option<Arc<IdentityRecord>> {
-        self.by_id.read().ok()?.get(id).filter(|i| i.org_id == org).cloned()
+    pub fn get(&self, org: &OrgId, id: &IdentityId) -> Option<Arc<IdentityRecord>> {
+        self.by_id.read().ok()?.get(id).filter(|i| i.org_id == *org).cloned()
     }
 
     /// Token-verification view: the identity by id, any org.
-    pub fn get_any(&self, id: &str) -> Option<Arc<IdentityRecord>> {
+    pub fn get_any(&self, id: &IdentityId) -> Option<Arc<IdentityRecord>> {
         self.by_id.read().ok()?.get(id).cloned()
     }
 
@@ -84,7 +84,7 @@ impl Identities {
     /// or an API key one minted) may do on kmsd now: `claimed` narrowed to
     /// the scopes the identity currently holds. `None` when the identity is
     /// gone, not active, or of another org.
-    pub fn held_now(&self, org: &str, id: &str, claimed: &[String]) -> Option<Vec<String>> {
+    pub fn held_now(&self, org: &OrgId, id: &IdentityId, claimed: &[String]) -> Option<Vec<String>> {
         let identity = self.get(org, id)?;
         (identity.status == IdentityStatus::Active).then(|| scopes::intersect(claimed, &identity.scopes))
     }
@@ -92,7 +92,7 @@ impl Identities {
     /// One page of `org`'s identities that match `filter`, in id order after `cursor`.
     pub fn list(
         &self,
-        org: &str,
+        org: &OrgId,
         filter: &ListFilter,
         cursor: Option<&str>,
         limit: usize,
@@ -100,7 +100,7 @@ impl Identities {
         let Ok(map) = self.by_id.read() else { return (Vec::new(), false) };
         let mut all: Vec<&Arc<IdentityRecord>> = map
             .values()
-            .filter(|i| i.org_id == org && cursor.is_none_or(|c| i.id.as_str() > c) && filter.matches(i))
+            .filter(|i| i.org_id == *org && cursor.is_none_or(|c| i.id.as_str() > c) && filter.matches(i))
             .collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         let more = all.len() > limit;
@@ -129,12 +129,12 @@ impl Identities {
         text::check("sponsorId", &sponsor_id)?;
         check_fields(req.workspace_id.as_deref(), Some(req.roles.as_slice()), Some(&req.metadata))?;
         scopes::check_grant(&actor.scopes, &req.scopes)?;
-        let id = new_identity_id();
+        let id = IdentityId::generate();
         let mut chain: Vec<String> = match caller_chain {
             Some(c) if c.first() == Some(&sponsor_id) => c.to_vec(),
             _ => vec![sponsor_id.clone()],
         };
-        chain.push(id.clone());
+        chain.push(id.to_string());
         if chain.len() > MAX_CHAIN {
             return Err(IdentityError::Invalid(format!("sponsor chain would exceed {MAX_CHAIN} entries")));
         }
@@ -175,50 +175,18 @@ impl Identities {
             .await
     }
 
-    /// Edits an identity. Narrowing or replacing its scopes needs the caller
-    /// to cover both the new scopes and the current ones.
+    /// Edits an identity with a patch checked against `actor`'s scopes
+    /// ([`IdentityPatch::check`]). Narrowing or replacing its scopes needs the
+    /// caller to cover both the new scopes and the current ones.
     pub async fn patch(
         &self,
         actor: &Actor,
-        id: &str,
-        patch: IdentityPatch,
+        id: &IdentityId,
+        patch: CheckedPatch,
         now: Timestamp,
     ) -> Result<IdentityRecord, IdentityError> {
-        let name = match patch.name {
-            Some(name) => {
-                let name = name.trim().to_owned();
-                if name.is_empty() || name.chars().count() > 128 {
-                    return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
-                }
-                text::check("name", &name)?;
-                Some(name)
-            }
-            None => None,
-        };
-        if let Some(scopes) = &patch.scopes {
-            scopes::check_grant(&actor.scopes, scopes)?;
-        }
-        check_fields(patch.workspace_id.as_deref(), patch.roles.as_deref(), patch.metadata.as_ref())?;
-        let kind = patch.kind.map(checked_kind).transpose()?;
         self.change(actor, id, now, move |rec| {
-            if let Some(name) = name {
-                rec.name = name;
-            }
-            if let Some(scopes) = patch.scopes {
-                rec.scopes = scopes;
-            }
-            if let Some(roles) = patch.roles {
-                rec.roles = roles;
-            }
-            if let Some(metadata) = patch.metadata {
-                rec.metadata = metadata;
-            }
-            if let Some(w) = patch.workspace_id {
-                rec.workspace_id = w;
-            }
-            if let Some(kind) = kind {
-                rec.kind = kind;
-            }
+            patch.apply(rec);
             rec.updated_at = now;
             Ok(Edit::put(AuditAction::IdentityUpdate, serde_json::json!({ "scopes": rec.scopes })))
         })
@@ -230,7 +198,7 @@ impl Identities {
     pub async fn transition(
         &self,
         actor: &Actor,
-        id: &str,
+        id: &IdentityId,
         to: Transition,
         reason: Option<String>,
         now: Timestamp,
@@ -273,7 +241,12 @@ impl Identities {
 
     /// Deletes an identity; its tokens stop verifying because the identity is
     /// gone (verification requires a known, active identity).
-    pub async fn delete(&self, actor: &Actor, id: &str, now: Timestamp) -> Result<IdentityRecord, IdentityError> {
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        id: &IdentityId,
+        now: Timestamp,
+    ) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, |_| {
             Ok(Edit { action: AuditAction::IdentityDelete, detail: serde_json::Value::Null, delete: true })
         })
@@ -284,7 +257,7 @@ impl Identities {
     pub async fn revoke_tokens(
         &self,
         actor: &Actor,
-        id: &str,
+        id: &IdentityId,
         now: Timestamp,
     ) -> Result<IdentityRecord, IdentityError> {
         self.change(actor, id, now, move |rec| {
@@ -307,25 +280,32 @@ impl Identities {
     /// holds is refused, checked in the same transaction (see [`unique_name`]).
     ///
     /// The caller must cover every scope the identity currently holds.
-    async fn change<F>(&self, actor: &Actor, id: &str, now: Timestamp, edit: F) -> Result<IdentityRecord, IdentityError>
+    async fn change<F>(
+        &self,
+        actor: &Actor,
+        id: &IdentityId,
+        now: Timestamp,
+        edit: F,
+    ) -> Result<IdentityRecord, IdentityError>
     where
         F: FnOnce(&mut IdentityRecord) -> Result<Edit, IdentityError> + Send + 'static,
     {
-        let (org, held, who, id) = (actor.org_id.clone(), actor.scopes.clone(), actor.id.clone(), id.to_owned());
+        let (org, held, who, id) = (actor.org_id.clone(), actor.scopes.clone(), actor.id.clone(), id.clone());
         let memory = self.by_id.clone();
         let (rec, _) = self
             .store
             .commit_then_apply(
                 move |w| {
-                    let mut rec = w.identity(&id)?.filter(|r| r.org_id == org).ok_or(IdentityError::NotFound)?;
+                    let mut rec =
+                        w.identity(id.as_str())?.filter(|r| r.org_id == org).ok_or(IdentityError::NotFound)?;
                     scopes::check_covers(&held, &rec.scopes)?;
                     let name = rec.name.clone();
                     let edit = edit(&mut rec)?;
                     if !edit.delete && rec.name != name {
-                        unique_name(w, &rec, Some(&rec.id))?;
+                        unique_name(w, &rec, Some(rec.id.as_str()))?;
                     }
                     if edit.delete {
-                        w.delete_identity(&rec.id)?;
+                        w.delete_identity(rec.id.as_str())?;
                     } else {
                         w.put_identity(&rec)?;
                     }
@@ -352,7 +332,7 @@ impl Edit {
     }
 }
 
-type Memory = RwLock<HashMap<String, Arc<IdentityRecord>>>;
+type Memory = RwLock<HashMap<IdentityId, Arc<IdentityRecord>>>;
 
 /// Refuses `rec`'s name if another identity of its org holds it. Runs inside
 /// the write transaction that stores `rec`: redb admits one writer at a time,
@@ -360,7 +340,7 @@ type Memory = RwLock<HashMap<String, Arc<IdentityRecord>>>;
 /// first's record and fails. The stored records are the authority: memory is
 /// only as current as every writer's discipline in updating it.
 fn unique_name(w: &Writer, rec: &IdentityRecord, except: Option<&str>) -> Result<(), IdentityError> {
-    match w.identity_named(&rec.org_id, &rec.name, except)? {
+    match w.identity_named(rec.org_id.as_str(), &rec.name, except)? {
         Some(_) => Err(IdentityError::Duplicate(rec.name.clone())),
         None => Ok(()),
     }

@@ -4,8 +4,28 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api_keys::OrgId;
 use crate::clock::Timestamp;
 use crate::encoding::random_hex;
+use crate::ids::{is_prefixed_hex32, text_id};
+
+text_id!(
+    /// An identity id: `agent_` + 32 hex as kmsd makes them (for agents,
+    /// humans and services alike). Records and claims hold it unchecked.
+    IdentityId
+);
+
+impl IdentityId {
+    pub fn generate() -> Self {
+        Self(format!("agent_{}", random_hex(16)))
+    }
+
+    /// The id a client names (a path segment, a body field), if it has the
+    /// form kmsd makes; text of any other form names no identity.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_prefixed_hex32(text, "agent_").then(|| Self(text.to_owned()))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,10 +60,10 @@ pub fn is_identity_type(kind: &str) -> bool {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRecord {
-    pub id: String,
+    pub id: IdentityId,
     pub name: String,
     pub kind: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub status: IdentityStatus,
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
@@ -61,10 +81,6 @@ pub struct IdentityRecord {
     /// operations also perform; this epoch is the net for a session row lost
     /// in a crash.
     pub tokens_revoked_before: Option<Timestamp>,
-}
-
-pub fn new_identity_id() -> String {
-    format!("agent_{}", random_hex(16))
 }
 
 impl IdentityRecord {
@@ -94,5 +110,30 @@ impl IdentityRecord {
             }
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_id_parses_only_in_the_form_kmsd_makes() {
+        let made = IdentityId::generate();
+        assert_eq!(IdentityId::parse(made.as_str()), Some(made));
+        assert!(IdentityId::parse("agent_00000000000000000000000000000000").is_some());
+        for refused in [
+            "agent_x",
+            "agent_1",
+            "",
+            "agent_",
+            "sess_00000000000000000000000000000000",
+            "AGENT_00000000000000000000000000000000",
+            "agent_0000000000000000000000000000000G",
+            " agent_00000000000000000000000000000000",
+            "agent_00000000000000000000000000000000/x",
+        ] {
+            assert_eq!(IdentityId::parse(refused), None, "{refused:?}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::record::{is_identity_type, IDENTITY_TYPES};
+use super::record::{is_identity_type, IdentityRecord, IDENTITY_TYPES};
 use super::IdentityError;
+use crate::scopes;
 use crate::text;
 
 /// A create request.
@@ -28,6 +29,60 @@ pub struct IdentityPatch {
     pub metadata: Option<BTreeMap<String, String>>,
     pub workspace_id: Option<String>,
     pub kind: Option<String>,
+}
+
+/// A PATCH whose fields passed [`IdentityPatch::check`] (the name trimmed).
+#[derive(Debug, Clone)]
+pub struct CheckedPatch(IdentityPatch);
+
+impl IdentityPatch {
+    /// This patch, if every field it sets is acceptable and `held` (the
+    /// caller's scopes) covers the scopes it sets: what a PATCH is refused
+    /// for before the identity it names is looked up.
+    pub fn check(self, held: &[String]) -> Result<CheckedPatch, IdentityError> {
+        let name = match self.name {
+            Some(name) => {
+                let name = name.trim().to_owned();
+                if name.is_empty() || name.chars().count() > 128 {
+                    return Err(IdentityError::Invalid("name must be 1 to 128 characters".into()));
+                }
+                text::check("name", &name)?;
+                Some(name)
+            }
+            None => None,
+        };
+        if let Some(scopes) = &self.scopes {
+            scopes::check_grant(held, scopes)?;
+        }
+        check_fields(self.workspace_id.as_deref(), self.roles.as_deref(), self.metadata.as_ref())?;
+        let kind = self.kind.map(checked_kind).transpose()?;
+        Ok(CheckedPatch(Self { name, kind, ..self }))
+    }
+}
+
+impl CheckedPatch {
+    /// Sets on `rec` every field the patch sets.
+    pub(super) fn apply(self, rec: &mut IdentityRecord) {
+        let IdentityPatch { name, scopes, roles, metadata, workspace_id, kind } = self.0;
+        if let Some(name) = name {
+            rec.name = name;
+        }
+        if let Some(scopes) = scopes {
+            rec.scopes = scopes;
+        }
+        if let Some(roles) = roles {
+            rec.roles = roles;
+        }
+        if let Some(metadata) = metadata {
+            rec.metadata = metadata;
+        }
+        if let Some(w) = workspace_id {
+            rec.workspace_id = w;
+        }
+        if let Some(kind) = kind {
+            rec.kind = kind;
+        }
+    }
 }
 
 /// `kind` if it is one of relayauth's identity types.

@@ -12,7 +12,8 @@
 
 use std::sync::Arc;
 
-use super::{load_material, publish, KeyRing, RingError};
+use super::memory::{load_material, publish};
+use super::{KeyRing, RingError};
 use crate::keys::{KeyRecord, KeysetName};
 use crate::storage::{StorageError, Writer};
 

@@ -20,11 +20,14 @@ use crate::audit::{AuditAction, AuditEvent};
 use crate::backend::{BackendError, CreatedKey, Guarded};
 use crate::clock::{Clock, Timestamp};
 use crate::jwks::JwksSnapshot;
-use crate::keys::{BackendKind, KeyHandle, KeyRecord, KeyState, KeyUse, Keyset, KeysetName, Kid, Schedule};
+use crate::keys::{BackendKind, KeyRecord, KeyState, KeyUse, Keyset, KeysetName, Kid, Schedule};
 use crate::metrics::Metrics;
 use crate::storage::{StorageError, Store};
 
 mod fence;
+mod memory;
+
+use memory::{load_material, show, Snapshots};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RingError {
@@ -68,31 +71,6 @@ impl Backends {
 
 fn usage_of(keysets: &[Keyset], name: &KeysetName) -> KeyUse {
     keysets.iter().find(|k| &k.name == name).map_or(KeyUse::Tokens, |k| k.usage)
-}
-
-/// The JWKS documents, rendered together from one view of the records.
-struct Snapshots {
-    tokens: Arc<JwksSnapshot>,
-    sign: HashMap<KeysetName, Arc<JwksSnapshot>>,
-}
-
-impl Snapshots {
-    fn render(records: &[Arc<KeyRecord>], keysets: &[Keyset], now: Timestamp) -> Self {
-        let of = |pick: &dyn Fn(&KeyRecord) -> bool| {
-            let chosen: Vec<&Arc<KeyRecord>> = records.iter().filter(|r| pick(r)).collect();
-            Arc::new(JwksSnapshot::render(&chosen, now))
-        };
-        let sign = keysets
-            .iter()
-            .filter(|k| k.usage == KeyUse::Sign)
-            .map(|k| (k.name.clone(), of(&|r: &KeyRecord| r.keyset == k.name)))
-            .collect();
-        Self { tokens: of(&|r: &KeyRecord| usage_of(keysets, &r.keyset) == KeyUse::Tokens), sign }
-    }
-
-    fn is_current(&self, now: Timestamp) -> bool {
-        self.tokens.is_current(now) && self.sign.values().all(|s| s.is_current(now))
-    }
 }
 
 pub struct KeyRing {
@@ -354,63 +332,5 @@ pub fn new_record(ks: &Keyset, created: CreatedKey, created_at: Timestamp, sched
     }
 }
 
-/// Makes every live key of `records` usable in its backend, checking that
-/// the backend's public key is the recorded one. A key whose stored
-/// material is corrupt is an error.
-async fn load_material(backends: &Backends, records: &[KeyRecord], now: Timestamp) -> Result<(), RingError> {
-    for rec in records {
-        if matches!(rec.state_at(now), KeyState::Destroyed | KeyState::Revoked) || rec.handle == KeyHandle::Destroyed {
-            continue;
-        }
-        let backend = backends
-            .get(rec.backend)
-            .ok_or_else(|| RingError::NoBackend { keyset: rec.keyset.clone(), backend: rec.backend.as_str() })?;
-        let public = backend
-            .load(&rec.keyset, &rec.kid, rec.spec, &rec.handle)
-            .await
-            .map_err(|source| RingError::Load { kid: rec.kid.clone(), keyset: rec.keyset.clone(), source })?;
-        if public != rec.public {
-            return Err(RingError::PublicMismatch { kid: rec.kid.clone(), keyset: rec.keyset.clone() });
-        }
-    }
-    Ok(())
-}
-
 /// The JWKS `max-age` while cooling down after an emergency revoke.
 pub const COOLDOWN_MAX_AGE: Duration = Duration::from_secs(5);
-
-/// Shows committed `records` (new or changed) in memory. The JWKS snapshots
-/// are rendered from the new set and published before the set itself, so a
-/// new key is in the JWKS before anything can pick it as a signer.
-fn show(
-    memory: &RwLock<Arc<Vec<Arc<KeyRecord>>>>,
-    jwks: &RwLock<Arc<Snapshots>>,
-    keysets: &[Keyset],
-    records: &[KeyRecord],
-    now: Timestamp,
-) {
-    let Ok(mut recs) = memory.write() else { return };
-    let mut next = recs.as_ref().clone();
-    for r in records {
-        match next.iter_mut().find(|x| x.kid == r.kid) {
-            Some(slot) => *slot = Arc::new(r.clone()),
-            None => next.push(Arc::new(r.clone())),
-        }
-    }
-    publish(&mut recs, next, jwks, keysets, now);
-}
-
-/// Makes `next` the ring's records: its JWKS first, then the set itself.
-fn publish(
-    recs: &mut Arc<Vec<Arc<KeyRecord>>>,
-    next: Vec<Arc<KeyRecord>>,
-    jwks: &RwLock<Arc<Snapshots>>,
-    keysets: &[Keyset],
-    now: Timestamp,
-) {
-    let snapshots = Arc::new(Snapshots::render(&next, keysets, now));
-    if let Ok(mut j) = jwks.write() {
-        *j = snapshots;
-    }
-    *recs = Arc::new(next);
-}

@@ -115,8 +115,8 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
             w.put_key(&k)?;
             w.put_api_key(&a)?;
             w.put_identity(&i)?;
-            w.put_session(&session("sess_1", &i.id, 900, false))?;
-            w.put_session(&session("sess_2", &i.id, 900, true))?;
+            w.put_session(&session("sess_1", i.id.as_str(), 900, false))?;
+            w.put_session(&session("sess_2", i.id.as_str(), 900, true))?;
             w.put_issued(&issued("tok_1", 900))?;
             w.revoke_jti("tok_1", Timestamp::from_unix(900))?;
             w.audit(event(1))?;
@@ -138,12 +138,16 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
             assert_eq!(r.api_key_by_hash(&api.key_hash)?, Some(api.clone()));
             assert_eq!(r.api_key_by_hash(&"00".repeat(32))?, None);
             assert_eq!(r.identities()?, std::slice::from_ref(&identity));
-            assert_eq!(r.identity(&identity.id)?, Some(identity.clone()));
-            assert_eq!(r.identity_named(&identity.org_id, &identity.name, None)?, Some(identity.id.clone()));
-            assert_eq!(r.identity_named(&identity.org_id, &identity.name, Some(&identity.id))?, None);
+            assert_eq!(r.identity(identity.id.as_str())?, Some(identity.clone()));
+            assert_eq!(
+                r.identity_named(identity.org_id.as_str(), &identity.name, None)?,
+                Some(identity.id.to_string())
+            );
+            assert_eq!(r.identity_named(identity.org_id.as_str(), &identity.name, Some(identity.id.as_str()))?, None);
             assert_eq!(r.identity_named("other_org", &identity.name, None)?, None);
-            assert_eq!(r.session("sess_1")?, Some(session("sess_1", &identity.id, 900, false)));
-            let live: Vec<String> = r.sessions_of(&identity.id)?.into_iter().map(|s| s.sid).collect();
+            assert_eq!(r.session("sess_1")?, Some(session("sess_1", identity.id.as_str(), 900, false)));
+            let live: Vec<String> =
+                r.sessions_of(identity.id.as_str())?.into_iter().map(|s| s.sid.to_string()).collect();
             assert_eq!(live, ["sess_1"]);
             assert_eq!(r.issued("tok_1")?, Some(issued("tok_1", 900)));
             let (jtis, sessions) = r.revocations()?;
@@ -160,9 +164,9 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
     }
     // An identity removed is gone from every lookup.
     let id = identity.id.clone();
-    store.write(move |w| w.delete_identity(&id)).await.unwrap();
+    store.write(move |w| w.delete_identity(id.as_str())).await.unwrap();
     let id = identity.id.clone();
-    let gone = store.read(move |r| Ok((r.identity(&id)?, r.identities()?.len()))).await.unwrap();
+    let gone = store.read(move |r| Ok((r.identity(id.as_str())?, r.identities()?.len()))).await.unwrap();
     assert_eq!(gone, (None, 0));
 }
 
@@ -216,11 +220,11 @@ async fn a_refresh_token_is_spent_once_under_concurrent_spenders(e: Engines) {
             store
                 .write(move |w| {
                     let Some(mut s) = w.session("sess_1")? else { return Ok(false) };
-                    if s.refresh_jti != "tok_r0" {
+                    if s.refresh_jti.as_str() != "tok_r0" {
                         return Ok(false);
                     }
                     s.previous_refresh_jti = Some(s.refresh_jti.clone());
-                    s.refresh_jti = format!("tok_r{}", n + 1);
+                    s.refresh_jti = format!("tok_r{}", n + 1).into();
                     w.put_session(&s)?;
                     w.audit(event(n))?;
                     Ok::<_, StorageError>(true)
@@ -236,7 +240,7 @@ async fn a_refresh_token_is_spent_once_under_concurrent_spenders(e: Engines) {
     }
     assert_eq!(won.len(), 1, "exactly one spender wins: {won:?}");
     let s = e.stores[0].read(|r| r.session("sess_1")).await.unwrap().unwrap();
-    assert_eq!(s.refresh_jti, format!("tok_r{}", won[0] + 1));
+    assert_eq!(s.refresh_jti.as_str(), format!("tok_r{}", won[0] + 1));
     assert_eq!(e.stores[0].read(|r| r.verify_audit()).await.unwrap(), Ok(1));
 }
 

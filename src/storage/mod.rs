@@ -23,6 +23,7 @@ mod open;
 mod overlay;
 pub mod postgres;
 mod records;
+mod run;
 mod tokens;
 mod txn;
 
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::TableDefinition;
 
 pub use backup::verify_backup;
 pub use engine::{Failing, FaultClass, StorageHealth};
@@ -40,9 +41,7 @@ pub use records::{MetaValue, Record, Sealed};
 pub use tokens::Collected;
 pub use txn::{AuditRows, Reader, Writer};
 
-use engine::Engine;
-use postgres::engine::PgEngine;
-use txn::Txn;
+use run::Backend;
 
 use crate::audit::AuditEvent;
 use crate::context::RequestContext;
@@ -168,28 +167,6 @@ pub struct Store {
     /// changes in commit order.
     apply_order: Arc<Mutex<()>>,
     observer: Arc<OnceLock<AuditObserver>>,
-}
-
-/// The engine a store runs on.
-enum Backend {
-    Redb(Engine),
-    Pg(PgEngine),
-}
-
-impl Backend {
-    fn health(&self) -> StorageHealth {
-        match self {
-            Backend::Redb(e) => e.health(),
-            Backend::Pg(e) => e.health(),
-        }
-    }
-
-    fn failing_and_quiet_for(&self, quiet: Duration) -> bool {
-        match self {
-            Backend::Redb(e) => e.failing_and_quiet_for(quiet),
-            Backend::Pg(e) => e.failing_and_quiet_for(quiet),
-        }
-    }
 }
 
 /// The request being served by the calling task (read before the work moves
@@ -341,89 +318,6 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn read_now<T>(&self, f: impl FnOnce(&Reader) -> Result<T, StorageError>) -> Result<T, StorageError> {
         Self::read_blocking(&self.engine, self.mac.clone(), f)
-    }
-
-    /// One read transaction; a fault it meets is recorded (see `engine`).
-    fn read_blocking<T>(
-        engine: &Backend,
-        mac: RecordKey,
-        f: impl FnOnce(&Reader) -> Result<T, StorageError>,
-    ) -> Result<T, StorageError> {
-        let engine = match engine {
-            Backend::Redb(engine) => engine,
-            Backend::Pg(pg) => {
-                let reader = Reader { txn: Txn::Pg(pg.begin(false)?), mac };
-                let out = f(&reader)?;
-                if let Txn::Pg(txn) = reader.txn {
-                    txn.commit()?;
-                }
-                return Ok(out);
-            }
-        };
-        let held = engine.hold()?;
-        let reader = Reader { txn: Txn::Read(held.db()?.begin_read().map_err(|e| engine.observe(e))?), mac };
-        f(&reader).map_err(|e| match e {
-            StorageError::Redb(e) => engine.observe(e),
-            other => other,
-        })
-    }
-
-    /// One write transaction. If `f` fails the transaction is aborted, which
-    /// also tells whether the store met a fault on the way (redb refuses the
-    /// abort then); a commit that fails is recorded as a fault of its kind.
-    fn write_blocking<T, E: From<StorageError>>(
-        engine: &Backend,
-        mac: RecordKey,
-        (context, observer): (Option<Arc<RequestContext>>, &OnceLock<AuditObserver>),
-        f: impl FnOnce(&mut Writer) -> Result<T, E>,
-    ) -> Result<T, E> {
-        // The redb database is held for the whole transaction.
-        let held;
-        let txn = match engine {
-            Backend::Redb(engine) => {
-                held = engine.hold()?;
-                Txn::Write(Box::new(held.db()?.begin_write().map_err(|e| engine.observe(e))?))
-            }
-            Backend::Pg(pg) => Txn::Pg(pg.begin(true)?),
-        };
-        let mut w = Writer { r: Reader { txn, mac }, context, audited: Vec::new() };
-        let out = f(&mut w);
-        match (out, w.r.txn, engine) {
-            (Ok(out), Txn::Write(txn), Backend::Redb(engine)) => {
-                txn.commit().map_err(|e| engine.observe(e))?;
-                engine.committed();
-                Self::committed(&w.audited, observer);
-                Ok(out)
-            }
-            (Ok(out), Txn::Pg(txn), _) => {
-                txn.commit()?;
-                Self::committed(&w.audited, observer);
-                Ok(out)
-            }
-            (Err(e), Txn::Write(txn), Backend::Redb(engine)) => {
-                if let Err(abort) = txn.abort() {
-                    engine.observe(abort);
-                }
-                Err(e)
-            }
-            (Err(e), Txn::Pg(txn), _) => {
-                // A rollback the server did not answer closes the connection,
-                // which rolls back as well.
-                let _ = txn.rollback();
-                Err(e)
-            }
-            (_, _, _) => Err(StorageError::Engine("a write transaction of another engine".into()).into()),
-        }
-    }
-
-    /// Logs and observes the audit events of a committed transaction.
-    fn committed(audited: &[AuditEvent], observer: &OnceLock<AuditObserver>) {
-        for event in audited {
-            crate::audit::log_committed(event);
-            if let Some(observe) = observer.get() {
-                observe(event);
-            }
-        }
     }
 }
 

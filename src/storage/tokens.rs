@@ -69,7 +69,7 @@ impl Reader {
             Txn::Write(x) => (revoked_in(&x.open_table(REVOKED)?)?, decode_sessions(self.txn.scan(&table::SESSIONS)?)?),
         };
         let revoked = sessions.into_iter().filter(|s| s.revoked_at.is_some());
-        Ok((jtis, revoked.map(|s| (s.sid, s.expires_at.unix())).collect()))
+        Ok((jtis, revoked.map(|s| (s.sid.into(), s.expires_at.unix())).collect()))
     }
 
     /// The id of an identity of `org` named `name`, other than `except`, if
@@ -93,8 +93,8 @@ impl Reader {
         };
         for (k, v) in rows {
             let rec = IdentityRecord::decode(&self.mac, "identities", &k, &v)?;
-            if rec.org_id == org && rec.name == name {
-                return Ok(Some(rec.id));
+            if rec.org_id.as_str() == org && rec.name == name {
+                return Ok(Some(rec.id.into()));
             }
         }
         Ok(None)
@@ -110,7 +110,7 @@ impl Reader {
             _ => self.txn.scan(&table::SESSIONS)?,
         };
         let mut sessions = decode_sessions(rows)?;
-        sessions.retain(|s| s.identity_id == identity_id && s.revoked_at.is_none());
+        sessions.retain(|s| s.identity_id.as_str() == identity_id && s.revoked_at.is_none());
         Ok(sessions)
     }
 }

@@ -172,7 +172,7 @@ impl Reader {
                 continue;
             }
             let rec = decode(&k, &v)?;
-            if rec.org_id == org {
+            if rec.org_id.as_str() == org {
                 out.push(rec);
             }
         }

@@ -7,15 +7,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::records::TokenType;
+use super::records::{SessionId, TokenId, TokenType};
+use crate::api_keys::OrgId;
 use crate::encoding::{b64url, b64url_decode};
+use crate::identities::IdentityId;
 
 /// `sub, org, wks, scopes, sponsorId, sponsorChain, token_type, iss, aud, exp,
 /// iat, jti, sid` then the optional claims; field order is wire order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
-    pub sub: String,
-    pub org: String,
+    pub sub: IdentityId,
+    pub org: OrgId,
     pub wks: String,
     pub scopes: Vec<String>,
     #[serde(rename = "sponsorId")]
@@ -27,14 +29,14 @@ pub struct Claims {
     pub aud: Vec<String>,
     pub exp: i64,
     pub iat: i64,
-    pub jti: String,
-    pub sid: String,
+    pub jti: TokenId,
+    pub sid: SessionId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<BTreeMap<String, String>>,
     #[serde(rename = "parentTokenId", default, skip_serializing_if = "Option::is_none")]
-    pub parent_token_id: Option<String>,
+    pub parent_token_id: Option<TokenId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Value>,
 }

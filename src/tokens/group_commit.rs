@@ -153,7 +153,7 @@ mod tests {
     fn rows(n: u32) -> Rows {
         let at = Timestamp::from_unix(1_000);
         let session = SessionRecord {
-            sid: format!("sess_{n}"),
+            sid: format!("sess_{n}").into(),
             identity_id: "agent_1".into(),
             org_id: "org_1".into(),
             scopes: vec!["a:b:c".into()],
@@ -161,7 +161,7 @@ mod tests {
             algorithm: Algorithm::EdDsa,
             access_ttl: 60,
             refresh_ttl: 60,
-            refresh_jti: format!("tok_r{n}"),
+            refresh_jti: format!("tok_r{n}").into(),
             previous_refresh_jti: None,
             rotated_at: None,
             created_at: at,
@@ -169,7 +169,7 @@ mod tests {
             revoked_at: None,
         };
         let issued = IssuedToken {
-            jti: format!("tok_a{n}"),
+            jti: format!("tok_a{n}").into(),
             sid: session.sid.clone(),
             identity_id: "agent_1".into(),
             org_id: "org_1".into(),

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use super::claims::signing_input;
 use super::{
-    records, rows, Claims, Clamp, IssueRequest, IssuedToken, SessionRecord, TokenError, TokenPair, TokenService,
-    TokenType, REFRESH_AUDIENCE, REFRESH_SCOPE,
+    records, rows, Claims, Clamp, IssueRequest, IssuedToken, SessionId, SessionRecord, TokenError, TokenId, TokenPair,
+    TokenService, TokenType, REFRESH_AUDIENCE, REFRESH_SCOPE,
 };
 use crate::api_keys::Actor;
 use crate::clock::Timestamp;
-use crate::encoding::time_ordered_hex;
 use crate::identities::{IdentityRecord, IdentityStatus};
 use crate::keys::{Algorithm, KeyRecord, KeysetName};
 use crate::scopes::{self, GrantError};
@@ -80,7 +79,7 @@ impl TokenService {
             None => Ok(default.as_secs()),
         };
         let mut session = SessionRecord {
-            sid: format!("sess_{}", time_ordered_hex()),
+            sid: SessionId::generate(),
             identity_id: identity.id.clone(),
             org_id: identity.org_id.clone(),
             scopes,
@@ -88,7 +87,8 @@ impl TokenService {
             algorithm,
             access_ttl: ttl(req.expires_in, self.policy.access_ttl_default)?,
             refresh_ttl: ttl(req.refresh_ttl, self.policy.refresh_ttl_default)?,
-            refresh_jti: String::new(),
+            // Set by `mint`, to the refresh token it signs.
+            refresh_jti: TokenId::from(String::new()),
             previous_refresh_jti: None,
             rotated_at: None,
             created_at: now,
@@ -203,7 +203,7 @@ impl TokenService {
             aud,
             exp: now.plus(Duration::from_secs(granted)).unix(),
             iat: now.unix(),
-            jti: format!("tok_{}", time_ordered_hex()),
+            jti: TokenId::generate(),
             sid: session.sid.clone(),
             nbf: None,
             meta: None,

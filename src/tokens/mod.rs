@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use claims::Claims;
 pub use issue::default_audience;
 pub use policy::{TokenKeysets, TokenPolicy};
-pub use records::{IssuedToken, SessionRecord, TokenType};
+pub use records::{IssuedToken, SessionId, SessionRecord, TokenId, TokenType};
 pub use revoke::RevokeTarget;
 pub use verify::VerifyError;
 
@@ -40,7 +40,7 @@ use revocations::Revocations;
 
 use crate::backend::BackendError;
 use crate::clock::{Clock, Timestamp};
-use crate::identities::Identities;
+use crate::identities::{Identities, IdentityId};
 use crate::keyring::KeyRing;
 use crate::keys::KeysetName;
 use crate::migration::Migration;
@@ -82,9 +82,9 @@ pub enum TokenError {
 }
 
 /// What the caller asked for on `POST /v1/tokens`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IssueRequest {
-    pub identity_id: String,
+    pub identity_id: IdentityId,
     pub scopes: Option<Vec<String>>,
     pub audience: Option<Vec<String>>,
     pub expires_in: Option<u64>,

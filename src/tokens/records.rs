@@ -1,10 +1,53 @@
 //! What kmsd stores about issued tokens: the session a token pair belongs to,
-//! and one row per issued token (so revoke-by-tokenId can tell "not found").
+//! and one row per issued token (so revoke-by-tokenId can tell "not found"),
+//! and the ids that name them ([`SessionId`], [`TokenId`]).
 
 use serde::{Deserialize, Serialize};
 
+use crate::api_keys::OrgId;
 use crate::clock::Timestamp;
+use crate::encoding::time_ordered_hex;
+use crate::identities::IdentityId;
+use crate::ids::{is_prefixed_hex32, text_id};
 use crate::keys::Algorithm;
+
+text_id!(
+    /// A session id (the `sid` claim): `sess_` + 32 hex as kmsd makes them.
+    /// Rows and claims hold it unchecked.
+    SessionId
+);
+
+text_id!(
+    /// A token id (the `jti` claim): `tok_` + 32 hex as kmsd makes them.
+    /// Rows and claims hold it unchecked: a legacy HS256 token's jti may
+    /// have any form.
+    TokenId
+);
+
+impl SessionId {
+    pub fn generate() -> Self {
+        Self(format!("sess_{}", time_ordered_hex()))
+    }
+
+    /// The session a client names (`sessionId` of a revoke), if the text has
+    /// the form kmsd makes; text of any other form names no session.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_prefixed_hex32(text, "sess_").then(|| Self(text.to_owned()))
+    }
+}
+
+impl TokenId {
+    pub fn generate() -> Self {
+        Self(format!("tok_{}", time_ordered_hex()))
+    }
+
+    /// The token a client names (`tokenId` of a revoke, `jti=` of the public
+    /// revocation check), if the text has the form kmsd makes; text of any
+    /// other form names no token kmsd issued.
+    pub fn parse(text: &str) -> Option<Self> {
+        is_prefixed_hex32(text, "tok_").then(|| Self(text.to_owned()))
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -16,9 +59,9 @@ pub enum TokenType {
 /// A refresh session: the narrowed grant that every refresh reissues.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
-    pub sid: String,
-    pub identity_id: String,
-    pub org_id: String,
+    pub sid: SessionId,
+    pub identity_id: IdentityId,
+    pub org_id: OrgId,
     pub scopes: Vec<String>,
     pub audience: Vec<String>,
     pub algorithm: Algorithm,
@@ -26,9 +69,9 @@ pub struct SessionRecord {
     pub access_ttl: u64,
     pub refresh_ttl: u64,
     /// The one refresh token that may be used next.
-    pub refresh_jti: String,
+    pub refresh_jti: TokenId,
     /// The refresh token it replaced, and when (for the reuse grace).
-    pub previous_refresh_jti: Option<String>,
+    pub previous_refresh_jti: Option<TokenId>,
     pub rotated_at: Option<Timestamp>,
     pub created_at: Timestamp,
     /// When the last token the session issued expires (an access token may
@@ -47,10 +90,10 @@ pub struct SessionRecord {
 /// bytes still decode to the same values).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
-    pub jti: String,
-    pub sid: String,
-    pub identity_id: String,
-    pub org_id: String,
+    pub jti: TokenId,
+    pub sid: SessionId,
+    pub identity_id: IdentityId,
+    pub org_id: OrgId,
     pub kind: TokenType,
     pub exp: Timestamp,
     /// The header's kid: the signing key, or the legacy HS256 kid.
@@ -124,6 +167,23 @@ mod tests {
         let bytes = SESSION_V1.replace(r#""revoked_at":null"#, r#""revoked_at":200"#);
         assert_eq!(String::from_utf8(revoked.encode()).unwrap(), bytes);
         assert_eq!(SessionRecord::decode("sessions", "sess_1", bytes.as_bytes()).unwrap(), revoked);
+    }
+
+    #[test]
+    fn session_and_token_ids_parse_only_in_the_form_kmsd_makes() {
+        let (sid, jti) = (SessionId::generate(), TokenId::generate());
+        assert_eq!(SessionId::parse(sid.as_str()), Some(sid.clone()));
+        assert_eq!(TokenId::parse(jti.as_str()), Some(jti.clone()));
+        assert_eq!(SessionId::parse(jti.as_str()), None, "a jti is no session id");
+        assert_eq!(TokenId::parse(sid.as_str()), None, "a sid is no token id");
+        let hex = "0123456789abcdef0123456789abcdef";
+        for refused in ["", "sess_1", "sess_", &format!("sess_{hex}0"), &format!("SESS_{hex}"), &format!("sess_{hex} ")]
+        {
+            assert_eq!(SessionId::parse(refused), None, "{refused:?}");
+        }
+        for refused in ["", "tok_r1", "tok_", &format!("tok_{}", &hex[2..]), &format!("tok_{}", hex.to_uppercase())] {
+            assert_eq!(TokenId::parse(refused), None, "{refused:?}");
+        }
     }
 
     #[test]

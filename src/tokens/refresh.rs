@@ -16,7 +16,7 @@ impl TokenService {
         let now = self.clock.now();
         let identity = self.identities.get_any(&claims.sub).ok_or(VerifyError::Revoked)?;
         let sid = claims.sid.clone();
-        let mut session = self.store.read(move |r| r.session(&sid)).await?.ok_or(VerifyError::Revoked)?;
+        let mut session = self.store.read(move |r| r.session(sid.as_str())).await?.ok_or(VerifyError::Revoked)?;
         // Scopes the identity no longer holds are dropped, never re-granted.
         session.scopes.retain(|s| scopes::any_covers(&identity.scopes, s));
         if session.scopes.is_empty() {
@@ -33,11 +33,11 @@ impl TokenService {
             .commit_then_apply(
                 move |w| {
                     let next = &mut rows.session;
-                    let Some(mut current) = w.session(&next.sid)? else { return Ok(Rotation::Gone) };
+                    let Some(mut current) = w.session(next.sid.as_str())? else { return Ok(Rotation::Gone) };
                     if current.revoked_at.is_some() {
                         return Ok(Rotation::Gone);
                     }
-                    let in_grace = current.previous_refresh_jti.as_deref() == Some(presented.as_str())
+                    let in_grace = current.previous_refresh_jti.as_ref() == Some(&presented)
                         && current.rotated_at.is_some_and(|at| now < at.plus(grace));
                     if current.refresh_jti != presented && !in_grace {
                         current.revoked_at = Some(now);

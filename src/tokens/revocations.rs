@@ -6,45 +6,52 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::records::{SessionId, TokenId};
 use crate::clock::Timestamp;
 
 #[derive(Default)]
 pub struct Revocations {
-    jtis: RwLock<HashMap<String, i64>>,
-    sessions: RwLock<HashMap<String, i64>>,
+    jtis: RwLock<HashMap<TokenId, i64>>,
+    sessions: RwLock<HashMap<SessionId, i64>>,
 }
 
 impl Revocations {
+    /// From the store's lists of revoked jtis and sessions (ids as stored).
     pub fn load(jtis: Vec<(String, i64)>, sessions: Vec<(String, i64)>) -> Self {
-        Self { jtis: RwLock::new(jtis.into_iter().collect()), sessions: RwLock::new(sessions.into_iter().collect()) }
+        let jtis = jtis.into_iter().map(|(jti, until)| (TokenId::from(jti), until)).collect();
+        let sessions = sessions.into_iter().map(|(sid, until)| (SessionId::from(sid), until)).collect();
+        Self { jtis: RwLock::new(jtis), sessions: RwLock::new(sessions) }
     }
 
-    pub fn revoke_jti(&self, jti: &str, until: Timestamp) {
+    pub fn revoke_jti(&self, jti: &TokenId, until: Timestamp) {
         if let Ok(mut m) = self.jtis.write() {
-            m.insert(jti.to_owned(), until.unix());
+            m.insert(jti.clone(), until.unix());
         }
     }
 
-    pub fn revoke_session(&self, sid: &str, until: Timestamp) {
+    pub fn revoke_session(&self, sid: &SessionId, until: Timestamp) {
         if let Ok(mut m) = self.sessions.write() {
-            m.insert(sid.to_owned(), until.unix());
+            m.insert(sid.clone(), until.unix());
         }
     }
 
-    pub fn is_revoked(&self, jti: &str, sid: &str) -> bool {
+    pub fn is_revoked(&self, jti: &TokenId, sid: &SessionId) -> bool {
         self.is_jti_revoked(jti) || self.sessions.read().map(|m| m.contains_key(sid)).unwrap_or(true)
     }
 
-    pub fn is_jti_revoked(&self, jti: &str) -> bool {
+    pub fn is_jti_revoked(&self, jti: &TokenId) -> bool {
         self.jtis.read().map(|m| m.contains_key(jti)).unwrap_or(true)
     }
 
     /// Forgets revocations whose tokens all expired before `before`.
     pub fn collect(&self, before: Timestamp) {
-        for map in [&self.jtis, &self.sessions] {
-            if let Ok(mut m) = map.write() {
-                m.retain(|_, until| *until >= before.unix());
-            }
-        }
+        forget_before(&self.jtis, before);
+        forget_before(&self.sessions, before);
+    }
+}
+
+fn forget_before<K>(map: &RwLock<HashMap<K, i64>>, before: Timestamp) {
+    if let Ok(mut m) = map.write() {
+        m.retain(|_, until| *until >= before.unix());
     }
 }

@@ -1,11 +1,11 @@
 //! Revocation: one token, one session, or every token of an identity;
 //! committed, then shown in memory, as one unit.
 
-use super::{TokenError, TokenService};
+use super::{SessionId, TokenError, TokenId, TokenService};
 use crate::api_keys::Actor;
 use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
-use crate::identities::IdentityError;
+use crate::identities::{IdentityError, IdentityId};
 use crate::scopes;
 use crate::storage::StorageError;
 
@@ -23,8 +23,8 @@ impl TokenService {
                 self.store
                     .commit_then_apply(
                         move |w| {
-                            let Some(t) = w.issued(&jti)?.filter(|t| t.org_id == org) else { return Ok(None) };
-                            w.revoke_jti(&t.jti, t.exp)?;
+                            let Some(t) = w.issued(jti.as_str())?.filter(|t| t.org_id == org) else { return Ok(None) };
+                            w.revoke_jti(t.jti.as_str(), t.exp)?;
                             w.audit(AuditEvent::new(now, who, AuditAction::TokenRevoke).target(t.jti.clone()))?;
                             Ok::<_, StorageError>(Some(t))
                         },
@@ -41,7 +41,9 @@ impl TokenService {
                 self.store
                     .commit_then_apply(
                         move |w| {
-                            let Some(mut s) = w.session(&sid)?.filter(|s| s.org_id == org) else { return Ok(None) };
+                            let Some(mut s) = w.session(sid.as_str())?.filter(|s| s.org_id == org) else {
+                                return Ok(None);
+                            };
                             s.revoked_at.get_or_insert(now);
                             w.put_session(&s)?;
                             w.audit(AuditEvent::new(now, who, AuditAction::TokenRevokeSession).target(s.sid.clone()))?;
@@ -81,8 +83,8 @@ impl TokenService {
 
     /// Revokes every session of an identity (after suspend, retire, delete);
     /// returns how many of them still had a token that could verify.
-    pub async fn revoke_sessions_of(&self, identity_id: &str, now: Timestamp) -> Result<usize, TokenError> {
-        let id = identity_id.to_owned();
+    pub async fn revoke_sessions_of(&self, identity_id: &IdentityId, now: Timestamp) -> Result<usize, TokenError> {
+        let id = identity_id.clone();
         let revocations = self.revocations.clone();
         let keep = now.plus(self.policy.access_ttl_max);
         let live_after = now.minus(self.policy.skew);
@@ -90,7 +92,7 @@ impl TokenService {
             .store
             .commit_then_apply(
                 move |w| {
-                    let sessions = w.sessions_of(&id)?;
+                    let sessions = w.sessions_of(id.as_str())?;
                     let mut out = Vec::new();
                     for mut s in sessions {
                         s.revoked_at = Some(now);
@@ -113,7 +115,7 @@ impl TokenService {
 /// What `POST /v1/tokens/revoke` names, in precedence order.
 #[derive(Debug, Clone)]
 pub enum RevokeTarget {
-    Token(String),
-    Identity(String),
-    Session(String),
+    Token(TokenId),
+    Identity(IdentityId),
+    Session(SessionId),
 }

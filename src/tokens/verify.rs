@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::claims::{split, Claims, Compact};
-use super::records::TokenType;
+use super::records::{SessionId, TokenId, TokenType};
 use super::verified::Checked;
 use super::TokenService;
+use crate::api_keys::OrgId;
 use crate::clock::Timestamp;
-use crate::identities::IdentityStatus;
+use crate::identities::{IdentityId, IdentityStatus};
 use crate::keys::KeyUse;
 use crate::keys::{KeyRecord, KeyState};
 use crate::storage::StorageError;
@@ -99,9 +100,9 @@ impl TokenService {
         Err(VerifyError::NotIssued)
     }
 
-    async fn issued_row(&self, jti: &str) -> Result<Option<super::IssuedToken>, StorageError> {
-        let jti = jti.to_owned();
-        self.store.read(move |r| r.issued(&jti)).await
+    async fn issued_row(&self, jti: &TokenId) -> Result<Option<super::IssuedToken>, StorageError> {
+        let jti = jti.clone();
+        self.store.read(move |r| r.issued(jti.as_str())).await
     }
 
     /// Validly signed tokens refused because their jti was never issued.
@@ -117,12 +118,12 @@ impl TokenService {
     /// never issued (or whose row expired and was collected), except while
     /// the HS256 migration still accepts legacy tokens, whose jtis kmsd
     /// never saw. Memory first, then at most one indexed store read.
-    pub async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError> {
+    pub async fn is_jti_revoked(&self, jti: &TokenId) -> Result<bool, StorageError> {
         if self.revocations.is_jti_revoked(jti) {
             return Ok(true);
         }
         let legacy_open = self.migration.as_ref().is_some_and(|m| m.accepts_hs256());
-        let Some(row) = self.issued_row(jti).await? else { return Ok(!legacy_open) };
+        let Some(row) = self.issued_row(jti).await? else { return Ok(self.is_unissued_jti_revoked()) };
         let now = self.clock.now();
         let key_refused = match row.kid.as_deref() {
             Some(kid) if self.migration.as_ref().is_some_and(|m| m.kid() == kid) => !legacy_open,
@@ -132,6 +133,14 @@ impl TokenService {
         };
         let iat = row.iat.map(Timestamp::unix);
         Ok(key_refused || self.check_standing(&row.jti, &row.sid, &row.identity_id, &row.org_id, iat).is_err())
+    }
+
+    /// The public revocation check's answer for a jti kmsd never issued (no
+    /// row, or text that is no jti kmsd could have made, which needs no
+    /// lookup): revoked, except while the HS256 migration still accepts
+    /// legacy tokens, whose jtis kmsd never saw.
+    pub fn is_unissued_jti_revoked(&self) -> bool {
+        !self.migration.as_ref().is_some_and(|m| m.accepts_hs256())
     }
 
     /// The key `kid` if kmsd trusts it, now, for tokens of kind `expect` with `alg`.
@@ -205,13 +214,20 @@ impl TokenService {
 
     /// Whether the jti, its session and its identity still stand (memory
     /// only). An unknown `iat` counts as before any identity-wide revocation.
-    fn check_standing(&self, jti: &str, sid: &str, sub: &str, org: &str, iat: Option<i64>) -> Result<(), VerifyError> {
+    fn check_standing(
+        &self,
+        jti: &TokenId,
+        sid: &SessionId,
+        sub: &IdentityId,
+        org: &OrgId,
+        iat: Option<i64>,
+    ) -> Result<(), VerifyError> {
         if self.revocations.is_revoked(jti, sid) {
             return Err(VerifyError::Revoked);
         }
         let identity = self.identities.get_any(sub).ok_or(VerifyError::Revoked)?;
         let epoch_hit = identity.tokens_revoked_before.is_some_and(|before| iat.is_none_or(|iat| iat < before.unix()));
-        if identity.status != IdentityStatus::Active || epoch_hit || identity.org_id != org {
+        if identity.status != IdentityStatus::Active || epoch_hit || identity.org_id != *org {
             return Err(VerifyError::Revoked);
         }
         Ok(())
@@ -222,31 +238,12 @@ impl TokenService {
 mod tests {
     //! A leaked private key, simulated in process: tokens signed by the ring's
     //! own active key whose rows were never committed.
-    use std::sync::Arc;
-
     use super::super::claims::signing_input;
     use super::*;
     use crate::api_keys::{Actor, DEFAULT_ORG};
-    use crate::app::App;
-    use crate::clock::SystemClock;
-    use crate::config::Config;
     use crate::identities::NewIdentity;
     use crate::keys::KeysetName;
     use crate::tokens::IssueRequest;
-
-    async fn app(dir: &std::path::Path) -> App {
-        let keys = dir.join("keys");
-        std::fs::create_dir(&keys).unwrap();
-        for name in ["edge", "refresh"] {
-            std::fs::write(keys.join(format!("{name}.toml")), format!("name = \"{name}\"\nalgorithm = \"EdDSA\"\n"))
-                .unwrap();
-        }
-        let env = [("KMSD_DATA_DIR", dir.join("data")), ("KMSD_KEYS_DIR", keys)]
-            .map(|(k, v)| (k.to_owned(), v.display().to_string()));
-        let config = Config::load(None, &env).unwrap();
-        App::init(&config, Arc::new(SystemClock), None, false).await.unwrap();
-        App::open(config, Arc::new(SystemClock)).await.unwrap()
-    }
 
     /// `claims` signed by `key` through the ring, exactly as kmsd signs, but
     /// with no issued-token row.
@@ -259,7 +256,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_validly_signed_token_kmsd_never_recorded_is_refused_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let app = app(dir.path()).await;
+        let (app, _) = crate::app::testing::app(dir.path()).await;
         let tokens = &app.state().tokens;
         let admin = Actor {
             id: "ak_test".into(),
@@ -278,7 +275,14 @@ mod tests {
             workspace_id: None,
         };
         let who = tokens.identities().create(&admin, None, who, now).await.unwrap();
-        let req = IssueRequest { identity_id: who.id.clone(), algorithm: Some("EdDSA".into()), ..Default::default() };
+        let req = IssueRequest {
+            identity_id: who.id.clone(),
+            scopes: None,
+            audience: None,
+            expires_in: None,
+            refresh_ttl: None,
+            algorithm: Some("EdDSA".into()),
+        };
         let pair = tokens.issue(&admin, req).await.unwrap();
         let real = tokens.verify(&pair.access_token, TokenType::Access).await.unwrap();
         let key = tokens.ring.active(&KeysetName::parse("edge").unwrap(), now).unwrap();
