@@ -9,7 +9,7 @@ use super::args::{Command, VaultCommand};
 use super::Signals;
 use crate::app::{App, AppError};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, StorageEngine};
 use crate::kms::KmsKek;
 use crate::listener::TlsReload;
 use crate::vault::KekSource;
@@ -38,6 +38,13 @@ pub(super) async fn run(
                 config.keysets.len(),
                 keysets.join(", ")
             );
+            if let StorageEngine::Postgres(pg) = &config.storage_engine {
+                let url = pg.resolve_url(|var| std::env::var(var).ok())?;
+                let checked = crate::storage::postgres::check::check(&url)
+                    .await
+                    .with_context(|| format!("storage {}", url.redacted()))?;
+                println!("storage ok: {} at {}", checked, url.redacted());
+            }
             Ok(())
         }
         Command::Init { force_new_store } => init(&config, clock, env, force_new_store).await,
@@ -45,6 +52,12 @@ pub(super) async fn run(
         Command::Plan { rotations } => {
             print!("{}", crate::config::offline_plan(&config, clock.now(), rotations));
             Ok(())
+        }
+        Command::Vault(_) | Command::Restore { .. } if !matches!(config.storage_engine, StorageEngine::Redb) => {
+            anyhow::bail!(
+                "this command works on the redb store file; a PostgreSQL store is restored with the database's own \
+                 tools (pg_restore), and its KEK rewrap is not supported yet"
+            )
         }
         Command::Vault(VaultCommand::Rekey { to }) => {
             let new = parse_kek(&to, &config)?;
@@ -130,8 +143,8 @@ async fn init(
     let bootstrap = env.iter().find(|(k, _)| k == "KMSD_BOOTSTRAP_API_KEY").map(|(_, v)| v.as_str());
     let report = App::init(config, clock, bootstrap, force_new_store).await?;
     let place = match &config.storage_engine {
-        crate::config::StorageEngine::Redb => config.data_dir.display().to_string(),
-        crate::config::StorageEngine::Postgres(_) => "the PostgreSQL store".to_owned(),
+        StorageEngine::Redb => config.data_dir.display().to_string(),
+        StorageEngine::Postgres(_) => "the PostgreSQL store".to_owned(),
     };
     println!("kmsd: initialized {place} ({} signing key(s) created)", report.kids.len());
     match report.bootstrap_key {

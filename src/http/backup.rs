@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::{ApiError, AppState, Caller};
+use super::{ApiError, AppState, Caller, ErrorCode};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::storage::StorageError;
 
@@ -25,6 +25,12 @@ pub fn routes() -> Router<AppState> {
 
 async fn backup(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require("relayauth:admin:manage:*")?;
+    if state.store.engine_name() != "redb" {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "an online backup file is a redb store; back up a PostgreSQL store with its own tools (pg_dump)",
+        ));
+    }
     let (now, actor) = (state.clock.now(), caller.id.clone());
     state
         .store

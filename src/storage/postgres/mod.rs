@@ -1,6 +1,6 @@
-//! PostgreSQL pieces of the HA store (issue 14), not yet wired into serving:
-//! the store seam (one interface, both engines) lands with issue 13, and
-//! `[storage] engine = "postgres"` is refused at start until then.
+//! The PostgreSQL engine of the store (`[storage] engine = "postgres"`) and
+//! the pieces of HA on it (issue 14); the leader lease and the change feed
+//! are not yet driving the background work and the caches.
 //!
 //! - [`url`]: the connection string, password never shown.
 //! - [`pool`]: a small pool of connections with a statement timeout.
@@ -8,6 +8,8 @@
 //! - [`lease`]: the leader lease with a fencing epoch, and fenced writes.
 //! - [`feed`]: the change feed (LISTEN/NOTIFY) with resync after reconnect.
 //! - [`audit`]: the serialised audit append (row lock on the chain head).
+//! - [`engine`]: the store's transactions on PostgreSQL (the writer lock).
+//! - [`check`]: `kmsd check-config`: reachable, schema, privileges.
 //!
 //! Every read-modify-write here names the mechanism that makes it safe with
 //! several writers, next to the statement. Errors carry the server's message
@@ -15,6 +17,7 @@
 //! reaches an error, a log line or `Debug`.
 
 pub mod audit;
+pub mod check;
 pub mod engine;
 pub mod feed;
 pub mod lease;
@@ -44,6 +47,8 @@ pub enum PgError {
     Fenced { lease: String, holder: String, epoch: i64 },
     #[error("PostgreSQL: no answer within {waited:?}")]
     Timeout { waited: Duration },
+    #[error("PostgreSQL: the role has no {privilege} privilege on {on}: grant it (kmsd needs it to run)")]
+    Privilege { privilege: String, on: String },
     #[error("PostgreSQL: row {table}/{key} is corrupt: {reason}")]
     Corrupt { table: &'static str, key: String, reason: String },
 }

@@ -3,13 +3,14 @@
 //! a second replica with the same KEK joins it and serves the same JWKS,
 //! the same API keys and the tokens the first issued; a restart keeps every
 //! record; a replica with another KEK refuses to start and writes nothing;
-//! the URL's password appears in no output.
+//! the URL's password appears in no output; `check-config` says whether the
+//! database can be used (reachable, schema, privileges).
 
 use std::path::Path;
 
 use super::{client, harness, url_text};
 use crate::daemon::{bootstrap_key, run, text, Daemon};
-use crate::support::{identity, introspect, issue, jwks_kids};
+use crate::support::{call, identity, introspect, issue, jwks_kids};
 
 /// What the database holds, for "nothing was written" checks.
 async fn rows(db: &harness::TestDb) -> Vec<i64> {
@@ -52,6 +53,13 @@ async fn replicas_on_one_postgres_share_keys_api_keys_and_tokens_and_a_restart_k
     let access_b = pair_b["accessToken"].as_str().unwrap();
     assert_eq!(introspect(&a.public, &admin_key, access_b).await["sub"], id.as_str(), "a token from B is active on A");
 
+    // The redb file tools do not apply: a clear refusal, not a retry.
+    let (status, v) = call(&a.admin, &admin_key, "GET", "/v1/admin/backup", None).await;
+    assert_eq!((status, v["code"].as_str()), (400, Some("invalid_request")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("pg_dump"), "{v}");
+    let out = run(dir_a.path(), &["restore", "--from", "/nonexistent"], &env(&url, &kek));
+    assert!(!out.status.success() && text(&out).contains("pg_restore"), "{}", text(&out));
+
     // A restart of A keeps every record.
     let (_, out_a) = a.stop();
     let a = Daemon::start(dir_a.path(), &env(&url, &kek));
@@ -91,4 +99,42 @@ async fn a_replica_with_another_kek_refuses_to_start_and_writes_nothing() {
     let again = run(dir.path(), &["init"], &env(&url, &kek));
     assert!(!again.status.success() && text(&again).contains("already initialized"), "{}", text(&again));
     assert_eq!(rows(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reports_an_unreachable_database_and_a_missing_privilege_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("vault.kek");
+    let check = |url: &str| {
+        let out = run(dir.path(), &["check-config"], &env(url, &kek));
+        (out.status.success(), text(&out))
+    };
+    let secret = "pw-of-an-unreachable-db";
+    let (ok, msg) = check(&format!("postgres://kmsd:{secret}@127.0.0.1:1/kmsd?connect_timeout=2"));
+    assert!(!ok && msg.contains("cannot connect") && msg.contains("127.0.0.1"), "{msg}");
+    assert!(!msg.contains(secret), "{msg}");
+
+    let db = harness::fresh_db().await;
+    let owner = url_text(&db.url);
+    let (ok, msg) = check(&owner);
+    assert!(ok && msg.contains("no kmsd schema yet"), "{msg}");
+
+    // A role that may connect but not create tables (PostgreSQL 15's default
+    // for a database's public schema), then not read them either.
+    let role = format!("lim_{}", db.name);
+    let admin = client(&harness::admin_url()).await;
+    admin.batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'limited-pw'")).await.unwrap();
+    let password = String::from_utf8(db.url.config().get_password().unwrap().to_vec()).unwrap();
+    let limited = owner.replace(&format!("postgres:{password}@"), &format!("{role}:limited-pw@"));
+    assert_ne!(limited, owner);
+    let (ok, msg) = check(&limited);
+    assert!(!ok && msg.contains("no CREATE privilege on the current schema"), "{msg}");
+    assert!(!msg.contains("limited-pw"), "{msg}");
+
+    let out = run(dir.path(), &["init"], &env(&owner, &kek));
+    assert!(out.status.success(), "{}", text(&out));
+    let (ok, msg) = check(&owner);
+    assert!(ok && msg.contains("kmsd schema version 1"), "{msg}");
+    let (ok, msg) = check(&limited);
+    assert!(!ok && msg.contains("no SELECT privilege on table kmsd_schema"), "{msg}");
 }
