@@ -143,7 +143,10 @@ impl TlsReload {
         if self.endpoints().next().is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(self.interval);
+        // The first poll is one interval after the start: an immediate first
+        // tick, run late on a loaded runtime, would reload a change made
+        // long after the start as if the interval had passed.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
