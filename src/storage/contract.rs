@@ -63,6 +63,7 @@ contract!(
     a_refresh_token_is_spent_once_under_concurrent_spenders,
     garbage_collection_removes_only_what_ended,
     api_keys_are_listed_per_org_in_id_order_after_a_cursor,
+    a_group_commit_batch_of_thousands_of_rows_round_trips,
 );
 
 fn session(sid: &str, identity: &str, expires: i64, revoked: bool) -> SessionRecord {
@@ -318,4 +319,33 @@ async fn a_postgres_store_opened_under_another_key_refuses_its_records() {
     let wrong = Store::postgres(pool(), RecordKey::derive(&[8; 32])).await;
     // The marker is the first sealed record checked; the key would be next.
     assert!(matches!(wrong, Err(StorageError::Corrupt { table: "meta" | "keys", .. })), "{wrong:?}");
+}
+
+async fn a_group_commit_batch_of_thousands_of_rows_round_trips(e: Engines) {
+    // More rows than one PostgreSQL statement takes, and a key given twice
+    // (the last one is kept, as one write after another would leave).
+    let sessions: Vec<SessionRecord> =
+        (0..2500).map(|n| session(&format!("sess_{n}"), "agent_1", 900, false)).collect();
+    let mut tokens: Vec<IssuedToken> = (0..2500).map(|n| issued(&format!("tok_{n}"), 900)).collect();
+    tokens.push(issued("tok_7", 950));
+    let (s, i) = (sessions.clone(), tokens.clone());
+    e.stores[0]
+        .write(move |w| {
+            w.put_sessions(&s.iter().collect::<Vec<_>>())?;
+            w.put_issued_all(&i.iter().collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+    let read = e.stores[1 % e.stores.len()]
+        .read(|r| {
+            let s: Vec<_> = (0..2500).map(|n| r.session(&format!("sess_{n}"))).collect::<Result<_, _>>()?;
+            let i: Vec<_> = (0..2500).map(|n| r.issued(&format!("tok_{n}"))).collect::<Result<_, _>>()?;
+            Ok((s, i))
+        })
+        .await
+        .unwrap();
+    assert_eq!(read.0, sessions.into_iter().map(Some).collect::<Vec<_>>());
+    let mut expected: Vec<Option<IssuedToken>> = tokens[..2500].iter().cloned().map(Some).collect();
+    expected[7] = Some(tokens[2500].clone());
+    assert_eq!(read.1, expected);
 }

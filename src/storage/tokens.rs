@@ -2,7 +2,9 @@
 
 use redb::ReadableTable;
 
-use super::txn::{Rows, Txn};
+use tokio_postgres::types::ToSql;
+
+use super::txn::{upsert, Rows, Txn, UPSERT_ROWS};
 use super::{table, Reader, Record, Sealed, StorageError, Writer, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
@@ -115,6 +117,15 @@ impl Reader {
     }
 }
 
+/// `recs` with only the last of the records that share a key, as writing
+/// them one by one would leave (one statement may not upsert a row twice).
+fn last_per_key<'a, T>(recs: &[&'a T], key: impl Fn(&T) -> &str) -> Vec<&'a T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&T> = recs.iter().rev().filter(|r| seen.insert(key(r))).copied().collect();
+    out.reverse();
+    out
+}
+
 fn revoked_in(table: &impl ReadableTable<&'static str, i64>) -> Result<Expiring, StorageError> {
     let mut out = Vec::new();
     for row in table.iter()? {
@@ -148,6 +159,47 @@ impl Writer {
         let columns: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 3] =
             [("identity_id", &identity), ("expires_at", &expires), ("revoked", &revoked)];
         self.put_row(&table::SESSIONS, rec.sid.as_str(), &rec.encode(), &columns)
+    }
+
+    /// Stores `recs` (a group commit's sessions): on PostgreSQL in one
+    /// statement per [`UPSERT_ROWS`].
+    pub fn put_sessions(&mut self, recs: &[&SessionRecord]) -> Result<(), StorageError> {
+        if let Rows::Pg(p) = self.rows()? {
+            let recs = last_per_key(recs, |r| r.sid.as_str());
+            for chunk in recs.chunks(UPSERT_ROWS) {
+                let keys: Vec<&str> = chunk.iter().map(|r| r.sid.as_str()).collect();
+                let bytes: Vec<Vec<u8>> = chunk.iter().map(|r| r.encode()).collect();
+                let identities: Vec<&str> = chunk.iter().map(|r| r.identity_id.as_str()).collect();
+                let cols: Vec<(i64, bool)> =
+                    chunk.iter().map(|r| (r.expires_at.unix(), r.revoked_at.is_some())).collect();
+                let rows: Vec<Vec<&(dyn ToSql + Sync)>> = (0..chunk.len())
+                    .map(|i| vec![&keys[i] as &(dyn ToSql + Sync), &bytes[i], &identities[i], &cols[i].0, &cols[i].1])
+                    .collect();
+                upsert(p, &table::SESSIONS, &["identity_id", "expires_at", "revoked"], &rows)?;
+            }
+            return Ok(());
+        }
+        recs.iter().try_for_each(|r| self.put_session(r))
+    }
+
+    /// Stores `recs` (a group commit's token rows): on PostgreSQL in one
+    /// statement per [`UPSERT_ROWS`].
+    pub fn put_issued_all(&mut self, recs: &[&IssuedToken]) -> Result<(), StorageError> {
+        if let Rows::Pg(p) = self.rows()? {
+            let recs = last_per_key(recs, |r| r.jti.as_str());
+            for chunk in recs.chunks(UPSERT_ROWS) {
+                let keys: Vec<&str> = chunk.iter().map(|r| r.jti.as_str()).collect();
+                let bytes: Vec<Vec<u8>> = chunk.iter().map(|r| r.encode()).collect();
+                let sids: Vec<&str> = chunk.iter().map(|r| r.sid.as_str()).collect();
+                let exps: Vec<i64> = chunk.iter().map(|r| r.exp.unix()).collect();
+                let rows: Vec<Vec<&(dyn ToSql + Sync)>> = (0..chunk.len())
+                    .map(|i| vec![&keys[i] as &(dyn ToSql + Sync), &bytes[i], &sids[i], &exps[i]])
+                    .collect();
+                upsert(p, &table::ISSUED, &["sid", "exp"], &rows)?;
+            }
+            return Ok(());
+        }
+        recs.iter().try_for_each(|r| self.put_issued(r))
     }
 
     pub fn put_issued(&mut self, rec: &IssuedToken) -> Result<(), StorageError> {

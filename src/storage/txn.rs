@@ -6,6 +6,7 @@
 use std::ops::Deref;
 
 use redb::ReadableTable;
+use tokio_postgres::types::ToSql;
 
 use super::postgres::engine::PgTxn;
 use super::{
@@ -236,6 +237,37 @@ impl Deref for Writer {
     }
 }
 
+/// Rows per statement of a multi-row [`upsert`] (PostgreSQL takes at most
+/// 65535 parameters in one statement).
+pub(super) const UPSERT_ROWS: usize = 1000;
+
+/// Stores `rows` in `t` on PostgreSQL in one statement: each row is its key,
+/// its record bytes, then the values of `columns`.
+pub(super) fn upsert(
+    p: &PgTxn,
+    t: &Table,
+    columns: &[&str],
+    rows: &[Vec<&(dyn ToSql + Sync)>],
+) -> Result<(), StorageError> {
+    let names: Vec<&str> = [t.key, t.value].into_iter().chain(columns.iter().copied()).collect();
+    let width = names.len();
+    let tuples: Vec<String> = (0..rows.len())
+        .map(|r| format!("({})", (1..=width).map(|i| format!("${}", r * width + i)).collect::<Vec<_>>().join(", ")))
+        .collect();
+    let updates: Vec<String> = names[1..].iter().map(|n| format!("{n} = EXCLUDED.{n}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+        t.name,
+        names.join(", "),
+        tuples.join(", "),
+        t.key,
+        updates.join(", ")
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = rows.iter().flatten().copied().collect();
+    p.execute(&sql, &params)?;
+    Ok(())
+}
+
 /// The write side of one transaction, for the engine-specific statements.
 pub(super) enum Rows<'a> {
     Redb(&'a redb::WriteTransaction),
@@ -258,27 +290,17 @@ impl Writer {
         t: &Table,
         key: &str,
         bytes: &[u8],
-        columns: &[(&str, &(dyn tokio_postgres::types::ToSql + Sync))],
+        columns: &[(&str, &(dyn ToSql + Sync))],
     ) -> Result<(), StorageError> {
         match self.rows()? {
             Rows::Redb(x) => {
                 x.open_table(t.redb)?.insert(key, bytes)?;
             }
             Rows::Pg(p) => {
-                let names: Vec<&str> = [t.key, t.value].into_iter().chain(columns.iter().map(|c| c.0)).collect();
-                let slots: Vec<String> = (1..=names.len()).map(|i| format!("${i}")).collect();
-                let updates: Vec<String> = names[1..].iter().map(|n| format!("{n} = EXCLUDED.{n}")).collect();
-                let sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}",
-                    t.name,
-                    names.join(", "),
-                    slots.join(", "),
-                    t.key,
-                    updates.join(", ")
-                );
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&key, &bytes];
-                params.extend(columns.iter().map(|c| c.1));
-                p.execute(&sql, &params)?;
+                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                let mut row: Vec<&(dyn ToSql + Sync)> = vec![&key, &bytes];
+                row.extend(columns.iter().map(|c| c.1));
+                upsert(p, t, &names, &[row])?;
             }
         }
         Ok(())

@@ -40,11 +40,18 @@ impl Rows {
     /// Writes the rows: the one way token rows reach the store, batched here
     /// for issuance and in the refresh's own transaction.
     pub fn put(&self, w: &mut Writer) -> Result<(), StorageError> {
-        w.put_session(&self.session)?;
-        for t in &self.issued {
-            w.put_issued(t)?;
-        }
-        if let Some(exp) = self.hs256_exp {
+        Self::put_all(&[self], w)
+    }
+
+    /// Writes the rows of a batch: every session in one statement and every
+    /// token row in another (on PostgreSQL; redb writes them one by one in
+    /// its transaction), and the largest HS256 exp once.
+    pub fn put_all(batch: &[&Rows], w: &mut Writer) -> Result<(), StorageError> {
+        let sessions: Vec<&SessionRecord> = batch.iter().map(|r| &r.session).collect();
+        w.put_sessions(&sessions)?;
+        let issued: Vec<&IssuedToken> = batch.iter().flat_map(|r| &r.issued).collect();
+        w.put_issued_all(&issued)?;
+        if let Some(exp) = batch.iter().filter_map(|r| r.hs256_exp).max() {
             w.raise_meta_max(crate::migration::META_MAX_EXP, exp.unix())?;
         }
         Ok(())
@@ -134,7 +141,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Request>, in_flight: Arc<At
 /// Commits one batch and answers each of its requests with the outcome.
 async fn commit_batch(store: Store, batch: Vec<Request>) {
     let (rows, waiters): (Vec<Rows>, Vec<_>) = batch.into_iter().unzip();
-    let result = store.write(move |w| rows.iter().try_for_each(|r| r.put(w))).await.map_err(|e| e.to_string());
+    let result =
+        store.write(move |w| Rows::put_all(&rows.iter().collect::<Vec<_>>(), w)).await.map_err(|e| e.to_string());
     if let Err(e) = &result {
         tracing::error!(error = %e, "group commit of token rows failed");
     }
