@@ -12,9 +12,13 @@ use super::{bootstrap, build_ring, AppError, InitReport};
 use crate::api_keys::ApiKeySecret;
 use crate::clock::Clock;
 use crate::config::{Config, PostgresSettings};
+use crate::keyring::RingError;
 use crate::storage::postgres::pool::Pool;
 use crate::storage::{Store, META_DATA_KEY};
 use crate::vault::{self, DataKey};
+
+/// Looks for keysets without a first key, each after another replica made some.
+const FIRST_KEY_ATTEMPTS: usize = 4;
 
 /// The pool on the configured database (the URL read from the environment
 /// now if it comes from there). No connection is made yet.
@@ -48,7 +52,27 @@ pub(super) async fn init(
     let made = Store::postgres_init(pool, data_key.record_key(), writes).await?;
     let Some((store, ())) = made else { return Err(AppError::AlreadyInitializedDb { target }) };
     let (ring, _) = build_ring(config, store, data_key, clock, Arc::default()).await?;
-    let kids = ring.ensure_signers("system").await?;
+    // A replica that joined a moment ago may have given a keyset its first
+    // key already (its start catches up): this write is then refused and the
+    // ring reloaded, and the next look finds the keyset done. The store is
+    // initialized either way, so the bootstrap key must reach the caller.
+    let mut kids = Vec::new();
+    for _ in 0..FIRST_KEY_ATTEMPTS {
+        match ring.ensure_signers("system").await {
+            Ok(made) => {
+                kids.extend(made);
+                break;
+            }
+            Err(RingError::Stale { keyset }) => {
+                tracing::info!(keyset = %keyset, "another replica made this keyset's first key");
+            }
+            Err(e) => {
+                // Rotation's catch-up at the next start makes what is missing.
+                tracing::error!(error = %e, "first keys not all made; the rotation loop makes the rest");
+                break;
+            }
+        }
+    }
     Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
 }
 

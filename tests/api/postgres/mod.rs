@@ -7,6 +7,7 @@ mod audit;
 mod degraded;
 mod engine;
 mod feed;
+mod first_start;
 pub mod harness;
 mod lease;
 mod migrate;

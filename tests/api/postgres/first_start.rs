@@ -1,0 +1,55 @@
+//! Concurrent first start: three replicas started at the same moment on an
+//! empty database. Exactly one initializes it (the bootstrap admin key is
+//! printed once, by the replica that made it), the others join; every
+//! keyset has exactly one key; the three serve one JWKS and take the one
+//! admin key; the audit chain has no gap.
+
+use super::{client, harness, url_text};
+use crate::daemon::{bootstrap_key, run, text, Daemon};
+use crate::support::{admin_keys, jwks_kids};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_starting_at_once_on_an_empty_database_make_one_store() {
+    let db = harness::fresh_db().await;
+    let url = url_text(&db.url);
+    // The KEK every replica is given (made by a redb `kmsd init` elsewhere).
+    let kek_dir = tempfile::tempdir().unwrap();
+    let made = run(kek_dir.path(), &["init"], &[]);
+    assert!(made.status.success(), "{}", text(&made));
+    let kek = kek_dir.path().join("kmsd-data").join("vault.kek");
+    let env = [
+        ("KMSD_STORAGE__ENGINE", "postgres"),
+        ("KMSD_STORAGE_URL", url.as_str()),
+        ("KMSD_VAULT__KEK_FILE", kek.to_str().unwrap()),
+    ];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<Daemon> = std::thread::scope(|s| {
+        let started: Vec<_> = dirs.iter().map(|d| s.spawn(|| Daemon::start(d.path(), &env))).collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    let printed: Vec<String> =
+        replicas.iter().map(Daemon::output).filter(|o| o.contains("bootstrap admin API key")).collect();
+    assert_eq!(printed.len(), 1, "exactly one replica made the store and printed its key");
+    let key = bootstrap_key(&printed[0]);
+
+    let c = client(&db.url).await;
+    let per_keyset = c.query("SELECT keyset, count(*) FROM keys GROUP BY keyset", &[]).await.unwrap();
+    assert_eq!(per_keyset.len(), 4, "every keyset of the default config has a key");
+    for row in &per_keyset {
+        assert_eq!(row.get::<_, i64>(1), 1, "keyset {} has one key", row.get::<_, String>(0));
+    }
+    let kids = jwks_kids(&replicas[0].public).await;
+    for r in &replicas {
+        assert_eq!(jwks_kids(&r.public).await, kids, "one key set on every replica");
+        assert_eq!(admin_keys(&r.admin, &key).await.len(), 4, "the admin key works on every replica");
+    }
+    let audit = c.query_one("SELECT count(*), coalesce(max(seq), 0) FROM audit", &[]).await.unwrap();
+    let (rows, last): (i64, i64) = (audit.get(0), audit.get(1));
+    assert_eq!(rows, last, "the audit chain has no gap");
+    let inits: i64 = c.query_one("SELECT count(*) FROM meta WHERE name = 'vault_data_key'", &[]).await.unwrap().get(0);
+    assert_eq!(inits, 1);
+    for r in replicas {
+        r.stop();
+    }
+}
