@@ -73,7 +73,10 @@ pub async fn evaluate(state: &AppState) -> Health {
     let storage = match state.store.health().await {
         // A read that failed for another reason than a fault (none recorded).
         StorageHealth::Ok if !read_ok => StorageHealth::Failing(crate::storage::Failing {
-            class: crate::storage::FaultClass::Io,
+            class: match state.store.engine_name() {
+                "postgres" => crate::storage::FaultClass::Database,
+                _ => crate::storage::FaultClass::Io,
+            },
             since: now,
             faults: 1,
         }),
@@ -125,7 +128,7 @@ pub async fn evaluate(state: &AppState) -> Health {
         Status::Healthy
     };
     let services = json!({
-        "storage": storage_json(&storage, state.store.reopens()),
+        "storage": storage_json(&storage, state.store.engine_name(), state.store.reopens()),
         "backends": backends,
         "keysets": keysets,
         "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
@@ -133,11 +136,12 @@ pub async fn evaluate(state: &AppState) -> Health {
     Health { status, storage, storage_ok, vault_ok, keysets_without_signer: without, services }
 }
 
-fn storage_json(health: &StorageHealth, reopens: u64) -> Value {
+fn storage_json(health: &StorageHealth, engine: &str, reopens: u64) -> Value {
     match health {
-        StorageHealth::Ok => json!({ "status": "ok", "reopens": reopens }),
+        StorageHealth::Ok => json!({ "status": "ok", "engine": engine, "reopens": reopens }),
         StorageHealth::Failing(f) => json!({
             "status": "failing",
+            "engine": engine,
             "error": f.class.as_str(),
             "since": f.since.to_iso(),
             "faults": f.faults,

@@ -242,6 +242,7 @@ async fn a_full_disk_fails_requests_cleanly_and_the_store_recovers_without_a_res
     let (code, h) = health(&d.public).await;
     assert_eq!((code, h["status"].as_str()), (200, Some("healthy")), "{h}");
     assert_eq!(h["services"]["storage"]["status"], "ok", "{h}");
+    assert_eq!(h["services"]["storage"]["engine"], "redb", "{h}");
     assert_eq!(readyz(&d.public).await, (200, json!("ok")), "and back in once the store works");
 
     let tokens = tokens.lock().unwrap().clone();

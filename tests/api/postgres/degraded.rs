@@ -56,6 +56,13 @@ async fn a_replica_cut_from_postgres_answers_503_keeps_its_jwks_and_recovers_wit
     assert!(retry.is_some(), "a 503 says when to retry: {body}");
     assert!(t0.elapsed() < Duration::from_secs(15), "answered within the bound, not hung: {:?}", t0.elapsed());
     assert_eq!(ready(&d.public).await, 503, "/readyz: the store is failing");
+    let health: Value = client().get(format!("{}/v1/health", d.public)).send().await.unwrap().json().await.unwrap();
+    let storage = &health["services"]["storage"];
+    assert_eq!(
+        (storage["engine"].as_str(), storage["error"].as_str()),
+        (Some("postgres"), Some("database_unavailable")),
+        "{health}"
+    );
     assert_eq!(jwks_kids(&d.public).await, kids, "the JWKS is served from memory");
 
     proxy.restore();
