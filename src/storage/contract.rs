@@ -6,11 +6,12 @@
 //! replicas are); garbage collection removes exactly what ended.
 
 use super::records::tests::{api_key_record, identity_record, key_record};
+use super::tokens::tests::{issued, session};
 use super::*;
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
-use crate::keys::{Algorithm, Kid};
-use crate::tokens::{IssuedToken, SessionRecord, TokenType};
+use crate::keys::Kid;
+use crate::tokens::{IssuedToken, SessionRecord};
 
 use super::pg_harness as harness;
 
@@ -66,39 +67,6 @@ contract!(
     a_group_commit_batch_of_thousands_of_rows_round_trips,
 );
 
-fn session(sid: &str, identity: &str, expires: i64, revoked: bool) -> SessionRecord {
-    SessionRecord {
-        sid: sid.into(),
-        identity_id: identity.into(),
-        org_id: "org".into(),
-        scopes: vec!["relay:read".into()],
-        audience: vec![],
-        algorithm: Algorithm::EdDsa,
-        access_ttl: 60,
-        refresh_ttl: 600,
-        refresh_jti: "tok_r0".into(),
-        previous_refresh_jti: None,
-        rotated_at: None,
-        created_at: Timestamp::from_unix(10),
-        expires_at: Timestamp::from_unix(expires),
-        revoked_at: revoked.then_some(Timestamp::from_unix(20)),
-    }
-}
-
-fn issued(jti: &str, exp: i64) -> IssuedToken {
-    IssuedToken {
-        jti: jti.into(),
-        sid: "sess_1".into(),
-        identity_id: "agent_1".into(),
-        org_id: "org".into(),
-        kind: TokenType::Access,
-        exp: Timestamp::from_unix(exp),
-        kid: Some("kid1".into()),
-        iat: Some(Timestamp::from_unix(5)),
-        input_sha256: None,
-    }
-}
-
 fn event(n: usize) -> AuditEvent {
     AuditEvent::new(Timestamp::from_unix(1000), "test", crate::audit::AuditAction::KeyCreate).target(format!("k{n}"))
 }
@@ -116,8 +84,8 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
             w.put_key(&k)?;
             w.put_api_key(&a)?;
             w.put_identity(&i)?;
-            w.put_session(&session("sess_1", i.id.as_str(), 900, false))?;
-            w.put_session(&session("sess_2", i.id.as_str(), 900, true))?;
+            w.put_session(&session("sess_1", 900, false))?;
+            w.put_session(&session("sess_2", 900, true))?;
             w.put_issued(&issued("tok_1", 900))?;
             w.revoke_jti("tok_1", Timestamp::from_unix(900))?;
             w.audit(event(1))?;
@@ -146,7 +114,7 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
             );
             assert_eq!(r.identity_named(identity.org_id.as_str(), &identity.name, Some(identity.id.as_str()))?, None);
             assert_eq!(r.identity_named("other_org", &identity.name, None)?, None);
-            assert_eq!(r.session("sess_1")?, Some(session("sess_1", identity.id.as_str(), 900, false)));
+            assert_eq!(r.session("sess_1")?, Some(session("sess_1", 900, false)));
             let live: Vec<String> =
                 r.sessions_of(identity.id.as_str())?.into_iter().map(|s| s.sid.to_string()).collect();
             assert_eq!(live, ["sess_1"]);
@@ -211,7 +179,7 @@ async fn concurrent_audit_appends_make_one_chain_without_gap_or_fork(e: Engines)
 
 async fn a_refresh_token_is_spent_once_under_concurrent_spenders(e: Engines) {
     const SPENDERS: usize = 16;
-    e.stores[0].write(|w| w.put_session(&session("sess_1", "agent_1", 900, false))).await.unwrap();
+    e.stores[0].write(|w| w.put_session(&session("sess_1", 900, false))).await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..SPENDERS {
         let store = e.stores[n % e.stores.len()].clone();
@@ -221,7 +189,7 @@ async fn a_refresh_token_is_spent_once_under_concurrent_spenders(e: Engines) {
             store
                 .write(move |w| {
                     let Some(mut s) = w.session("sess_1")? else { return Ok(false) };
-                    if s.refresh_jti.as_str() != "tok_r0" {
+                    if s.refresh_jti.as_str() != "tok_r" {
                         return Ok(false);
                     }
                     s.previous_refresh_jti = Some(s.refresh_jti.clone());
@@ -249,8 +217,8 @@ async fn garbage_collection_removes_only_what_ended(e: Engines) {
     let store = &e.stores[0];
     store
         .write(|w| {
-            w.put_session(&session("sess_old", "agent_1", 100, true))?;
-            w.put_session(&session("sess_live", "agent_1", 300, true))?;
+            w.put_session(&session("sess_old", 100, true))?;
+            w.put_session(&session("sess_live", 300, true))?;
             w.put_issued(&issued("tok_old", 100))?;
             w.put_issued(&issued("tok_live", 300))?;
             w.revoke_jti("tok_old", Timestamp::from_unix(100))?;
@@ -266,11 +234,12 @@ async fn garbage_collection_removes_only_what_ended(e: Engines) {
     assert_eq!(sessions, [("sess_live".to_owned(), 300)]);
     let rows = store
         .read(|r| {
-            Ok([r.issued("tok_old")?.is_some(), r.issued("tok_live")?.is_some(), r.session("sess_old")?.is_some()])
+            let sessions = [r.session("sess_old")?.is_some(), r.session("sess_live")?.is_some()];
+            Ok([r.issued("tok_old")?.is_some(), r.issued("tok_live")?.is_some(), sessions[0], sessions[1]])
         })
         .await
         .unwrap();
-    assert_eq!(rows, [false, true, false]);
+    assert_eq!(rows, [false, true, false, true]);
 }
 
 async fn api_keys_are_listed_per_org_in_id_order_after_a_cursor(e: Engines) {
@@ -324,8 +293,7 @@ async fn a_postgres_store_opened_under_another_key_refuses_its_records() {
 async fn a_group_commit_batch_of_thousands_of_rows_round_trips(e: Engines) {
     // More rows than one PostgreSQL statement takes, and a key given twice
     // (the last one is kept, as one write after another would leave).
-    let sessions: Vec<SessionRecord> =
-        (0..2500).map(|n| session(&format!("sess_{n}"), "agent_1", 900, false)).collect();
+    let sessions: Vec<SessionRecord> = (0..2500).map(|n| session(&format!("sess_{n}"), 900, false)).collect();
     let mut tokens: Vec<IssuedToken> = (0..2500).map(|n| issued(&format!("tok_{n}"), 900)).collect();
     tokens.push(issued("tok_7", 950));
     let (s, i) = (sessions.clone(), tokens.clone());

@@ -88,11 +88,46 @@ pub enum StorageHealth {
     Failing(Failing),
 }
 
+/// One episode of faults, from the first fault until a write succeeds: what
+/// health reports, for either engine.
+#[derive(Default)]
+pub(super) struct FaultLog {
+    failing: Option<Failing>,
+    /// When the latest fault was seen (see [`FaultLog::quiet_for`]).
+    last_fault: Option<Instant>,
+}
+
+impl FaultLog {
+    /// Counts a fault of `class`; true if it starts an episode.
+    pub(super) fn record(&mut self, class: FaultClass) -> bool {
+        let first = self.failing.is_none();
+        let now = SystemClock.now();
+        let (since, faults) = self.failing.as_ref().map_or((now, 0), |f| (f.since, f.faults));
+        self.failing = Some(Failing { class, since, faults: faults + 1 });
+        self.last_fault = Some(Instant::now());
+        first
+    }
+
+    /// A write committed: the episode (if any) is over, and logged as such.
+    pub(super) fn committed(&mut self) {
+        if let Some(f) = self.failing.take() {
+            tracing::info!(class = f.class.as_str(), since = %f.since, faults = f.faults, "store recovered");
+        }
+    }
+
+    pub(super) fn health(&self) -> StorageHealth {
+        self.failing.clone().map_or(StorageHealth::Ok, StorageHealth::Failing)
+    }
+
+    /// Whether the store is failing and no fault was seen for `quiet`.
+    pub(super) fn quiet_for(&self, quiet: Duration) -> bool {
+        self.failing.is_some() && self.last_fault.is_none_or(|t| t.elapsed() >= quiet)
+    }
+}
+
 #[derive(Default)]
 struct FaultState {
-    failing: Option<Failing>,
-    /// When the latest fault was seen (see [`Engine::failing_and_quiet_for`]).
-    last_fault: Option<Instant>,
+    log: FaultLog,
     /// The open database (if any) must be closed and opened again before use.
     poisoned: bool,
     next_attempt: Option<Instant>,
@@ -141,7 +176,7 @@ impl Engine {
     /// due; [`StorageError::Unavailable`] while it cannot be used.
     pub(super) fn hold(&self) -> Result<Held<'_>, StorageError> {
         let unavailable = || StorageError::Unavailable {
-            class: self.state().failing.as_ref().map_or(FaultClass::Io, |f| f.class).as_str(),
+            class: self.state().log.failing.as_ref().map_or(FaultClass::Io, |f| f.class).as_str(),
         };
         if self.poisoned.load(Ordering::Acquire) {
             self.reopen_if_due();
@@ -168,12 +203,7 @@ impl Engine {
 
     fn fault(&self, class: FaultClass, e: &dyn std::fmt::Display) {
         let mut s = self.state();
-        let first = s.failing.is_none();
-        let now = SystemClock.now();
-        let faults = s.failing.as_ref().map_or(0, |f| f.faults) + 1;
-        let since = s.failing.as_ref().map_or(now, |f| f.since);
-        s.failing = Some(Failing { class, since, faults });
-        s.last_fault = Some(Instant::now());
+        let first = s.log.record(class);
         if !s.poisoned {
             // The first reopen of an episode is at once, later ones back off
             // (even after a reopen that worked, if the fault is still there).
@@ -190,21 +220,19 @@ impl Engine {
     /// A write committed: the store works again.
     pub(super) fn committed(&self) {
         let mut s = self.state();
-        if let Some(f) = s.failing.take() {
+        if s.log.failing.is_some() {
             s.backoff = Duration::ZERO;
-            drop(s);
-            tracing::info!(class = f.class.as_str(), since = %f.since, faults = f.faults, "store recovered");
         }
+        s.log.committed();
     }
 
     pub(super) fn health(&self) -> StorageHealth {
-        self.state().failing.clone().map_or(StorageHealth::Ok, StorageHealth::Failing)
+        self.state().log.health()
     }
 
     /// Whether the store is failing and no fault was seen for `quiet`.
     pub(super) fn failing_and_quiet_for(&self, quiet: Duration) -> bool {
-        let s = self.state();
-        s.failing.is_some() && s.last_fault.is_none_or(|t| t.elapsed() >= quiet)
+        self.state().log.quiet_for(quiet)
     }
 
     /// Successful reopens so far.
@@ -256,11 +284,11 @@ impl Engine {
                     redb::DatabaseError::Storage(redb::StorageError::Io(io)) => FaultClass::of_io(io),
                     _ => FaultClass::Io,
                 };
-                if let Some(f) = s.failing.as_mut() {
+                if let Some(f) = s.log.failing.as_mut() {
                     f.class = class;
                     f.faults += 1;
                 }
-                s.last_fault = Some(Instant::now());
+                s.log.last_fault = Some(Instant::now());
                 drop(s);
                 tracing::warn!(error = %e, retry_in_ms = retry.as_millis() as u64, "store reopen failed");
             }

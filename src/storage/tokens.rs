@@ -155,14 +155,11 @@ impl Writer {
     }
 
     pub fn put_session(&mut self, rec: &SessionRecord) -> Result<(), StorageError> {
-        let (identity, expires, revoked) = (rec.identity_id.as_str(), rec.expires_at.unix(), rec.revoked_at.is_some());
-        let columns: [(&str, &(dyn tokio_postgres::types::ToSql + Sync)); 3] =
-            [("identity_id", &identity), ("expires_at", &expires), ("revoked", &revoked)];
-        self.put_row(&table::SESSIONS, rec.sid.as_str(), &rec.encode(), &columns)
+        self.put_sessions(&[rec])
     }
 
-    /// Stores `recs` (a group commit's sessions): on PostgreSQL in one
-    /// statement per [`UPSERT_ROWS`].
+    /// Stores `recs` (a group commit's sessions, or one): on PostgreSQL in
+    /// one statement per [`UPSERT_ROWS`].
     pub fn put_sessions(&mut self, recs: &[&SessionRecord]) -> Result<(), StorageError> {
         if let Rows::Pg(p) = self.rows()? {
             let recs = last_per_key(recs, |r| r.sid.as_str());
@@ -179,11 +176,12 @@ impl Writer {
             }
             return Ok(());
         }
-        recs.iter().try_for_each(|r| self.put_session(r))
+        let mut t = self.txn.redb_write()?.open_table(SESSIONS)?;
+        recs.iter().try_for_each(|r| Ok(t.insert(r.sid.as_str(), r.encode().as_slice()).map(drop)?))
     }
 
-    /// Stores `recs` (a group commit's token rows): on PostgreSQL in one
-    /// statement per [`UPSERT_ROWS`].
+    /// Stores `recs` (a group commit's token rows, or one): on PostgreSQL in
+    /// one statement per [`UPSERT_ROWS`].
     pub fn put_issued_all(&mut self, recs: &[&IssuedToken]) -> Result<(), StorageError> {
         if let Rows::Pg(p) = self.rows()? {
             let recs = last_per_key(recs, |r| r.jti.as_str());
@@ -199,12 +197,12 @@ impl Writer {
             }
             return Ok(());
         }
-        recs.iter().try_for_each(|r| self.put_issued(r))
+        let mut t = self.txn.redb_write()?.open_table(ISSUED)?;
+        recs.iter().try_for_each(|r| Ok(t.insert(r.jti.as_str(), r.encode().as_slice()).map(drop)?))
     }
 
     pub fn put_issued(&mut self, rec: &IssuedToken) -> Result<(), StorageError> {
-        let (sid, exp) = (rec.sid.as_str(), rec.exp.unix());
-        self.put_row(&table::ISSUED, rec.jti.as_str(), &rec.encode(), &[("sid", &sid), ("exp", &exp)])
+        self.put_issued_all(&[rec])
     }
 
     pub fn revoke_jti(&mut self, jti: &str, exp: Timestamp) -> Result<(), StorageError> {
@@ -276,13 +274,12 @@ fn remove_where(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::keys::Algorithm;
-    use crate::storage::Store;
     use crate::tokens::TokenType;
 
-    fn session(sid: &str, expires: i64, revoked: bool) -> SessionRecord {
+    pub(in crate::storage) fn session(sid: &str, expires: i64, revoked: bool) -> SessionRecord {
         SessionRecord {
             sid: sid.into(),
             identity_id: "agent_1".into(),
@@ -301,7 +298,7 @@ mod tests {
         }
     }
 
-    fn issued(jti: &str, exp: i64) -> IssuedToken {
+    pub(in crate::storage) fn issued(jti: &str, exp: i64) -> IssuedToken {
         IssuedToken {
             jti: jti.into(),
             sid: "s".into(),
@@ -326,34 +323,5 @@ mod tests {
         let golden = r#"{"v":1,"jti":"tok_1","sid":"s","identity_id":"agent_1","org_id":"org","kind":"access","exp":500,"kid":"kid1","iat":400,"input_sha256":"ZGlnZXN0"}"#;
         assert_eq!(String::from_utf8(row.encode()).unwrap(), golden);
         assert_eq!(IssuedToken::decode("issued_tokens", "tok_1", golden.as_bytes()).unwrap(), row);
-    }
-
-    #[test]
-    fn garbage_collection_removes_only_state_whose_tokens_all_expired() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(&dir.path().join("s.redb"), crate::storage::RecordKey::derive(&[1; 32])).unwrap();
-        store
-            .write_now(|w| {
-                w.put_session(&session("sess_old", 100, true))?;
-                w.put_session(&session("sess_live", 300, true))?;
-                w.put_issued(&issued("tok_old", 100))?;
-                w.put_issued(&issued("tok_live", 300))?;
-                w.revoke_jti("tok_old", Timestamp::from_unix(100))?;
-                w.revoke_jti("tok_live", Timestamp::from_unix(300))?;
-                Ok::<_, StorageError>(())
-            })
-            .unwrap();
-        let done = store.write_now(|w| w.collect_garbage(Timestamp::from_unix(200))).unwrap();
-        assert_eq!(done, Collected { sessions: 1, issued: 1, revoked: 1 });
-        let (jtis, sessions) = store.read_now(|r| r.revocations()).unwrap();
-        assert_eq!(jtis, [("tok_live".to_owned(), 300)]);
-        assert_eq!(sessions, [("sess_live".to_owned(), 300)]);
-        store
-            .write_now(|w| {
-                assert!(w.issued("tok_old")?.is_none() && w.issued("tok_live")?.is_some());
-                assert!(w.session("sess_old")?.is_none() && w.session("sess_live")?.is_some());
-                Ok::<_, StorageError>(())
-            })
-            .unwrap();
     }
 }

@@ -20,7 +20,7 @@
 
 use std::cell::Cell;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
@@ -28,8 +28,7 @@ use tokio_postgres::Row;
 
 use super::pool::{Pool, PooledClient};
 use super::PgError;
-use crate::clock::{Clock, SystemClock};
-use crate::storage::engine::{Failing, FaultClass, StorageHealth};
+use crate::storage::engine::{FaultClass, FaultLog, StorageHealth};
 use crate::storage::{
     integrity, is_bare_meta, table, Backend, RecordKey, StorageError, Writer, META_DATA_KEY, META_RECORD_MACS,
 };
@@ -51,29 +50,17 @@ pub(crate) struct PgEngine {
 
 /// Faults seen since the last successful commit, for health.
 #[derive(Default)]
-pub(crate) struct Faults {
-    state: Mutex<(Option<Failing>, Option<Instant>)>,
-}
+pub(crate) struct Faults(Mutex<FaultLog>);
 
 impl Faults {
-    fn record(&self, class: FaultClass, e: &PgError) {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = s.0.is_none();
-        let now = SystemClock.now();
-        let (since, faults) = s.0.as_ref().map_or((now, 0), |f| (f.since, f.faults));
-        s.0 = Some(Failing { class, since, faults: faults + 1 });
-        s.1 = Some(Instant::now());
-        drop(s);
-        if first {
-            tracing::error!(error = %e, class = class.as_str(), "store failing: PostgreSQL cannot be used; retried on every request");
-        }
+    fn log(&self) -> std::sync::MutexGuard<'_, FaultLog> {
+        // A few plain fields, consistent after any single update.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn committed(&self) {
-        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = s.0.take() {
-            drop(s);
-            tracing::info!(class = f.class.as_str(), since = %f.since, faults = f.faults, "store recovered");
+    fn record(&self, class: FaultClass, e: &PgError) {
+        if self.log().record(class) {
+            tracing::error!(error = %e, class = class.as_str(), "store failing: PostgreSQL cannot be used; retried on every request");
         }
     }
 }
@@ -130,13 +117,11 @@ impl PgEngine {
     }
 
     pub(crate) fn health(&self) -> StorageHealth {
-        let s = self.faults.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.0.clone().map_or(StorageHealth::Ok, StorageHealth::Failing)
+        self.faults.log().health()
     }
 
     pub(crate) fn failing_and_quiet_for(&self, quiet: Duration) -> bool {
-        let s = self.faults.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.0.is_some() && s.1.is_none_or(|t| t.elapsed() >= quiet)
+        self.faults.log().quiet_for(quiet)
     }
 }
 
@@ -211,7 +196,7 @@ impl PgTxn {
             ));
         }
         self.execute("COMMIT", &[])?;
-        self.faults.committed();
+        self.faults.log().committed();
         self.release();
         Ok(())
     }
@@ -237,10 +222,7 @@ impl crate::storage::Store {
     /// gets the record-MAC marker; one with records but no marker is refused
     /// (every PostgreSQL store is written with MACs from its first record).
     pub async fn postgres(pool: Pool, mac: RecordKey) -> Result<Self, StorageError> {
-        let mut client = pool.get().await?;
-        super::migrate::migrate(&mut client).await?;
-        drop(client);
-        let store = Self::with_engine(Backend::Pg(PgEngine::new(pool)), mac);
+        let store = Self::migrated(pool, mac).await?;
         store
             .write(|w| {
                 if w.meta(META_RECORD_MACS)?.is_none() {
@@ -279,10 +261,7 @@ impl crate::storage::Store {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        let mut client = pool.get().await.map_err(StorageError::from)?;
-        super::migrate::migrate(&mut client).await.map_err(StorageError::from)?;
-        drop(client);
-        let store = Self::with_engine(Backend::Pg(PgEngine::new(pool)), mac);
+        let store = Self::migrated(pool, mac).await?;
         let made = store
             .write(move |w| {
                 if w.meta(META_DATA_KEY)?.is_some() {
@@ -293,6 +272,15 @@ impl crate::storage::Store {
             })
             .await?;
         Ok(made.map(|t| (store, t)))
+    }
+
+    /// A store on `pool` once its schema is migrated (a newer one is
+    /// refused before anything is written); nothing else is checked yet.
+    async fn migrated(pool: Pool, mac: RecordKey) -> Result<Self, StorageError> {
+        let mut client = pool.get().await?;
+        super::migrate::migrate(&mut client).await?;
+        drop(client);
+        Ok(Self::with_engine(Backend::Pg(PgEngine::new(pool)), mac))
     }
 
     /// A bare meta value (the wrapped data key) of the store on `pool`, read
