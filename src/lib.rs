@@ -21,6 +21,8 @@
 //! - [`tokens`]: issue, refresh, revoke and verify relayauth tokens.
 //! - [`api_keys`]: API key format, stored form, create/list/revoke, authentication.
 //! - [`auth_limit`]: per-client throttling of failed authentication.
+//! - [`ha`]: several replicas on one PostgreSQL: the leader's background work
+//!   (fenced by its lease), and the change feed applied to every cache.
 //! - [`metrics`]: the Prometheus metrics: event counters, histograms, `/proc` figures.
 //! - [`telemetry`]: the log subscriber (text or JSON), its reloadable filter.
 //! - [`context`]: the request being served (id, client, actor), for logs and audit.
@@ -55,6 +57,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod encoding;
+pub mod ha;
 pub mod http;
 pub mod identities;
 pub mod ids;

@@ -113,14 +113,22 @@ impl Migration {
             None => {
                 let s = MigrationState { phase: Phase::Hs256, started_at: now, cutover_at: None, sunset_at: None };
                 let bytes = state::encode(&s);
-                store
+                // Looked for again under the write: of replicas starting at
+                // once, only the first starts the cut-over.
+                let stored = store
                     .write(move |w| {
+                        if let Some(stored) = w.meta(META_STATE)? {
+                            return Ok::<_, StorageError>(Some(stored));
+                        }
                         w.put_meta(META_STATE, &bytes)?;
                         w.audit(AuditEvent::new(now, "system", AuditAction::MigrationStart).target("hs256"))?;
-                        Ok::<_, StorageError>(())
+                        Ok(None)
                     })
                     .await?;
-                s
+                match stored {
+                    Some(bytes) => state::decode(&bytes)?,
+                    None => s,
+                }
             }
         };
         if state.phase != Phase::Sunset && config.secret.is_none() {
@@ -344,17 +352,42 @@ impl Migration {
                     Ok(Some(next))
                 },
                 move |next| {
-                    let Some(next) = next else { return };
-                    // A poisoned lock still takes the committed state.
-                    if next.phase == Phase::Sunset {
-                        // Zeroizing wipes the bytes on drop.
-                        *secret.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                    if let Some(next) = next {
+                        take(&state, &secret, next.clone());
                     }
-                    *state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next.clone();
                 },
             )
             .await
     }
+
+    /// Takes in the stored state: another replica moved the cut-over (the
+    /// change feed said so), or a periodic resync.
+    pub async fn reload(&self) -> Result<(), MigrationError> {
+        let (state, secret) = (self.state.clone(), self.secret.clone());
+        self.store
+            .read_then_apply(
+                |r| r.meta(META_STATE),
+                move |stored| match stored.as_deref().map(state::decode) {
+                    Some(Ok(next)) => take(&state, &secret, next),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "stored migration state unreadable; kept the one in memory")
+                    }
+                    None => {}
+                },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Puts `next` in memory; at the sunset the HS256 secret is wiped.
+fn take(state: &Mutex<MigrationState>, secret: &Mutex<Option<Zeroizing<Vec<u8>>>>, next: MigrationState) {
+    // A poisoned lock still takes the committed state.
+    if next.phase == Phase::Sunset {
+        // Zeroizing wipes the bytes on drop.
+        *secret.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+    *state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = next;
 }
 
 /// A next state, its audit action and detail.

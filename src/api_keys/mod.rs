@@ -121,6 +121,12 @@ impl ApiKeys {
         (Self { inner: Arc::new(inner) }, TouchWriter { store, rx })
     }
 
+    /// Forgets every cached key: another replica revoked one (or a resync),
+    /// so each is looked up in the store again on its next use.
+    pub fn forget_cached(&self) {
+        self.inner.cache.invalidate();
+    }
+
     /// How many times authentication has looked a key up in the store.
     pub fn store_lookups(&self) -> u64 {
         self.inner.lookups.load(Ordering::Relaxed)

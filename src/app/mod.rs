@@ -18,6 +18,7 @@ use crate::auth_limit::{report_failures, AuthLimiter};
 use crate::backend::{Guarded, KeyBackend};
 use crate::clock::Clock;
 use crate::config::{Config, StorageEngine};
+use crate::ha::{self, Leadership};
 use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
 use crate::keyring::{Backends, KeyRing, RingError};
@@ -89,6 +90,8 @@ pub struct App {
     state: AppState,
     touch_writer: TouchWriter,
     orphans: Option<OrphanSearch>,
+    /// On PostgreSQL: the leader election and the change feed.
+    replicas: Option<postgres::Replica>,
 }
 
 impl App {
@@ -172,7 +175,7 @@ impl App {
     /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let started = clock.now();
-        let (store, data_key) = match &config.storage_engine {
+        let (store, data_key, replica) = match &config.storage_engine {
             StorageEngine::Redb => {
                 let path = config.store_path();
                 if !path.exists() {
@@ -181,9 +184,14 @@ impl App {
                 check_private(&config.data_dir, "data dir", 0o700)?;
                 check_private(&path, "store", 0o600)?;
                 let data_key = vault::unlock(&path, &config.kek).await?;
-                (Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?, data_key)
+                (Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?, data_key, None)
             }
-            StorageEngine::Postgres(pg) => postgres::open(&config, pg).await?,
+            // The change feed listens from here on, before any cache loads,
+            // so every change committed after a cache read its state reaches it.
+            StorageEngine::Postgres(pg) => {
+                let (store, data_key, replica) = postgres::open(&config, pg).await?;
+                (store, data_key, Some(replica))
+            }
         };
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
@@ -209,12 +217,16 @@ impl App {
         // rotations and destructions happen before the first request. If a
         // keyset's backend cannot do it now (AWS KMS unreachable), kmsd starts
         // anyway: `/readyz` says what is missing and the rotation loop retries.
-        let caught_up = rotation.tick().await;
-        for done in caught_up.applied {
-            tracing::info!(action = %done, "rotation caught up");
-        }
-        for (keyset, e) in caught_up.failed {
-            tracing::error!(keyset = %keyset, error = %e, "rotation could not catch up at start; the rotation loop retries");
+        // Of several replicas, only the leader rotates: its loop catches up
+        // as soon as it leads.
+        if replica.is_none() {
+            let caught_up = rotation.tick().await;
+            for done in caught_up.applied {
+                tracing::info!(action = %done, "rotation caught up");
+            }
+            for (keyset, e) in caught_up.failed {
+                tracing::error!(keyset = %keyset, error = %e, "rotation could not catch up at start; the rotation loop retries");
+            }
         }
         let (api_keys, touch_writer) = ApiKeys::new(store.clone());
         let identities = Identities::load(store.clone()).await?;
@@ -246,7 +258,9 @@ impl App {
             migration,
         )
         .await?;
+        let leadership = replica.as_ref().map_or(Leadership::Sole, postgres::Replica::leadership);
         let state = AppState::new(Services {
+            leadership,
             rotation: Arc::new(rotation),
             tokens: Arc::new(tokens),
             limiter: Arc::new(AuthLimiter::new(config.auth.limit)),
@@ -257,7 +271,7 @@ impl App {
             store,
             ring,
         });
-        Ok(App { state, touch_writer, orphans })
+        Ok(App { state, touch_writer, orphans, replicas: replica })
     }
 
     pub fn state(&self) -> &AppState {
@@ -298,11 +312,32 @@ impl App {
         let every = st.config.auth.report_interval;
         let reports =
             tokio::spawn(report_failures(st.limiter.clone(), st.store.clone(), st.clock.clone(), every, rx.clone()));
-        let gc = tokio::spawn(st.tokens.clone().collect_garbage_every(GC_INTERVAL, rx.clone()));
-        let orphans = self.orphans.map(|o| tokio::spawn(o.run(st.store.clone(), st.clock.clone(), rx.clone())));
-        let rotation = tokio::spawn(st.rotation.clone().run(st.config.policy.tick, rx.clone()));
-        let sunset =
-            st.tokens.migration().cloned().map(|m| tokio::spawn(m.run_sunset_timer(st.config.policy.tick, rx)));
+        // Leader work: on one replica at a time (see `ha`).
+        let led = |name| (st.leadership.clone(), name, rx.clone());
+        let (tokens, tick) = (st.tokens.clone(), st.config.policy.tick);
+        let gc = spawn_led(led("token gc"), move |stop| tokens.clone().collect_garbage_every(GC_INTERVAL, stop));
+        let rotation_loop = st.rotation.clone();
+        let rotation = spawn_led(led("rotation"), move |stop| rotation_loop.clone().run(tick, stop));
+        let orphans = self.orphans.map(|o| {
+            let (store, clock) = (st.store.clone(), st.clock.clone());
+            spawn_led(led("kms orphan cleanup"), move |stop| o.clone().run(store.clone(), clock.clone(), stop))
+        });
+        let sunset = st
+            .tokens
+            .migration()
+            .cloned()
+            .map(|m| spawn_led(led("hs256 sunset timer"), move |stop| m.clone().run_sunset_timer(tick, stop)));
+        let (feed, elector) = match self.replicas {
+            Some(r) => {
+                let caches = ha::follow::Caches {
+                    rotation: st.rotation.clone(),
+                    tokens: st.tokens.clone(),
+                    api_keys: st.api_keys.clone(),
+                };
+                (Some(tokio::spawn(ha::follow::follow(r.feed, caches, rx.clone()))), Some(r.elector))
+            }
+            None => (None, None),
+        };
         // Listening and serving: what systemd's Type=notify waits for.
         crate::notify::notify(crate::notify::READY);
         tokio::spawn(async move {
@@ -312,11 +347,29 @@ impl App {
         });
         tokio::join!(public, admin);
         let _ = tokio::join!(certificates, touches, reports, gc, rotation);
-        for task in [orphans, sunset].into_iter().flatten() {
+        for task in [orphans, sunset, feed].into_iter().flatten() {
             let _ = task.await;
+        }
+        // Released, so another replica leads at once rather than after the
+        // lease runs out.
+        if let Some(elector) = elector {
+            elector.stop().await;
         }
         Ok(())
     }
+}
+
+/// Spawns the background loop `work` to run while this replica leads
+/// (see [`ha::leader_only`]).
+fn spawn_led<F, Fut>(
+    (leadership, name, shutdown): (Leadership, &'static str, tokio::sync::watch::Receiver<bool>),
+    work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(tokio::sync::watch::Receiver<bool>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(ha::leader_only(leadership, name, shutdown, work))
 }
 
 /// The first writes of a new store: the wrapped data key and the bootstrap

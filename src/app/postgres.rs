@@ -12,13 +12,21 @@ use super::{bootstrap, build_ring, AppError, InitReport};
 use crate::api_keys::ApiKeySecret;
 use crate::clock::Clock;
 use crate::config::{Config, PostgresSettings};
+use crate::ha::{Leadership, SCHEDULER_LEASE};
 use crate::keyring::RingError;
+use crate::storage::postgres::feed::{Listener, ListenerConfig};
+use crate::storage::postgres::lease::{Elector, ElectorConfig};
 use crate::storage::postgres::pool::Pool;
-use crate::storage::{Store, META_DATA_KEY};
+use crate::storage::{StorageError, Store, META_DATA_KEY};
 use crate::vault::{self, DataKey};
 
 /// Looks for keysets without a first key, each after another replica made some.
 const FIRST_KEY_ATTEMPTS: usize = 4;
+
+/// Wait between attempts to reconnect the change feed.
+const FEED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the change feed's session must prove it is alive.
+const FEED_PING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The pool on the configured database (the URL read from the environment
 /// now if it comes from there). No connection is made yet.
@@ -76,13 +84,51 @@ pub(super) async fn init(
     Ok(InitReport { bootstrap_key: generated.then_some(key), kids })
 }
 
+/// This process as one of the replicas: its part in the leader election,
+/// and the change feed it listens to.
+pub(super) struct Replica {
+    pub(super) elector: Elector,
+    pub(super) feed: Listener,
+    leadership: Leadership,
+}
+
+impl Replica {
+    pub(super) fn leadership(&self) -> Leadership {
+        self.leadership.clone()
+    }
+}
+
 /// The store on the configured database and its data key, unwrapped with
-/// the KEK before the store is opened (which checks every record).
-pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result<(Store, DataKey), AppError> {
+/// the KEK before the store is opened (which checks every record); then the
+/// change feed listening (before any cache is loaded) and the election begun.
+pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result<(Store, DataKey, Replica), AppError> {
     let pool = pool(settings)?;
-    let target = pool.url().redacted().to_owned();
+    let url = pool.url().clone();
+    let target = url.redacted().to_owned();
     let wrapped = Store::peek_postgres(&pool, META_DATA_KEY).await?.ok_or(AppError::NotInitializedDb { target })?;
     let data_key = vault::unwrap_stored(&wrapped, &config.kek).await?;
     let store = Store::postgres(pool, data_key.record_key()).await?;
-    Ok((store, data_key))
+    let ha = &settings.ha;
+    let feed = Listener::start(
+        url.clone(),
+        ListenerConfig {
+            application_name: format!("kmsd-feed-{}", ha.replica),
+            retry_every: FEED_RETRY,
+            resync_every: ha.resync,
+            ping_every: FEED_PING,
+        },
+    )
+    .await
+    .map_err(StorageError::Pg)?;
+    let elector = Elector::spawn(
+        url,
+        ElectorConfig {
+            lease: SCHEDULER_LEASE.to_owned(),
+            holder: ha.replica.clone(),
+            ttl: ha.lease_ttl(),
+            renew_every: ha.renew_every(),
+        },
+    );
+    let leadership = Leadership::Elected { replica: ha.replica.clone(), lease: elector.leadership() };
+    Ok((store, data_key, Replica { elector, feed, leadership }))
 }

@@ -19,6 +19,7 @@ pub struct ConfigFile {
     pub listen: ListenSection,
     pub http: HttpSection,
     pub storage: StorageSection,
+    pub ha: HaSection,
     pub vault: VaultSection,
     pub auth: AuthSection,
     pub aws_kms: AwsKmsSection,
@@ -86,6 +87,18 @@ pub struct StorageSection {
     pub url_env: Option<String>,
     pub pool_size: Option<u64>,
     pub statement_timeout: Option<DurationText>,
+}
+
+/// `[ha]`: several replicas on one PostgreSQL (engine = "postgres" only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HaSection {
+    /// This replica's name among the replicas (default: host name and pid).
+    pub replica: Option<String>,
+    /// How soon another replica leads after the leader is lost.
+    pub failover: Option<DurationText>,
+    /// How often every cache is reloaded from the store in full.
+    pub resync: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]

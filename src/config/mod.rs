@@ -248,7 +248,7 @@ fn validate(raw: ConfigFile, problems: &mut Problems) -> Option<Config> {
     if !(4..=65_536).contains(&cache_mib) {
         problems.add("storage.cache_mib", format!("{cache_mib} is outside 4..=65536"));
     }
-    let storage_engine = storage::storage_engine(raw.storage, problems);
+    let storage_engine = storage::storage_engine(raw.storage, raw.ha, problems);
     let aws_kms = aws_kms::aws_kms_config(raw.aws_kms, problems);
     let kek = kek_source(&raw.vault, &data_dir, &aws_kms, problems);
     if let Some(kek) = &kek {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::file::StorageSection;
+use super::file::{HaSection, StorageSection};
 use super::{duration_or, Problems};
 use crate::storage::postgres::pool::PoolConfig;
 use crate::storage::postgres::PgUrl;
@@ -32,6 +32,41 @@ pub struct PostgresSettings {
     pub url: UrlSource,
     pub pool_size: usize,
     pub statement_timeout: Duration,
+    pub ha: HaSettings,
+}
+
+/// `[ha]`: how the replicas on one database share the work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaSettings {
+    /// This replica's name, unique among the replicas: it holds the leader
+    /// lease under it and health reports it.
+    pub replica: String,
+    /// Another replica leads within this long of the leader's loss.
+    pub failover: Duration,
+    /// Every cache is reloaded from the store in full this often (the
+    /// change feed keeps them current in between).
+    pub resync: Duration,
+}
+
+impl HaSettings {
+    /// The leader lease's time to live: a replica that stops renewing is
+    /// replaced once it has run out and a follower's next try comes.
+    pub fn lease_ttl(&self) -> Duration {
+        self.failover.mul_f64(0.7)
+    }
+
+    /// How often a follower tries for the lease and the leader renews it.
+    pub fn renew_every(&self) -> Duration {
+        self.failover / 5
+    }
+}
+
+/// The default replica name: the host name (a pod's name under a
+/// StatefulSet) and the process id, so two processes on one host differ.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}-{}", if host.is_empty() { "kmsd" } else { host }, std::process::id())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +101,7 @@ pub(super) fn url_env_name(url_env: Option<&str>) -> String {
 }
 
 /// `[storage]` but `cache_mib` (the redb cache, checked with the other sizes).
-pub(super) fn storage_engine(raw: StorageSection, problems: &mut Problems) -> Option<StorageEngine> {
+pub(super) fn storage_engine(raw: StorageSection, ha: HaSection, problems: &mut Problems) -> Option<StorageEngine> {
     let postgres_only = |problems: &mut Problems, field: &str, set: bool| {
         if set {
             problems.add(format!("storage.{field}"), "applies only to engine = \"postgres\"");
@@ -78,9 +113,18 @@ pub(super) fn storage_engine(raw: StorageSection, problems: &mut Problems) -> Op
             postgres_only(problems, "url_env", raw.url_env.is_some());
             postgres_only(problems, "pool_size", raw.pool_size.is_some());
             postgres_only(problems, "statement_timeout", raw.statement_timeout.is_some());
+            for (field, set) in [
+                ("replica", ha.replica.is_some()),
+                ("failover", ha.failover.is_some()),
+                ("resync", ha.resync.is_some()),
+            ] {
+                if set {
+                    problems.add(format!("ha.{field}"), "applies only to storage.engine = \"postgres\"");
+                }
+            }
             StorageEngine::Redb
         }
-        "postgres" => StorageEngine::Postgres(Box::new(postgres_settings(raw, problems)?)),
+        "postgres" => StorageEngine::Postgres(Box::new(postgres_settings(raw, ha, problems)?)),
         other => {
             problems.add("storage.engine", format!("{other:?} is not an engine (\"redb\" or \"postgres\")"));
             return None;
@@ -88,7 +132,7 @@ pub(super) fn storage_engine(raw: StorageSection, problems: &mut Problems) -> Op
     })
 }
 
-fn postgres_settings(raw: StorageSection, problems: &mut Problems) -> Option<PostgresSettings> {
+fn postgres_settings(raw: StorageSection, ha: HaSection, problems: &mut Problems) -> Option<PostgresSettings> {
     let url = match (raw.url, raw.url_env) {
         (Some(_), Some(_)) => {
             problems.add("storage.url", "give url or url_env, not both");
@@ -108,7 +152,26 @@ fn postgres_settings(raw: StorageSection, problems: &mut Problems) -> Option<Pos
     if !(1..=600).contains(&statement_timeout.as_secs()) {
         problems.add("storage.statement_timeout", "must be within 1s..=600s");
     }
-    Some(PostgresSettings { url: url?, pool_size: usize::try_from(pool_size).ok()?, statement_timeout })
+    let ha = ha_settings(ha, problems);
+    Some(PostgresSettings { url: url?, pool_size: usize::try_from(pool_size).ok()?, statement_timeout, ha })
+}
+
+fn ha_settings(raw: HaSection, problems: &mut Problems) -> HaSettings {
+    let replica = raw.replica.unwrap_or_else(default_replica);
+    let name_ok =
+        (1..=63).contains(&replica.len()) && replica.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        problems.add("ha.replica", "must be 1 to 63 of [A-Za-z0-9._-]");
+    }
+    let failover = duration_or(problems, "ha.failover", raw.failover, 10);
+    if !(2..=300).contains(&failover.as_secs()) {
+        problems.add("ha.failover", "must be within 2s..=300s");
+    }
+    let resync = duration_or(problems, "ha.resync", raw.resync, 60);
+    if !(1..=86_400).contains(&resync.as_secs()) {
+        problems.add("ha.resync", "must be within 1s..=1d");
+    }
+    HaSettings { replica, failover, resync }
 }
 
 #[cfg(test)]
@@ -118,7 +181,7 @@ mod tests {
 
     fn check(raw: StorageSection) -> (Option<StorageEngine>, Vec<String>) {
         let mut problems = Problems::default();
-        let c = storage_engine(raw, &mut problems);
+        let c = storage_engine(raw, HaSection::default(), &mut problems);
         (c, problems.0.into_iter().map(|p| format!("{}: {}", p.path, p.message)).collect())
     }
 
@@ -164,6 +227,7 @@ mod tests {
             url: UrlSource::Env("PG_URL".into()),
             pool_size: 1,
             statement_timeout: Duration::from_secs(1),
+            ha: ha_settings(HaSection::default(), &mut Problems::default()),
         };
         let from_env = |_: &str| Some(format!("postgres://kmsd:{secret}@db:x/k"));
         let err = pg.resolve_url(from_env).unwrap_err();
@@ -187,5 +251,30 @@ mod tests {
         assert_eq!(problems, ["storage.pool_size: applies only to engine = \"postgres\""]);
         let (_, problems) = check(StorageSection { engine: Some("sqlite".into()), ..Default::default() });
         assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn ha_settings_default_to_a_ten_second_failover_and_apply_only_to_postgres() {
+        let mut problems = Problems::default();
+        let ha = ha_settings(HaSection::default(), &mut problems);
+        assert!(problems.0.is_empty());
+        assert_eq!((ha.failover, ha.resync), (Duration::from_secs(10), Duration::from_secs(60)));
+        assert!(ha.replica.ends_with(&format!("-{}", std::process::id())), "{}", ha.replica);
+        assert!(ha.lease_ttl() + ha.renew_every() <= ha.failover, "a lost leader is replaced within failover");
+
+        let bad = HaSection {
+            replica: Some("two words".into()),
+            failover: Some(DurationText::Seconds(1)),
+            resync: Some(DurationText::Seconds(0)),
+        };
+        let mut problems = Problems::default();
+        ha_settings(bad, &mut problems);
+        let fields: Vec<_> = problems.0.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(fields, ["ha.replica", "ha.failover", "ha.resync"]);
+
+        let set = HaSection { failover: Some(DurationText::Seconds(5)), ..Default::default() };
+        let mut problems = Problems::default();
+        storage_engine(StorageSection::default(), set, &mut problems);
+        assert_eq!(problems.0[0].path, "ha.failover");
     }
 }

@@ -111,6 +111,7 @@ async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr
                 id: c.sub.to_string(),
                 org_id: c.org.clone(),
                 scopes: held_now(state, &c.org, &c.sub, &c.scopes)
+                    .await
                     .ok_or_else(|| ApiError::from(VerifyError::Revoked))?,
                 sponsor_chain: Some(c.sponsor_chain.clone()),
                 identity_id: Some(c.sub.to_string()),
@@ -128,8 +129,8 @@ async fn authenticate(parts: &Parts, state: &AppState, client: (Listener, IpAddr
 }
 
 /// The scopes a credential acting for identity `id` holds on kmsd now.
-fn held_now(state: &AppState, org: &OrgId, id: &IdentityId, claimed: &[String]) -> Option<Vec<String>> {
-    state.tokens.identities().held_now(org, id, claimed)
+async fn held_now(state: &AppState, org: &OrgId, id: &IdentityId, claimed: &[String]) -> Option<Vec<String>> {
+    state.tokens.identities().held_now(org, id, claimed).await
 }
 
 /// An API key. A valid key always authenticates; while this client is
@@ -169,6 +170,7 @@ async fn authenticate_key(
     let scopes = match &rec.identity_id {
         None => rec.scopes,
         Some(id) => held_now(state, &rec.org_id, &IdentityId::from(id.as_str()), &rec.scopes)
+            .await
             .ok_or_else(|| refused(&"the identity that minted it is not active"))?,
     };
     Ok(Caller {

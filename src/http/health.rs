@@ -127,13 +127,28 @@ pub async fn evaluate(state: &AppState) -> Health {
     } else {
         Status::Healthy
     };
-    let services = json!({
+    let mut services = json!({
         "storage": storage_json(&storage, state.store.engine_name(), state.store.reopens()),
         "backends": backends,
         "keysets": keysets,
         "rotation": { "paused": state.rotation.is_paused(), "failedTicks": state.rotation.failures() },
     });
+    if let Some(replica) = state.leadership.replica() {
+        services["ha"] = ha_json(state, replica).await;
+    }
     Health { status, storage, storage_ok, vault_ok, keysets_without_signer: without, services }
+}
+
+/// Which replica this is, whether it leads, and which replica the lease
+/// names as leader (`null` while none holds it, or the store cannot say).
+async fn ha_json(state: &AppState, replica: &str) -> Value {
+    let holder = state.store.read(|r| r.lease_holder(crate::ha::SCHEDULER_LEASE)).await.ok().flatten();
+    json!({
+        "replica": replica,
+        "leading": state.leadership.leads(),
+        "leader": holder.as_ref().map(|(name, _)| name),
+        "epoch": holder.map(|(_, epoch)| epoch),
+    })
 }
 
 fn storage_json(health: &StorageHealth, engine: &str, reopens: u64) -> Value {

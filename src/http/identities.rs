@@ -105,7 +105,7 @@ async fn fetch(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READ)?;
-    let rec = state.tokens.identities().get(&caller.org_id, &named(&id)?).ok_or(IdentityError::NotFound)?;
+    let rec = state.tokens.identities().find(&caller.org_id, &named(&id)?).await.ok_or(IdentityError::NotFound)?;
     Ok(Json(rec.view()))
 }
 

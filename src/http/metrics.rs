@@ -37,6 +37,7 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     keysets(&state, &mut s);
     migration(&state, &mut s);
     backends(&state, &mut s);
+    leader(&state, &mut s);
     process(&mut s);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render(&s))
 }
@@ -112,6 +113,17 @@ fn migration(state: &AppState, s: &mut Scrape) {
             "When HS256 stops verifying (unix seconds).",
             at.unix() as f64,
         );
+    }
+}
+
+/// `kmsd_leader`: 1 on the replica that runs the background work (always
+/// on redb), labelled with the replica's name on PostgreSQL.
+fn leader(state: &AppState, s: &mut Scrape) {
+    let leads = if state.leadership.leads() { 1.0 } else { 0.0 };
+    let help = "1 while this replica leads the background work (rotation, GC, sunset, orphan cleanup).";
+    match state.leadership.replica() {
+        Some(replica) => s.gauges("kmsd_leader", help, [(vec![("replica", replica.to_owned())], leads)]),
+        None => s.gauge("kmsd_leader", help, leads),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct AppState(Arc<Services>);
 /// The shared services behind [`AppState`] (which dereferences to them).
 pub struct Services {
     pub config: Arc<Config>,
+    /// Whether this replica leads the background work (see `ha`).
+    pub leadership: crate::ha::Leadership,
     pub clock: Arc<dyn Clock>,
     pub store: Store,
     pub ring: Arc<KeyRing>,

@@ -15,6 +15,7 @@ use crate::storage::{StorageError, Store};
 /// The search `serve` runs once: keys created after `created_before` are
 /// left alone (another replica sharing the store may not have recorded
 /// its newest key yet).
+#[derive(Clone)]
 pub struct OrphanSearch {
     pub kms: Arc<AwsKmsBackend>,
     pub created_before: Timestamp,

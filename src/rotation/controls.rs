@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{plan, refs, Rotated, Rotation, RotationError, META_PAUSED};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::clock::Timestamp;
-use crate::keyring::{self, COOLDOWN_MAX_AGE};
+use crate::keyring;
 use crate::keys::{Keyset, Kid, Schedule};
 use crate::storage::StorageError;
 
@@ -85,7 +85,7 @@ impl Rotation {
             .ok_or_else(|| RotationError::AlreadyRevoked(kid.to_owned()))?;
         // Shorten the JWKS max-age first: early is harmless, and it cannot be
         // skipped by this request going away after the revocation commits.
-        self.ring.cool_down(self.jwks.max_age_cap.max(COOLDOWN_MAX_AGE) + self.jwks.verifier_cache);
+        self.ring.cool_down(self.cool_down_period());
         let replacement = if revocation.needs_replacement {
             let created = self.ring.create_material(&ks).await?;
             let at = self.clock.now();

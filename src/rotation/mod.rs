@@ -20,6 +20,7 @@ mod timeline;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use plan::{Action, RollbackError};
 pub use policy::RotationPolicy;
@@ -32,7 +33,7 @@ use crate::keyring::{KeyRing, RingError};
 use crate::keys::{KeyRecord, Keyset, KeysetName, Kid};
 use crate::storage::{StorageError, Store};
 
-const META_PAUSED: &str = "rotation_paused";
+pub(crate) const META_PAUSED: &str = "rotation_paused";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -97,6 +98,41 @@ impl Rotation {
             failures: AtomicU64::new(0),
             keysets,
         })
+    }
+
+    /// Takes in the stored pause flag (another replica paused or resumed).
+    pub async fn reload_paused(&self) -> Result<(), StorageError> {
+        let flag = self.paused.clone();
+        self.store
+            .read_then_apply(
+                |r| r.meta(META_PAUSED),
+                move |v| flag.store(v.as_deref() == Some(b"1"), Ordering::Relaxed),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes in the stored keys (another replica rotated, revoked or rolled
+    /// back): the ring reloads under the ring lock, so no plan of this
+    /// process is made from one state and written after the reload; a key
+    /// revoked meanwhile starts the JWKS cool-down here too. Returns whether
+    /// anything changed.
+    pub async fn follow_keys(&self) -> Result<bool, RingError> {
+        let _guard = self.ring.lock().await;
+        let revoked = |ring: &KeyRing| -> Vec<Kid> {
+            ring.records().iter().filter(|r| r.revoked_at.is_some()).map(|r| r.kid.clone()).collect()
+        };
+        let before = revoked(&self.ring);
+        let changed = self.ring.resync().await?;
+        if revoked(&self.ring).iter().any(|kid| !before.contains(kid)) {
+            self.ring.cool_down(self.cool_down_period());
+        }
+        Ok(changed)
+    }
+
+    /// How long the JWKS is served with a short max-age after a revoke.
+    fn cool_down_period(&self) -> Duration {
+        self.jwks.max_age_cap.max(crate::keyring::COOLDOWN_MAX_AGE) + self.jwks.verifier_cache
     }
 
     pub fn is_paused(&self) -> bool {

@@ -169,10 +169,16 @@ pub struct Store {
     observer: Arc<OnceLock<AuditObserver>>,
 }
 
-/// The request being served by the calling task (read before the work moves
-/// to the blocking pool, where there is none).
-fn context() -> Option<Arc<RequestContext>> {
-    crate::context::current()
+/// What a write takes from the calling task before it moves to the blocking
+/// pool (where there is no task-local state): the request being served, and
+/// the lease fence of leader work.
+pub(super) struct Ambient {
+    context: Option<Arc<RequestContext>>,
+    fence: Option<postgres::lease::Fence>,
+}
+
+fn ambient() -> Ambient {
+    Ambient { context: crate::context::current(), fence: postgres::lease::current() }
 }
 
 /// Transactions run through [`Store::read`] and [`Store::write`], for
@@ -229,6 +235,12 @@ impl Store {
         }
     }
 
+    /// Whether other processes share this store (PostgreSQL): memory may
+    /// then lag what they committed by the change feed's delay.
+    pub fn is_shared(&self) -> bool {
+        matches!(&*self.engine, Backend::Pg(_))
+    }
+
     /// The engine's name, for health and logs.
     pub fn engine_name(&self) -> &'static str {
         match &*self.engine {
@@ -269,8 +281,8 @@ impl Store {
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let (engine, mac) = (self.engine.clone(), self.mac.clone());
-        let (observer, context) = (self.observer.clone(), context());
-        tokio::task::spawn_blocking(move || Self::write_blocking(&engine, mac, (context, &observer), f))
+        let (observer, ambient) = (self.observer.clone(), ambient());
+        tokio::task::spawn_blocking(move || Self::write_blocking(&engine, mac, (ambient, &observer), f))
             .await
             .map_err(|e| StorageError::Join(e.to_string()))?
     }
@@ -294,11 +306,35 @@ impl Store {
     {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         let (engine, mac, order) = (self.engine.clone(), self.mac.clone(), self.apply_order.clone());
-        let (observer, context) = (self.observer.clone(), context());
+        let (observer, ambient) = (self.observer.clone(), ambient());
         tokio::task::spawn_blocking(move || {
             // A panic elsewhere poisons nothing this lock guards (it holds no data).
             let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
-            let out = Self::write_blocking(&engine, mac, (context, &observer), write)?;
+            let out = Self::write_blocking(&engine, mac, (ambient, &observer), write)?;
+            apply(&out);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Join(e.to_string()))?
+    }
+
+    /// Runs `read` in one read transaction and `apply` with its result, both
+    /// in one blocking task and in turn with every
+    /// [`commit_then_apply`](Self::commit_then_apply): no change of this
+    /// process commits between the read and the apply, so `apply` cannot
+    /// put back an older state over one that was applied meanwhile. How a
+    /// replica takes in what another replica changed (the change feed).
+    pub async fn read_then_apply<T, R, A>(&self, read: R, apply: A) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        R: FnOnce(&Reader) -> Result<T, StorageError> + Send + 'static,
+        A: FnOnce(&T) + Send + 'static,
+    {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let (engine, mac, order) = (self.engine.clone(), self.mac.clone(), self.apply_order.clone());
+        tokio::task::spawn_blocking(move || {
+            let _turn = order.lock().unwrap_or_else(PoisonError::into_inner);
+            let out = Self::read_blocking(&engine, mac, read)?;
             apply(&out);
             Ok(out)
         })
@@ -311,7 +347,7 @@ impl Store {
     /// commit uses [`commit_then_apply`](Self::commit_then_apply) instead.
     pub fn write_now<T, E: From<StorageError>>(&self, f: impl FnOnce(&mut Writer) -> Result<T, E>) -> Result<T, E> {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Self::write_blocking(&self.engine, self.mac.clone(), (context(), &self.observer), f)
+        Self::write_blocking(&self.engine, self.mac.clone(), (ambient(), &self.observer), f)
     }
 
     /// [`read`](Self::read) without a blocking task, for tests.

@@ -3,7 +3,7 @@
 //! transaction begun, `f` run over it, committed or rolled back, its audit
 //! events logged and observed only once it committed).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use redb::ReadableDatabase;
@@ -11,9 +11,8 @@ use redb::ReadableDatabase;
 use super::engine::Engine;
 use super::postgres::engine::PgEngine;
 use super::txn::Txn;
-use super::{AuditObserver, Reader, RecordKey, StorageError, StorageHealth, Store, Writer};
+use super::{Ambient, AuditObserver, Reader, RecordKey, StorageError, StorageHealth, Store, Writer};
 use crate::audit::AuditEvent;
-use crate::context::RequestContext;
 
 /// The engine a store runs on.
 pub(super) enum Backend {
@@ -47,7 +46,7 @@ impl Store {
         let engine = match engine {
             Backend::Redb(engine) => engine,
             Backend::Pg(pg) => {
-                let reader = Reader { txn: Txn::Pg(pg.begin(false)?), mac };
+                let reader = Reader { txn: Txn::Pg(pg.begin_read()?), mac };
                 let out = f(&reader)?;
                 if let Txn::Pg(txn) = reader.txn {
                     txn.commit()?;
@@ -69,7 +68,7 @@ impl Store {
     pub(super) fn write_blocking<T, E: From<StorageError>>(
         engine: &Backend,
         mac: RecordKey,
-        (context, observer): (Option<Arc<RequestContext>>, &OnceLock<AuditObserver>),
+        (ambient, observer): (Ambient, &OnceLock<AuditObserver>),
         f: impl FnOnce(&mut Writer) -> Result<T, E>,
     ) -> Result<T, E> {
         // The redb database is held for the whole transaction.
@@ -79,9 +78,10 @@ impl Store {
                 held = engine.hold()?;
                 Txn::Write(Box::new(held.db()?.begin_write().map_err(|e| engine.observe(e))?))
             }
-            Backend::Pg(pg) => Txn::Pg(pg.begin(true)?),
+            Backend::Pg(pg) => Txn::Pg(pg.begin_write(ambient.fence.as_ref())?),
         };
-        let mut w = Writer { r: Reader { txn, mac }, context, audited: Vec::new() };
+        let mut w =
+            Writer { r: Reader { txn, mac }, context: ambient.context, audited: Vec::new(), changes: Vec::new() };
         let out = f(&mut w);
         match (out, w.r.txn, engine) {
             (Ok(out), Txn::Write(txn), Backend::Redb(engine)) => {
@@ -91,6 +91,7 @@ impl Store {
                 Ok(out)
             }
             (Ok(out), Txn::Pg(txn), _) => {
+                txn.announce(&w.changes)?;
                 txn.commit()?;
                 Self::committed(&w.audited, observer);
                 Ok(out)

@@ -4,6 +4,7 @@ use redb::ReadableTable;
 
 use tokio_postgres::types::ToSql;
 
+use super::postgres::feed::{self, ChangeKind};
 use super::txn::{upsert, Rows, Txn, UPSERT_ROWS};
 use super::{table, Reader, Record, Sealed, StorageError, Writer, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
@@ -37,7 +38,23 @@ fn decode_sessions(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<SessionRecord>, S
     rows.iter().map(|(k, v)| SessionRecord::decode("sessions", k, v)).collect()
 }
 
+/// How long the change feed's record of changes is kept on PostgreSQL.
+const CHANGES_KEPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Reader {
+    /// When the revocation of `jti` stops mattering (its token's `exp`),
+    /// if it is revoked.
+    pub fn revoked_until(&self, jti: &str) -> Result<Option<i64>, StorageError> {
+        match &self.txn {
+            Txn::Pg(p) => {
+                let rows = p.query("SELECT exp FROM revoked_tokens WHERE jti = $1", &[&jti])?;
+                Ok(rows.first().map(|r| r.get(0)))
+            }
+            Txn::Read(x) => Ok(x.open_table(REVOKED)?.get(jti)?.map(|v| v.value())),
+            Txn::Write(x) => Ok(x.open_table(REVOKED)?.get(jti)?.map(|v| v.value())),
+        }
+    }
+
     pub fn session(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
         let row = self.txn.get(&table::SESSIONS, sid)?;
         row.map(|v| SessionRecord::decode("sessions", sid, &v)).transpose()
@@ -139,7 +156,9 @@ impl Writer {
     pub fn put_identity(&mut self, rec: &IdentityRecord) -> Result<(), StorageError> {
         let bytes = rec.encode(&self.mac, "identities", rec.id.as_str());
         let (org, name) = (rec.org_id.as_str(), rec.name.as_str());
-        self.put_row(&table::IDENTITIES, rec.id.as_str(), &bytes, &[("org_id", &org), ("name", &name)])
+        self.put_row(&table::IDENTITIES, rec.id.as_str(), &bytes, &[("org_id", &org), ("name", &name)])?;
+        self.changed(ChangeKind::Identity, rec.id.as_str());
+        Ok(())
     }
 
     pub fn delete_identity(&mut self, id: &str) -> Result<(), StorageError> {
@@ -151,6 +170,7 @@ impl Writer {
                 p.execute("DELETE FROM identities WHERE id = $1", &[&id])?;
             }
         }
+        self.changed(ChangeKind::Identity, id);
         Ok(())
     }
 
@@ -161,6 +181,10 @@ impl Writer {
     /// Stores `recs` (a group commit's sessions, or one): on PostgreSQL in
     /// one statement per [`UPSERT_ROWS`].
     pub fn put_sessions(&mut self, recs: &[&SessionRecord]) -> Result<(), StorageError> {
+        // Replicas cache revoked sessions only.
+        for r in recs.iter().filter(|r| r.revoked_at.is_some()) {
+            self.changed(ChangeKind::Session, r.sid.as_str());
+        }
         if let Rows::Pg(p) = self.rows()? {
             let recs = last_per_key(recs, |r| r.sid.as_str());
             for chunk in recs.chunks(UPSERT_ROWS) {
@@ -206,6 +230,7 @@ impl Writer {
     }
 
     pub fn revoke_jti(&mut self, jti: &str, exp: Timestamp) -> Result<(), StorageError> {
+        self.changed(ChangeKind::Token, jti);
         match self.rows()? {
             Rows::Redb(x) => {
                 x.open_table(REVOKED)?.insert(jti, exp.unix())?;
@@ -227,6 +252,7 @@ impl Writer {
             Rows::Redb(x) => x,
             Rows::Pg(p) => {
                 let gone = |sql: &str| p.execute(sql, &[&before.unix()]).map(|n| n as usize);
+                p.with_client(|c| feed::forget_older_than(c, CHANGES_KEPT))?;
                 return Ok(Collected {
                     sessions: gone("DELETE FROM sessions WHERE expires_at < $1")?,
                     issued: gone("DELETE FROM issued_tokens WHERE exp < $1")?,

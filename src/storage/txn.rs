@@ -9,6 +9,7 @@ use redb::ReadableTable;
 use tokio_postgres::types::ToSql;
 
 use super::postgres::engine::PgTxn;
+use super::postgres::feed::ChangeKind;
 use super::{
     integrity, is_bare_meta, table, MetaValue, Record, RecordKey, Sealed, StorageError, Table, API_KEY_HASHES, AUDIT,
 };
@@ -126,6 +127,18 @@ impl Reader {
         Ok(Some(MetaValue::decode(&self.mac, "meta", key, &bytes)?.value.into_bytes()))
     }
 
+    /// Who holds the lease `name` now, and in which epoch (PostgreSQL; an
+    /// embedded store has no leases).
+    pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, StorageError> {
+        let Txn::Pg(p) = &self.txn else { return Ok(None) };
+        let rows = p.query(
+            "SELECT holder, epoch FROM leases
+              WHERE name = $1 AND holder IS NOT NULL AND expires_at > clock_timestamp()",
+            &[&name],
+        )?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+    }
+
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
         decode_all(self.txn.scan(&table::KEYS)?, |k, v| KeyRecord::decode(&self.mac, "keys", k, v))
     }
@@ -227,6 +240,9 @@ pub struct Writer {
     pub(super) context: Option<std::sync::Arc<crate::context::RequestContext>>,
     /// Audit events written, logged and observed once the transaction commits.
     pub(super) audited: Vec<AuditEvent>,
+    /// What this transaction changed that other replicas cache, announced
+    /// on PostgreSQL's change feed as it commits (see [`Writer::changed`]).
+    pub(super) changes: Vec<(ChangeKind, String)>,
 }
 
 /// A writer reads through its own transaction, seeing its own writes.
@@ -275,6 +291,16 @@ pub(super) enum Rows<'a> {
 }
 
 impl Writer {
+    /// Records that this transaction changed something replicas cache: the
+    /// writes below call it for every such record (a key, a meta value, an
+    /// identity, a revoked API key, session or token), so no caller can
+    /// forget to. Only PostgreSQL announces them; redb has one process.
+    pub(super) fn changed(&mut self, kind: ChangeKind, id: &str) {
+        if matches!(self.r.txn, Txn::Pg(_)) {
+            self.changes.push((kind, id.to_owned()));
+        }
+    }
+
     pub(super) fn rows(&self) -> Result<Rows<'_>, StorageError> {
         match &self.r.txn {
             Txn::Write(x) => Ok(Rows::Redb(x)),
@@ -316,7 +342,9 @@ impl Writer {
                 .map_err(|_| StorageError::Unencodable { key: key.into(), reason: "value is not UTF-8".into() })?;
             MetaValue { value }.encode(&self.mac, "meta", key)
         };
-        self.put_row(&table::META, key, &bytes, &[])
+        self.put_row(&table::META, key, &bytes, &[])?;
+        self.changed(ChangeKind::Meta, key);
+        Ok(())
     }
 
     /// Stores `value` (as decimal text) under `key` unless a larger one is there.
@@ -324,13 +352,18 @@ impl Writer {
         let current = self.meta(key)?.and_then(|b| std::str::from_utf8(&b).ok()?.parse::<i64>().ok());
         if current.is_none_or(|c| c < value) {
             self.put_meta(key, value.to_string().as_bytes())?;
+            // Read inside write transactions only, never cached: no need to
+            // tell the replicas of each new maximum.
+            self.changes.retain(|(kind, id)| !(*kind == ChangeKind::Meta && id == key));
         }
         Ok(())
     }
 
     pub fn put_key(&mut self, record: &KeyRecord) -> Result<(), StorageError> {
         let bytes = record.encode(&self.mac, "keys", record.kid.as_str());
-        self.put_row(&table::KEYS, record.kid.as_str(), &bytes, &[("keyset", &record.keyset.as_str())])
+        self.put_row(&table::KEYS, record.kid.as_str(), &bytes, &[("keyset", &record.keyset.as_str())])?;
+        self.changed(ChangeKind::Key, record.kid.as_str());
+        Ok(())
     }
 
     pub fn api_key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StorageError> {
@@ -343,6 +376,11 @@ impl Writer {
         self.put_row(&table::API_KEYS, record.id.as_str(), &bytes, &[("org_id", &org), ("key_hash", &hash)])?;
         if let Rows::Redb(x) = self.rows()? {
             x.open_table(API_KEY_HASHES)?.insert(record.key_hash.as_str(), record.id.as_str())?;
+        }
+        // A new key is found in the store on its first use; only a revoked
+        // one must leave the other replicas' caches.
+        if record.revoked_at.is_some() {
+            self.changed(ChangeKind::ApiKey, record.id.as_str());
         }
         Ok(())
     }

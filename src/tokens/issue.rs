@@ -34,7 +34,8 @@ impl TokenService {
     /// Issues a token pair for an identity of the caller's org.
     pub async fn issue(&self, caller: &Actor, req: IssueRequest) -> Result<TokenPair, TokenError> {
         let now = self.clock.now();
-        let identity = self.identities.get(&caller.org_id, &req.identity_id).ok_or(TokenError::IdentityNotFound)?;
+        let identity =
+            self.identities.find(&caller.org_id, &req.identity_id).await.ok_or(TokenError::IdentityNotFound)?;
         if identity.status != IdentityStatus::Active {
             return Err(TokenError::IdentitySuspended(identity.status.as_str()));
         }

@@ -195,6 +195,50 @@ impl TokenService {
         }
     }
 
+    /// Takes in a revocation another replica committed: the session `sid`
+    /// if it is revoked in the store.
+    pub async fn follow_session(&self, sid: &str) -> Result<(), StorageError> {
+        let (sid, revocations) = (sid.to_owned(), self.revocations.clone());
+        self.store
+            .read_then_apply(
+                move |r| r.session(&sid),
+                move |stored| {
+                    if let Some(s) = stored.as_ref().filter(|s| s.revoked_at.is_some()) {
+                        revocations.revoke_session(&s.sid, s.expires_at);
+                    }
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes in a revocation another replica committed: the jti, if it is
+    /// revoked in the store.
+    pub async fn follow_token(&self, jti: &str) -> Result<(), StorageError> {
+        let (jti, revocations) = (TokenId::from(jti.to_owned()), self.revocations.clone());
+        let key = jti.as_str().to_owned();
+        self.store
+            .read_then_apply(
+                move |r| r.revoked_until(&key),
+                move |until| {
+                    if let Some(until) = until {
+                        revocations.revoke_jti(&jti, Timestamp::from_unix(*until));
+                    }
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds every stored revocation to memory (a resync of the change feed).
+    pub async fn reload_revocations(&self) -> Result<(), StorageError> {
+        let revocations = self.revocations.clone();
+        self.store
+            .read_then_apply(|r| r.revocations(), move |(jtis, sessions)| revocations.merge(jtis, sessions))
+            .await?;
+        Ok(())
+    }
+
     /// Deletes sessions, token rows and revocations whose tokens all expired.
     pub async fn collect_garbage(&self) -> Result<crate::storage::Collected, StorageError> {
         let before = self.clock.now().minus(self.policy.skew);

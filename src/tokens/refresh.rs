@@ -14,7 +14,7 @@ impl TokenService {
     pub async fn refresh(&self, token: &str) -> Result<TokenPair, TokenError> {
         let claims = self.verify(token, TokenType::Refresh).await?;
         let now = self.clock.now();
-        let identity = self.identities.get_any(&claims.sub).ok_or(VerifyError::Revoked)?;
+        let identity = self.identities.find_any(&claims.sub).await.ok_or(VerifyError::Revoked)?;
         let sid = claims.sid.clone();
         let mut session = self.store.read(move |r| r.session(sid.as_str())).await?.ok_or(VerifyError::Revoked)?;
         // Scopes the identity no longer holds are dropped, never re-granted.

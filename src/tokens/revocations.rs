@@ -23,6 +23,17 @@ impl Revocations {
         Self { jtis: RwLock::new(jtis), sessions: RwLock::new(sessions) }
     }
 
+    /// Adds the store's lists (a resync): nothing is forgotten, so a
+    /// revocation applied since the lists were read stays.
+    pub fn merge(&self, jtis: &[(String, i64)], sessions: &[(String, i64)]) {
+        if let Ok(mut m) = self.jtis.write() {
+            m.extend(jtis.iter().map(|(jti, until)| (TokenId::from(jti.clone()), *until)));
+        }
+        if let Ok(mut m) = self.sessions.write() {
+            m.extend(sessions.iter().map(|(sid, until)| (SessionId::from(sid.clone()), *until)));
+        }
+    }
+
     pub fn revoke_jti(&self, jti: &TokenId, until: Timestamp) {
         if let Ok(mut m) = self.jtis.write() {
             m.insert(jti.clone(), until.unix());

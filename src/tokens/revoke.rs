@@ -63,7 +63,7 @@ impl TokenService {
                 // means nothing left to revoke ("nothing matched", as for a
                 // jti or sid) — unless legacy HS256 tokens, which have none,
                 // still verify: only the identity's epoch reaches those.
-                let identity = self.identities.get(&actor.org_id, &id).ok_or(TokenError::NotFound)?;
+                let identity = self.identities.find(&actor.org_id, &id).await.ok_or(TokenError::NotFound)?;
                 // Authorized before any session is touched; the epoch's own
                 // transaction checks again against the stored record.
                 scopes::check_covers(&actor.scopes, &identity.scopes).map_err(TokenError::Grant)?;

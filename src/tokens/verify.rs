@@ -63,7 +63,7 @@ impl TokenService {
         let now = self.clock.now();
         if let Some(hit) = self.verified.get(token) {
             self.trust(&hit.kid, &hit.alg, expect, now)?;
-            self.check_claims(&hit.claims, expect, now.unix())?;
+            self.check_claims(&hit.claims, expect, now.unix()).await?;
             return Ok(hit.claims.clone());
         }
         let jws = split(token).ok_or(VerifyError::Malformed)?;
@@ -72,14 +72,14 @@ impl TokenService {
         }
         let kid = jws.header.kid.as_deref().ok_or(VerifyError::Header)?;
         if jws.header.alg == "HS256" {
-            return self.verify_hs256(kid, &jws, expect, now);
+            return self.verify_hs256(kid, &jws, expect, now).await;
         }
         let key = self.trust(kid, &jws.header.alg, expect, now)?;
         if !key.public.verify(jws.signing_input.as_bytes(), &jws.signature) {
             return Err(VerifyError::Signature);
         }
         let claims: Arc<Claims> = Arc::new(serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?);
-        self.check_claims(&claims, expect, now.unix())?;
+        self.check_claims(&claims, expect, now.unix()).await?;
         self.check_issued(jws.signing_input, &claims).await?;
         let checked = Checked { kid: kid.to_owned(), alg: jws.header.alg.clone(), claims: claims.clone() };
         self.verified.insert(token, checked);
@@ -132,7 +132,7 @@ impl TokenService {
             None => false,
         };
         let iat = row.iat.map(Timestamp::unix);
-        Ok(key_refused || self.check_standing(&row.jti, &row.sid, &row.identity_id, &row.org_id, iat).is_err())
+        Ok(key_refused || self.check_standing(&row.jti, &row.sid, &row.identity_id, &row.org_id, iat).await.is_err())
     }
 
     /// The public revocation check's answer for a jti kmsd never issued (no
@@ -176,7 +176,7 @@ impl TokenService {
     }
 
     /// Legacy HS256 access tokens, only while the migration still accepts them.
-    fn verify_hs256(
+    async fn verify_hs256(
         &self,
         kid: &str,
         jws: &Compact<'_>,
@@ -191,11 +191,11 @@ impl TokenService {
             return Err(VerifyError::Signature);
         }
         let claims: Arc<Claims> = Arc::new(serde_json::from_slice(&jws.payload).map_err(|_| VerifyError::Malformed)?);
-        self.check_claims(&claims, expect, now.unix())?;
+        self.check_claims(&claims, expect, now.unix()).await?;
         Ok(claims)
     }
 
-    fn check_claims(&self, c: &Claims, expect: TokenType, now: i64) -> Result<(), VerifyError> {
+    async fn check_claims(&self, c: &Claims, expect: TokenType, now: i64) -> Result<(), VerifyError> {
         if c.token_type != expect {
             return Err(VerifyError::WrongType);
         }
@@ -209,12 +209,12 @@ impl TokenService {
         if now > c.exp + skew {
             return Err(VerifyError::Expired);
         }
-        self.check_standing(&c.jti, &c.sid, &c.sub, &c.org, Some(c.iat))
+        self.check_standing(&c.jti, &c.sid, &c.sub, &c.org, Some(c.iat)).await
     }
 
-    /// Whether the jti, its session and its identity still stand (memory
-    /// only). An unknown `iat` counts as before any identity-wide revocation.
-    fn check_standing(
+    /// Whether the jti, its session and its identity still stand (memory;
+    /// the store only for an identity made on another replica a moment ago). An unknown `iat` counts as before any identity-wide revocation.
+    async fn check_standing(
         &self,
         jti: &TokenId,
         sid: &SessionId,
@@ -225,7 +225,7 @@ impl TokenService {
         if self.revocations.is_revoked(jti, sid) {
             return Err(VerifyError::Revoked);
         }
-        let identity = self.identities.get_any(sub).ok_or(VerifyError::Revoked)?;
+        let identity = self.identities.find_any(sub).await.ok_or(VerifyError::Revoked)?;
         let epoch_hit = identity.tokens_revoked_before.is_some_and(|before| iat.is_none_or(|iat| iat < before.unix()));
         if identity.status != IdentityStatus::Active || epoch_hit || identity.org_id != *org {
             return Err(VerifyError::Revoked);

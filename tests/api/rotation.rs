@@ -37,7 +37,7 @@ tick = "1s"
 "#;
 
 /// Keysets that rotate every `every` seconds and a policy scaled to seconds.
-fn fast_config(dir: &std::path::Path, every: u32, policy_extra: &str) -> Vec<(String, String)> {
+pub fn fast_config(dir: &std::path::Path, every: u32, policy_extra: &str) -> Vec<(String, String)> {
     let keys = keys_dir(dir, &[("access", "RS256", Some(2048)), ("edge", "EdDSA", None), ("refresh", "EdDSA", None)]);
     add_to_keysets(&keys, &["access", "edge"], &format!("schedule = \"*/{every} * * * * *\""));
     let policy = dir.join("policy.toml");

@@ -26,6 +26,8 @@ use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::feed::ChangeKind;
+use super::lease::Fence;
 use super::pool::{Pool, PooledClient};
 use super::PgError;
 use crate::storage::engine::{FaultClass, FaultLog, StorageHealth};
@@ -95,8 +97,24 @@ impl PgEngine {
         Self { pool, handle: Handle::current(), faults: Arc::default(), limit }
     }
 
+    /// Begins a read transaction: one snapshot.
+    pub(crate) fn begin_read(&self) -> Result<PgTxn, StorageError> {
+        self.begin(false)
+    }
+
+    /// Begins a write transaction: it holds [`WRITER_LOCK`] and, for leader
+    /// work, has checked `fence` (and holds its lease row until it ends, so
+    /// no other replica can take the lease before this commits).
+    pub(crate) fn begin_write(&self, fence: Option<&Fence>) -> Result<PgTxn, StorageError> {
+        let txn = self.begin(true)?;
+        if let Some(fence) = fence {
+            txn.with_client(|c| fence.check(c))?;
+        }
+        Ok(txn)
+    }
+
     /// Begins a transaction: a write one holds [`WRITER_LOCK`].
-    pub(crate) fn begin(&self, write: bool) -> Result<PgTxn, StorageError> {
+    fn begin(&self, write: bool) -> Result<PgTxn, StorageError> {
         let txn = PgTxn {
             client: None,
             handle: self.handle.clone(),
@@ -187,6 +205,16 @@ impl PgTxn {
     {
         let client: &tokio_postgres::Client = self.client()?;
         self.run(f(client))
+    }
+
+    /// Announces `changes` on the change feed, in this transaction (so the
+    /// other replicas hear of them exactly when they commit): one statement
+    /// records them all and notifies each (see `feed`).
+    pub(crate) fn announce(&self, changes: &[(ChangeKind, String)]) -> Result<(), StorageError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.with_client(|c| super::feed::announce_all(c, changes))
     }
 
     pub(crate) fn commit(mut self) -> Result<(), StorageError> {

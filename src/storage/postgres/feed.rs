@@ -11,20 +11,25 @@
 //!   the consumer reloads everything it caches. `LISTEN` is in force before
 //!   `Resync` is sent, so a change is either announced after the reload
 //!   started or included in it: a missed notification delays, never loses, a
-//!   revocation.
+//!   revocation. A session that stops answering (a cut network swallows
+//!   bytes without a reset) is found by a ping and replaced the same way.
 //!
 //! Nothing here reads then writes; `announce` appends only.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::{AsyncMessage, GenericClient};
 
 use super::{connect_raw, PgError, PgUrl};
 
 pub const CHANNEL: &str = "kmsd_changes";
 
-/// What changed; the stable strings are the payload's first part.
+/// How long `LISTEN` may take on a new session.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What changed; the stable strings are the payload's first part, the id
+/// its second (a meta value's id is its name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
     Key,
@@ -32,22 +37,11 @@ pub enum ChangeKind {
     Identity,
     Session,
     Token,
-    Migration,
-    Pause,
-    CoolDown,
+    Meta,
 }
 
 impl ChangeKind {
-    pub const ALL: [Self; 8] = [
-        Self::Key,
-        Self::ApiKey,
-        Self::Identity,
-        Self::Session,
-        Self::Token,
-        Self::Migration,
-        Self::Pause,
-        Self::CoolDown,
-    ];
+    pub const ALL: [Self; 6] = [Self::Key, Self::ApiKey, Self::Identity, Self::Session, Self::Token, Self::Meta];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -56,9 +50,7 @@ impl ChangeKind {
             Self::Identity => "identity",
             Self::Session => "session",
             Self::Token => "token",
-            Self::Migration => "migration",
-            Self::Pause => "pause",
-            Self::CoolDown => "cool_down",
+            Self::Meta => "meta",
         }
     }
 
@@ -90,10 +82,30 @@ impl FeedEvent {
 
 /// Records and announces a change, in the caller's transaction.
 pub async fn announce(txn: &tokio_postgres::Transaction<'_>, kind: ChangeKind, id: &str) -> Result<(), PgError> {
-    let payload = format!("{}:{id}", kind.as_str());
-    txn.execute("INSERT INTO changes (kind, id) VALUES ($1, $2)", &[&kind.as_str(), &id]).await?;
-    txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
+    announce_all(txn, &[(kind, id.to_owned())]).await
+}
+
+/// Records and announces `changes` (each once), in the transaction open on
+/// `db`, in one statement.
+pub async fn announce_all(db: &impl GenericClient, changes: &[(ChangeKind, String)]) -> Result<(), PgError> {
+    let mut seen: std::collections::HashSet<&(ChangeKind, String)> = std::collections::HashSet::new();
+    let (kinds, ids): (Vec<&str>, Vec<&str>) =
+        changes.iter().filter(|c| seen.insert(*c)).map(|(k, id)| (k.as_str(), id.as_str())).unzip();
+    db.execute(
+        "WITH c AS (INSERT INTO changes (kind, id) SELECT * FROM unnest($2::text[], $3::text[]) RETURNING kind, id)
+         SELECT count(pg_notify($1, kind || ':' || id)) FROM c",
+        &[&CHANNEL, &kinds, &ids],
+    )
+    .await?;
     Ok(())
+}
+
+/// Forgets recorded changes older than `age` (the feed never reads them
+/// back; they are there for an operator asking what changed lately).
+pub async fn forget_older_than(db: &impl GenericClient, age: Duration) -> Result<u64, PgError> {
+    Ok(db
+        .execute("DELETE FROM changes WHERE at < now() - $1::float8 * interval '1 second'", &[&age.as_secs_f64()])
+        .await?)
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +116,11 @@ pub struct ListenerConfig {
     pub retry_every: Duration,
     /// Periodic full resync, in case a notification was lost some other way.
     pub resync_every: Duration,
+    /// How often the listening session is asked a trivial question, which
+    /// must be answered within as long: a session whose network was cut
+    /// (bytes swallowed, no reset) would otherwise look alive and lose every
+    /// notification sent meanwhile without a word.
+    pub ping_every: Duration,
 }
 
 /// The listening task; events arrive on [`recv`](Self::recv). Dropping it
@@ -139,7 +156,7 @@ impl Drop for Listener {
 /// A session with `LISTEN` in force: its notifications, and the client
 /// that keeps it open.
 struct Session {
-    _client: tokio_postgres::Client,
+    client: tokio_postgres::Client,
     notifications: mpsc::UnboundedReceiver<String>,
 }
 
@@ -163,17 +180,23 @@ async fn listen(url: &PgUrl, application_name: &str) -> Result<Session, PgError>
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    Ok(Session { _client: client, notifications })
+    let listened = tokio::time::timeout(LISTEN_TIMEOUT, client.batch_execute(&format!("LISTEN {CHANNEL}"))).await;
+    listened.map_err(|_| PgError::Timeout { waited: LISTEN_TIMEOUT })??;
+    Ok(Session { client, notifications })
 }
 
 async fn run(url: PgUrl, c: ListenerConfig, first: Session, tx: mpsc::Sender<FeedEvent>) {
     let mut session = Some(first);
     let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + c.resync_every, c.resync_every);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + c.ping_every, c.ping_every);
     loop {
         let Some(s) = session.as_mut() else {
             tokio::time::sleep(c.retry_every).await;
-            match listen(&url, &c.application_name).await {
+            // As long as a ping may take (at least a second): an attempt
+            // begun while the network was still cut is not waited out.
+            let bound = c.ping_every.max(Duration::from_secs(1));
+            let attempt = tokio::time::timeout(bound, listen(&url, &c.application_name)).await;
+            match attempt.unwrap_or(Err(PgError::Timeout { waited: bound })) {
                 Ok(s) => {
                     tracing::info!("change feed reconnected; resyncing");
                     session = Some(s);
@@ -195,6 +218,14 @@ async fn run(url: PgUrl, c: ListenerConfig, first: Session, tx: mpsc::Sender<Fee
                 }
             },
             _ = resync.tick() => FeedEvent::Resync,
+            _ = ping.tick() => {
+                let answered = tokio::time::timeout(c.ping_every, s.client.simple_query("SELECT 1")).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    tracing::warn!("change feed session does not answer; reconnecting");
+                    session = None;
+                }
+                continue;
+            }
         };
         if tx.send(event).await.is_err() {
             return;

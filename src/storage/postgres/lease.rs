@@ -87,7 +87,7 @@ impl Fence {
     /// Refuses the caller's transaction unless this fence is still current;
     /// if it is, holds a share lock on the lease row until the transaction
     /// ends, so no takeover can commit in between (see the module docs).
-    pub async fn check(&self, txn: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
+    pub async fn check(&self, txn: &impl GenericClient) -> Result<(), PgError> {
         let row = txn
             .query_opt(
                 "SELECT 1 FROM leases
@@ -101,6 +101,23 @@ impl Fence {
             None => Err(PgError::Fenced { lease: self.lease.clone(), holder: self.holder.clone(), epoch: self.epoch }),
         }
     }
+}
+
+tokio::task_local! {
+    static FENCE: Fence;
+}
+
+/// Runs `f` as leader under `fence`: every store write transaction that `f`
+/// makes on PostgreSQL checks the fence first ([`Fence::check`]) and is
+/// refused once the lease has moved on. Work spawned onto another task is
+/// not covered.
+pub async fn fenced<F: std::future::Future>(fence: Fence, f: F) -> F::Output {
+    FENCE.scope(fence, f).await
+}
+
+/// The fence of the leader work running on this task, if any.
+pub fn current() -> Option<Fence> {
+    FENCE.try_with(Fence::clone).ok()
 }
 
 /// Runs `sql` in its own transaction, only if `fence` is current; returns the
@@ -260,9 +277,10 @@ async fn serve_session(
                         deadline = None;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, lease = %c.lease, "lease statement failed; stepping down");
-                        deadline = None;
-                        tx.send_replace(None);
+                        // The session may be broken in a way it cannot tell
+                        // (a timeout behind a cut network): a new one.
+                        tracing::warn!(error = %e, lease = %c.lease, "lease statement failed; stepping down and reconnecting");
+                        return false;
                     }
                 }
             }

@@ -96,12 +96,19 @@ pub async fn connect_raw(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
-    config.connect(tokio_postgres::NoTls).await.map_err(|e| PgError::Connect {
-        target: url.redacted().to_owned(),
+    // The client's own timeout covers the socket connect only; a server
+    // (or a cut network) that accepts and then says nothing must not hold
+    // the start-up, or a reconnecting lease or feed, for ever.
+    let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5));
+    let connected = tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls)).await;
+    let target = url.redacted().to_owned();
+    match connected {
+        Ok(Ok(pair)) => Ok(pair),
         // The client's messages name the host and the server's complaint,
         // never the password; scrubbed all the same.
-        reason: scrub_password(&describe(&e), url),
-    })
+        Ok(Err(e)) => Err(PgError::Connect { target, reason: scrub_password(&describe(&e), url) }),
+        Err(_) => Err(PgError::Connect { target, reason: format!("no answer to the start-up within {limit:?}") }),
+    }
 }
 
 pub(crate) async fn set_statement_timeout(client: &tokio_postgres::Client, timeout: Duration) -> Result<(), PgError> {

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{harness, url_text};
+use super::{harness, url_text_via};
 use crate::daemon::{bootstrap_key, client, Daemon};
 use crate::kms::proxy::FaultProxy;
 use crate::support::{identity, jwks_kids};
 
-async fn issue(public: &str, key: &str, id: &str) -> (u16, Option<String>, Value) {
+/// `POST /v1/tokens` for `id`: the status, `Retry-After` and the reply.
+pub async fn issue(public: &str, key: &str, id: &str) -> (u16, Option<String>, Value) {
     let r = client()
         .post(format!("{public}/v1/tokens"))
         .header("x-api-key", key)
@@ -34,7 +35,7 @@ async fn ready(public: &str) -> u16 {
 async fn a_replica_cut_from_postgres_answers_503_keeps_its_jwks_and_recovers_without_a_restart() {
     let db = harness::fresh_db().await;
     let proxy = FaultProxy::start(db.url.config().get_ports()[0]);
-    let url = url_text(&db.url).replace(&format!(":{}/", db.url.config().get_ports()[0]), &format!(":{}/", proxy.port));
+    let url = url_text_via(&db.url, proxy.port);
     let dir = tempfile::tempdir().unwrap();
     let kek = dir.path().join("vault.kek");
     let env = [

@@ -13,6 +13,7 @@ fn config(name: &str) -> ListenerConfig {
         application_name: name.into(),
         retry_every: Duration::from_millis(100),
         resync_every: Duration::from_secs(3600),
+        ping_every: Duration::from_secs(3600),
     }
 }
 
@@ -76,4 +77,38 @@ async fn the_listener_asks_for_a_periodic_resync() {
     for _ in 0..2 {
         assert_eq!(next(&mut listener, Duration::from_secs(2)).await, FeedEvent::Resync);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_behind_a_cut_network_notices_by_its_ping_and_resyncs_once_the_network_is_back() {
+    let db = migrated_db().await;
+    let port = db.url.config().get_ports()[0];
+    let proxy = crate::kms::proxy::FaultProxy::start(port);
+    let via = kmsd::storage::postgres::PgUrl::parse(&super::url_text_via(&db.url, proxy.port)).unwrap();
+    let config = ListenerConfig { ping_every: Duration::from_millis(200), ..config("kmsd-test-feed-ping") };
+    let mut listener = Listener::start(via, config).await.unwrap();
+
+    // Bytes swallowed, no reset: a change made meanwhile never reaches the
+    // session, which would otherwise look alive for ever.
+    proxy.cut();
+    let mut writer = client(&db.url).await;
+    let txn = writer.transaction().await.unwrap();
+    announce(&txn, ChangeKind::Token, "tok_lost_in_the_cut").await.unwrap();
+    txn.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    proxy.restore();
+    // A reconnection begun while cut may wait out its 5 s start-up bound.
+    assert_eq!(
+        next(&mut listener, Duration::from_secs(10)).await,
+        FeedEvent::Resync,
+        "the lost change is covered by a resync"
+    );
+
+    let txn = writer.transaction().await.unwrap();
+    announce(&txn, ChangeKind::Token, "tok_after").await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(
+        next(&mut listener, Duration::from_secs(2)).await,
+        FeedEvent::Changed { kind: ChangeKind::Token, id: "tok_after".into() }
+    );
 }

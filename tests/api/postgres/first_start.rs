@@ -1,32 +1,34 @@
 //! Concurrent first start: three replicas started at the same moment on an
 //! empty database. Exactly one initializes it (the bootstrap admin key is
 //! printed once, by the replica that made it), the others join; every
-//! keyset has exactly one key; the three serve one JWKS and take the one
+//! keyset has exactly one key; the three serve one JWKS (within a second
+//! for a replica that joined before the keys were made) and take the one
 //! admin key; the audit chain has no gap.
 
-use super::{client, harness, url_text};
-use crate::daemon::{bootstrap_key, run, text, Daemon};
+use super::client;
+use super::replicas::Cluster;
+use crate::daemon::{bootstrap_key, Daemon};
 use crate::support::{admin_keys, jwks_kids};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_starting_at_once_on_an_empty_database_make_one_store() {
-    let db = harness::fresh_db().await;
-    let url = url_text(&db.url);
-    // The KEK every replica is given (made by a redb `kmsd init` elsewhere).
-    let kek_dir = tempfile::tempdir().unwrap();
-    let made = run(kek_dir.path(), &["init"], &[]);
-    assert!(made.status.success(), "{}", text(&made));
-    let kek = kek_dir.path().join("kmsd-data").join("vault.kek");
-    let env = [
-        ("KMSD_STORAGE__ENGINE", "postgres"),
-        ("KMSD_STORAGE_URL", url.as_str()),
-        ("KMSD_VAULT__KEK_FILE", kek.to_str().unwrap()),
-    ];
+    let cluster = Cluster::new(&[]).await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let envs: Vec<_> = (0..3).map(|i| cluster.env(&format!("replica-{i}"), cluster.url())).collect();
     let replicas: Vec<Daemon> = std::thread::scope(|s| {
-        let started: Vec<_> = dirs.iter().map(|d| s.spawn(|| Daemon::start(d.path(), &env))).collect();
+        let started: Vec<_> = dirs
+            .iter()
+            .zip(&envs)
+            .map(|(d, env)| {
+                s.spawn(|| {
+                    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    Daemon::start(d.path(), &env)
+                })
+            })
+            .collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let db = &cluster.db;
 
     let printed: Vec<String> =
         replicas.iter().map(Daemon::output).filter(|o| o.contains("bootstrap admin API key")).collect();
@@ -39,9 +41,15 @@ async fn three_replicas_starting_at_once_on_an_empty_database_make_one_store() {
     for row in &per_keyset {
         assert_eq!(row.get::<_, i64>(1), 1, "keyset {} has one key", row.get::<_, String>(0));
     }
+    // A replica that joined before the first keys were made learns them
+    // from the change feed, within a second.
     let kids = jwks_kids(&replicas[0].public).await;
+    let t0 = std::time::Instant::now();
     for r in &replicas {
-        assert_eq!(jwks_kids(&r.public).await, kids, "one key set on every replica");
+        while jwks_kids(&r.public).await != kids {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(1), "one key set on every replica within 1 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         assert_eq!(admin_keys(&r.admin, &key).await.len(), 4, "the admin key works on every replica");
     }
     let audit = c.query_one("SELECT count(*), coalesce(max(seq), 0) FROM audit", &[]).await.unwrap();

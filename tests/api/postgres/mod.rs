@@ -6,12 +6,14 @@
 mod audit;
 mod degraded;
 mod engine;
+mod failover;
 mod feed;
 mod first_start;
 pub mod harness;
 mod lease;
 mod migrate;
 mod pool;
+mod replicas;
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,13 @@ pub fn url_text(url: &PgUrl) -> String {
         c.get_ports().first().copied().unwrap_or(5432),
         c.get_dbname().unwrap_or("postgres")
     )
+}
+
+/// `url` as text, going to `port` on the same host instead (a fault proxy
+/// in front of the server).
+pub fn url_text_via(url: &PgUrl, port: u16) -> String {
+    let server = url.config().get_ports()[0];
+    url_text(url).replace(&format!(":{server}/"), &format!(":{port}/"))
 }
 
 /// A connection with no statement timeout, for test set-up and checks.
