@@ -259,18 +259,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn tls_config(tls: &ClientTls) -> Result<rustls::ClientConfig, ClientError> {
     let err = |e: crate::listener::TlsError| ClientError::Tls(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(ca) => {
-            for cert in certificates("--ca-file", ca).map_err(err)? {
-                roots.add(cert).map_err(|e| ClientError::Tls(format!("--ca-file {}: {e}", ca.display())))?;
-            }
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-        }
-    }
+    let roots = crate::listener::tls::trust_roots("--ca-file", tls.ca_file.as_deref()).map_err(err)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ClientError::Tls(e.to_string()))?

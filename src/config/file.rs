@@ -87,6 +87,10 @@ pub struct StorageSection {
     pub url_env: Option<String>,
     pub pool_size: Option<u64>,
     pub statement_timeout: Option<DurationText>,
+    /// `verify-full` or `disable` (default: `disable` for this machine,
+    /// `verify-full` for any other host).
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 /// `[ha]`: several replicas on one PostgreSQL (engine = "postgres" only).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::file::{HaSection, StorageSection};
 use super::{duration_or, Problems};
 use crate::storage::postgres::pool::PoolConfig;
-use crate::storage::postgres::PgUrl;
+use crate::storage::postgres::{tls, PgUrl};
 
 pub const DEFAULT_STORAGE_URL_ENV: &str = "KMSD_STORAGE_URL";
 
@@ -32,6 +32,11 @@ pub struct PostgresSettings {
     pub url: UrlSource,
     pub pool_size: usize,
     pub statement_timeout: Duration,
+    /// `storage.tls`: `Some(true)` verify-full, `Some(false)` disable,
+    /// `None` by host (off for this machine, verify-full for any other).
+    pub tls: Option<bool>,
+    /// Trust anchors for the server's certificate (default: the system's).
+    pub ca_file: Option<std::path::PathBuf>,
     pub ha: HaSettings,
 }
 
@@ -75,18 +80,28 @@ pub enum StorageConfigError {
     UrlEnvUnset(String),
     #[error("storage.url_env: {var}: {source}")]
     UrlEnvInvalid { var: String, source: crate::storage::postgres::UrlError },
+    #[error("storage.ca_file: {0}")]
+    Tls(String),
 }
 
 impl PostgresSettings {
-    /// The URL, read from the environment now if it comes from there.
+    /// The URL, read from the environment now if it comes from there, with
+    /// its TLS settings (the CA file read now).
     pub fn resolve_url(&self, env: impl Fn(&str) -> Option<String>) -> Result<PgUrl, StorageConfigError> {
-        match &self.url {
-            UrlSource::Inline(url) => Ok(PgUrl::clone(url)),
+        let url = match &self.url {
+            UrlSource::Inline(url) => PgUrl::clone(url),
             UrlSource::Env(var) => {
                 let text = env(var).ok_or_else(|| StorageConfigError::UrlEnvUnset(var.clone()))?;
-                PgUrl::parse(&text).map_err(|source| StorageConfigError::UrlEnvInvalid { var: var.clone(), source })
+                PgUrl::parse(&text).map_err(|source| StorageConfigError::UrlEnvInvalid { var: var.clone(), source })?
             }
+        };
+        if !self.tls.unwrap_or(!url.is_local()) {
+            return Ok(url);
         }
+        let roots = crate::listener::tls::trust_roots("storage.ca_file", self.ca_file.as_deref())
+            .map_err(|e| StorageConfigError::Tls(e.to_string()))?;
+        let config = tls::client_config(roots).map_err(|e| StorageConfigError::Tls(e.to_string()))?;
+        Ok(url.with_tls(tls::MakeRustls(Some(config))))
     }
 
     pub fn pool_config(&self) -> PoolConfig {
@@ -113,6 +128,8 @@ pub(super) fn storage_engine(raw: StorageSection, ha: HaSection, problems: &mut 
             postgres_only(problems, "url_env", raw.url_env.is_some());
             postgres_only(problems, "pool_size", raw.pool_size.is_some());
             postgres_only(problems, "statement_timeout", raw.statement_timeout.is_some());
+            postgres_only(problems, "tls", raw.tls.is_some());
+            postgres_only(problems, "ca_file", raw.ca_file.is_some());
             for (field, set) in [
                 ("replica", ha.replica.is_some()),
                 ("failover", ha.failover.is_some()),
@@ -152,8 +169,22 @@ fn postgres_settings(raw: StorageSection, ha: HaSection, problems: &mut Problems
     if !(1..=600).contains(&statement_timeout.as_secs()) {
         problems.add("storage.statement_timeout", "must be within 1s..=600s");
     }
+    let tls = match raw.tls.as_deref() {
+        None => None,
+        Some("verify-full") => Some(true),
+        Some("disable") => Some(false),
+        Some(other) => {
+            problems.add("storage.tls", format!("{other:?} is not a mode (\"verify-full\" or \"disable\")"));
+            None
+        }
+    };
+    if tls == Some(false) && raw.ca_file.is_some() {
+        problems.add("storage.ca_file", "applies only with TLS (storage.tls = \"verify-full\")");
+    }
+    let ca_file = raw.ca_file.map(std::path::PathBuf::from);
     let ha = ha_settings(ha, problems);
-    Some(PostgresSettings { url: url?, pool_size: usize::try_from(pool_size).ok()?, statement_timeout, ha })
+    let pool_size = usize::try_from(pool_size).ok()?;
+    Some(PostgresSettings { url: url?, pool_size, statement_timeout, tls, ca_file, ha })
 }
 
 fn ha_settings(raw: HaSection, problems: &mut Problems) -> HaSettings {
@@ -227,6 +258,8 @@ mod tests {
             url: UrlSource::Env("PG_URL".into()),
             pool_size: 1,
             statement_timeout: Duration::from_secs(1),
+            tls: None,
+            ca_file: None,
             ha: ha_settings(HaSection::default(), &mut Problems::default()),
         };
         let from_env = |_: &str| Some(format!("postgres://kmsd:{secret}@db:x/k"));
@@ -251,6 +284,39 @@ mod tests {
         assert_eq!(problems, ["storage.pool_size: applies only to engine = \"postgres\""]);
         let (_, problems) = check(StorageSection { engine: Some("sqlite".into()), ..Default::default() });
         assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn tls_is_verify_full_or_disable_chosen_by_host_unless_given() {
+        let pg = |tls: Option<&str>, ca: Option<&str>, url: &str| StorageSection {
+            engine: Some("postgres".into()),
+            url: Some(url.into()),
+            tls: tls.map(Into::into),
+            ca_file: ca.map(Into::into),
+            ..Default::default()
+        };
+        let resolved = |raw| {
+            let (c, problems) = check(raw);
+            assert!(problems.is_empty(), "{problems:?}");
+            let Some(StorageEngine::Postgres(pg)) = c else { panic!() };
+            pg.resolve_url(|_| None).map(|u| format!("{:?}", u.tls()))
+        };
+        assert_eq!(resolved(pg(None, None, "postgres://k@127.0.0.1/k")).unwrap(), "disable");
+        assert_eq!(resolved(pg(None, None, "postgres://k@db.internal/k")).unwrap(), "verify-full");
+        assert_eq!(resolved(pg(Some("verify-full"), None, "postgres://k@localhost/k")).unwrap(), "verify-full");
+        assert_eq!(resolved(pg(Some("disable"), None, "postgres://k@db.internal/k")).unwrap(), "disable");
+        let missing = resolved(pg(Some("verify-full"), Some("/nonexistent/ca.pem"), "postgres://k@db/k")).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("storage.ca_file: ") && missing.to_string().contains("/nonexistent/ca.pem"),
+            "{missing}"
+        );
+
+        let (_, problems) = check(pg(Some("prefer"), None, "postgres://k@db/k"));
+        assert!(problems[0].starts_with("storage.tls:"), "{problems:?}");
+        let (_, problems) = check(pg(Some("disable"), Some("/ca.pem"), "postgres://k@db/k"));
+        assert!(problems[0].starts_with("storage.ca_file:"), "{problems:?}");
+        let (_, problems) = check(StorageSection { tls: Some("verify-full".into()), ..Default::default() });
+        assert_eq!(problems, ["storage.tls: applies only to engine = \"postgres\""]);
     }
 
     #[test]

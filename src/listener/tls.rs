@@ -189,6 +189,23 @@ fn server_config(context: &'static str, files: &TlsFiles) -> Result<Arc<ServerCo
     Ok(Arc::new(config))
 }
 
+/// The certificates a client trusts: those of `ca_file` if given (at least
+/// one), else the system's roots.
+pub fn trust_roots(context: &'static str, ca_file: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            for cert in certificates(context, ca)? {
+                roots.add(cert).map_err(|e| TlsError::Pem { context, path: ca.to_owned(), reason: e.to_string() })?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    Ok(roots)
+}
+
 /// Every certificate in a PEM file (at least one).
 pub fn certificates(context: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)

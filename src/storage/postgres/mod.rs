@@ -10,6 +10,7 @@
 //! - [`audit`]: the serialised audit append (row lock on the chain head).
 //! - [`engine`]: the store's transactions on PostgreSQL (the writer lock).
 //! - [`check`]: `kmsd check-config`: reachable, schema, privileges.
+//! - [`tls`]: TLS to the server, verified (`storage.tls = "verify-full"`).
 //!
 //! Every read-modify-write here names the mechanism that makes it safe with
 //! several writers, next to the statement. Errors carry the server's message
@@ -23,7 +24,11 @@ pub mod feed;
 pub mod lease;
 pub mod migrate;
 pub mod pool;
+pub mod tls;
 pub mod url;
+
+/// A connection's driver, over TLS or not (see [`tls`]).
+pub type Connection = tokio_postgres::Connection<tokio_postgres::Socket, tls::RustlsStream>;
 
 use std::time::Duration;
 
@@ -84,13 +89,7 @@ pub async fn connect(
 
 /// A connection whose driver the caller runs (the lease and the feed watch
 /// theirs, to notice a lost session at once).
-pub async fn connect_raw(
-    url: &PgUrl,
-    application_name: &str,
-) -> Result<
-    (tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>),
-    PgError,
-> {
+pub async fn connect_raw(url: &PgUrl, application_name: &str) -> Result<(tokio_postgres::Client, Connection), PgError> {
     let mut config = url.config().clone();
     config.application_name(application_name);
     if config.get_connect_timeout().is_none() {
@@ -100,7 +99,7 @@ pub async fn connect_raw(
     // (or a cut network) that accepts and then says nothing must not hold
     // the start-up, or a reconnecting lease or feed, for ever.
     let limit = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5));
-    let connected = tokio::time::timeout(limit, config.connect(tokio_postgres::NoTls)).await;
+    let connected = tokio::time::timeout(limit, config.connect(url.tls())).await;
     let target = url.redacted().to_owned();
     match connected {
         Ok(Ok(pair)) => Ok(pair),

@@ -7,12 +7,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::tls::MakeRustls;
+
 /// A parsed connection string (`postgres://user:password@host:port/db` or
 /// `key=value` form), with a redacted `Debug`/`Display`.
 #[derive(Clone)]
 pub struct PgUrl {
     config: tokio_postgres::Config,
     shown: String,
+    /// TLS to the server (`storage.tls`): none unless [`with_tls`](Self::with_tls).
+    tls: MakeRustls,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,12 +29,44 @@ pub struct UrlError {
 impl PgUrl {
     pub fn parse(text: &str) -> Result<Self, UrlError> {
         let text = text.trim();
-        let config =
+        let mut config =
             tokio_postgres::Config::from_str(text).map_err(|e| UrlError { reason: scrub(&e.to_string(), text) })?;
         if config.get_hosts().is_empty() {
             return Err(UrlError { reason: "it names no host".into() });
         }
-        Ok(Self { shown: describe(&config), config })
+        // TLS is `storage.tls`, which verifies the server; libpq's modes
+        // that encrypt without verifying (or fall back to plain text) are
+        // not offered through the URL either.
+        if text.contains("sslmode") {
+            return Err(UrlError {
+                reason: "sslmode is set by storage.tls (and storage.ca_file), not in the URL".into(),
+            });
+        }
+        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        Ok(Self { shown: describe(&config), config, tls: MakeRustls::default() })
+    }
+
+    /// The same URL with TLS to the server (`verify-full`), or without.
+    pub fn with_tls(mut self, tls: MakeRustls) -> Self {
+        use tokio_postgres::config::SslMode;
+        self.config.ssl_mode(if tls.0.is_some() { SslMode::Require } else { SslMode::Disable });
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS connector for this URL.
+    pub fn tls(&self) -> MakeRustls {
+        self.tls.clone()
+    }
+
+    /// Whether the host is this machine (a loopback address, `localhost`
+    /// or a unix socket), where TLS is off by default.
+    pub fn is_local(&self) -> bool {
+        use tokio_postgres::config::Host;
+        self.config.get_hosts().iter().all(|h| match h {
+            Host::Unix(_) => true,
+            Host::Tcp(name) => name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+        })
     }
 
     /// The connection settings (password included) for the client.
@@ -47,7 +83,7 @@ impl PgUrl {
     pub fn with_database(&self, db: &str) -> Self {
         let mut config = self.config.clone();
         config.dbname(db);
-        Self { shown: describe(&config), config }
+        Self { shown: describe(&config), config, tls: self.tls.clone() }
     }
 }
 
@@ -138,6 +174,7 @@ mod tests {
             format!("postgres://kmsd:{SECRET}@db:notaport/kmsd"),
             format!("host=db port=x user=kmsd password={SECRET}"),
             format!("postgresql://kmsd:{SECRET}@db/kmsd?sslmode=bogus"),
+            format!("postgresql://kmsd:{SECRET}@db/kmsd?sslmode=prefer"),
         ] {
             let err = PgUrl::parse(&bad).unwrap_err();
             let shown = format!("{err} {err:?}");
@@ -145,5 +182,19 @@ mod tests {
             assert!(shown.contains("not a PostgreSQL connection URL"), "{shown}");
         }
         assert!(PgUrl::parse("user=kmsd dbname=k").is_err(), "no host");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_on_this_machine_only_and_sslmode_is_not_taken_from_the_url() {
+        for local in
+            ["postgres://k@127.0.0.1/k", "postgres://k@localhost/k", "postgres://k@[::1]/k", "host=/run/pg dbname=k"]
+        {
+            assert!(PgUrl::parse(local).unwrap().is_local(), "{local}");
+        }
+        for remote in ["postgres://k@db.internal/k", "postgres://k@10.0.0.5/k", "host=127.0.0.1,db.internal dbname=k"] {
+            assert!(!PgUrl::parse(remote).unwrap().is_local(), "{remote}");
+        }
+        let err = PgUrl::parse("postgres://k@db/k?sslmode=require").unwrap_err();
+        assert!(err.reason.contains("storage.tls"), "{err}");
     }
 }

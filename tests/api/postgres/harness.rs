@@ -4,7 +4,8 @@
 //! `initdb` into a temp dir as the `postgres` user when the tests run as root
 //! (initdb refuses root; CI runs as root) or as the current user otherwise,
 //! with SCRAM password authentication, then `pg_ctl start` listening on a
-//! free 127.0.0.1 port only, its unix socket inside the temp dir. The
+//! free 127.0.0.1 port only, its unix socket inside the temp dir. It takes
+//! TLS too, with a certificate from a throwaway CA ([`ca_file`]). The
 //! cluster is stopped and its dir removed when the test process exits (an
 //! `atexit` hook), and by a watchdog if the process is killed.
 //!
@@ -57,6 +58,54 @@ pub fn start_time() -> Option<Duration> {
     SERVER.get_or_init(start_server).started_in
 }
 
+/// The CA that signed the shared server's certificate (for 127.0.0.1 and
+/// localhost): it also takes TLS connections. `None` with `KMSD_TEST_PG_URL`.
+pub fn ca_file() -> Option<PathBuf> {
+    SERVER.get_or_init(start_server);
+    CLUSTER.lock().unwrap().as_ref().map(|c| c.dir.join("ca.pem"))
+}
+
+/// A throwaway CA and a server certificate it signed, in `dir`, with the
+/// openssl CLI (P-256, two days).
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}): install the openssl CLI (Debian: apt-get install openssl)")
+        });
+        assert!(out.status.success(), "openssl {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kmsd test PostgreSQL CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// The admin URL of the shared server (superuser, database `postgres`).
 pub fn admin_url() -> PgUrl {
     SERVER.get_or_init(start_server).admin.clone()
@@ -103,6 +152,7 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("sock")).unwrap();
         let password = random_hex();
         std::fs::write(dir.join("pwfile"), &password).unwrap();
+        make_certificates(&dir);
         if as_postgres {
             run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir));
         }
@@ -117,8 +167,10 @@ impl Cluster {
             let port = free_port();
             let opts = format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200",
-                dir.join("sock").display()
+                 -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.join("sock").display(),
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
             );
             let out = cmd(as_postgres, &bin.join("pg_ctl"))
                 .args(["start", "-w", "-t", "60", "-D"])

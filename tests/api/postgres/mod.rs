@@ -14,6 +14,7 @@ mod lease;
 mod migrate;
 mod pool;
 mod replicas;
+mod tls;
 
 use std::time::{Duration, Instant};
 
