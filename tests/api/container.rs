@@ -385,3 +385,99 @@ async fn the_configmap_config_checks_and_serves_every_probe_of_the_statefulset_o
     assert!(d.output().contains("bootstrap admin API key"), "{}", d.output());
     assert_served(&d, &paths).await;
 }
+
+// ---- the HA variant (deploy/kubernetes/ha/) ----
+
+fn ha_statefulset() -> Value {
+    only("ha/statefulset.yaml", "StatefulSet")
+}
+
+/// `env` of the HA patch's container, by name.
+fn ha_env(sts: &Value, name: &str) -> Value {
+    let env = container(sts)["env"].as_array().unwrap();
+    env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no {name}")).clone()
+}
+
+#[test]
+fn the_ha_variant_is_three_named_replicas_spread_over_nodes_with_the_store_url_from_a_secret() {
+    let kustomization = &manifest("ha/kustomization.yaml")[0];
+    let resources: Vec<&str> = kustomization["resources"].as_array().unwrap().iter().map(str_of).collect();
+    assert_eq!(resources, ["../", "poddisruptionbudget.yaml"], "the base and a disruption budget");
+    let patches: BTreeSet<&str> =
+        kustomization["patches"].as_array().unwrap().iter().map(|p| str_of(&p["path"])).collect();
+    assert_eq!(patches, BTreeSet::from(["configmap.yaml", "statefulset.yaml"]));
+
+    let (base, ha) = (statefulset(), ha_statefulset());
+    assert_eq!(ha["metadata"]["name"], base["metadata"]["name"], "a patch of the base StatefulSet");
+    assert_eq!(ha["spec"]["replicas"], 3);
+    assert_eq!(ha["spec"]["volumeClaimTemplates"], serde_json::json!([]), "the store is the database");
+    let data = pod(&ha)["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "data").cloned().unwrap();
+    assert!(data["emptyDir"].is_object(), "{data}");
+    assert_eq!(container(&ha)["name"], container(&base)["name"]);
+    let replica = ha_env(&ha, "KMSD_HA__REPLICA");
+    assert_eq!(replica["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name", "each replica is named by its pod");
+    let url = ha_env(&ha, "KMSD_STORAGE_URL");
+    let secret = &url["valueFrom"]["secretKeyRef"];
+    assert!(url.get("value").is_none(), "a reference, never a value");
+    let create =
+        format!("kubectl create secret generic {} --from-literal={}=", str_of(&secret["name"]), str_of(&secret["key"]));
+    assert!(read("README.md").contains(&create), "the README creates the Secret: {create}");
+    let spread = &pod(&ha)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+
+    let pdb = only("ha/poddisruptionbudget.yaml", "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    assert_eq!(pdb["spec"]["selector"], base["spec"]["selector"], "the budget covers the replicas");
+    assert!(manifest("ha/poddisruptionbudget.yaml").iter().all(|d| d["kind"] != "Secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ha_config_checks_and_two_replicas_serve_their_probes_with_one_leader() {
+    let cm = only("ha/configmap.yaml", "ConfigMap");
+    assert_eq!(
+        cm["metadata"]["name"],
+        only("configmap.yaml", "ConfigMap")["metadata"]["name"],
+        "it replaces the base's"
+    );
+    let toml = str_of(&cm["data"]["kmsd.toml"]).to_owned();
+    let config = toml_file(&toml);
+    assert_eq!(field(&config, Some("storage"), "engine"), "postgres");
+    assert_public_out_admin_in(&config);
+    let url_var = field(&config, Some("storage"), "url_env");
+    assert_eq!(url_var, str_of(&ha_env(&ha_statefulset(), "KMSD_STORAGE_URL")["name"]));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("kmsd.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let db = crate::postgres::harness::fresh_db().await;
+    let url = crate::postgres::url_text(&db.url);
+    let kek = readme_kek();
+    let (var, _, _) = kek_secret(&statefulset());
+    let env = [(var.as_str(), kek.as_str()), (url_var, url.as_str())];
+    let out = check_config(tmp.path(), &file, &env);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let file = file.to_str().unwrap();
+    let start = |name: &'static str| {
+        let dir = tmp.path().join(name);
+        let data = dir.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = [
+            env[0],
+            env[1],
+            ("KMSD_CONFIG", file),
+            ("KMSD_DATA_DIR", data.to_str().unwrap()),
+            ("KMSD_HA__REPLICA", name),
+        ];
+        Daemon::start(&dir, &env)
+    };
+    let (a, b) = (start("kmsd-0"), start("kmsd-1"));
+    let ha = crate::postgres::replicas::one_leader(&[&a, &b], std::time::Duration::from_secs(15)).await;
+    let paths: BTreeSet<String> = ["/livez", "/readyz"].map(String::from).into();
+    for d in [&a, &b] {
+        assert_served(d, &paths).await;
+    }
+    eprintln!("kmsd-{ha} leads");
+    a.stop();
+    b.stop();
+}

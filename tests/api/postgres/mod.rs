@@ -13,7 +13,7 @@ pub mod harness;
 mod lease;
 mod migrate;
 mod pool;
-mod replicas;
+pub mod replicas;
 mod tls;
 
 use std::time::{Duration, Instant};
