@@ -125,11 +125,11 @@ impl PgEngine {
         let mut client = txn.run(self.pool.get())?;
         client.set_reuse(false);
         let txn = PgTxn { client: Some(client), ..txn };
+        // One round trip each (the simple protocol, nothing to prepare).
         if write {
-            txn.execute("BEGIN", &[])?;
-            txn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])?;
+            txn.batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"))?;
         } else {
-            txn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", &[])?;
+            txn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         }
         Ok(txn)
     }
@@ -190,6 +190,12 @@ impl PgTxn {
         self.run(async { Ok(client.execute(sql, params).await?) })
     }
 
+    /// Statements without parameters, in one round trip (simple protocol).
+    fn batch(&self, sql: &str) -> Result<(), StorageError> {
+        let client = self.client()?;
+        self.run(async { Ok(client.batch_execute(sql).await?) })
+    }
+
     /// Rows of `(text, bytea)`, for record queries.
     pub fn records(&self, sql: &str, params: Params<'_>) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
         Ok(self.query(sql, params)?.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -223,14 +229,14 @@ impl PgTxn {
                 "a statement of this PostgreSQL transaction failed: it was rolled back".into(),
             ));
         }
-        self.execute("COMMIT", &[])?;
+        self.batch("COMMIT")?;
         self.faults.log().committed();
         self.release();
         Ok(())
     }
 
     pub(crate) fn rollback(mut self) -> Result<(), StorageError> {
-        self.execute("ROLLBACK", &[])?;
+        self.batch("ROLLBACK")?;
         self.release();
         Ok(())
     }
