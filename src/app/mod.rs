@@ -33,6 +33,7 @@ use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
 use zeroize::Zeroizing;
 
+pub mod copy;
 mod postgres;
 pub mod restore;
 mod staging;
@@ -172,19 +173,7 @@ impl App {
     /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let started = clock.now();
-        let (store, data_key) = match &config.storage_engine {
-            StorageEngine::Redb => {
-                let path = config.store_path();
-                if !path.exists() {
-                    return Err(AppError::NotInitialized { path: config.data_dir.clone() });
-                }
-                check_private(&config.data_dir, "data dir", 0o700)?;
-                check_private(&path, "store", 0o600)?;
-                let data_key = vault::unlock(&path, &config.kek).await?;
-                (Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?, data_key)
-            }
-            StorageEngine::Postgres(pg) => postgres::open(&config, pg).await?,
-        };
+        let (store, data_key) = open_store(&config, started).await?;
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
         store.observe_audit(Box::new(move |e| {
@@ -316,6 +305,25 @@ impl App {
             let _ = task.await;
         }
         Ok(())
+    }
+}
+
+/// The configured store, opened with its data key (unwrapped by the KEK
+/// before the store is opened for writing; the open checks every record).
+/// `now` dates the upgrade of a redb store written before record MACs.
+async fn open_store(config: &Config, now: crate::clock::Timestamp) -> Result<(Store, DataKey), AppError> {
+    match &config.storage_engine {
+        StorageEngine::Redb => {
+            let path = config.store_path();
+            if !path.exists() {
+                return Err(AppError::NotInitialized { path: config.data_dir.clone() });
+            }
+            check_private(&config.data_dir, "data dir", 0o700)?;
+            check_private(&path, "store", 0o600)?;
+            let data_key = vault::unlock(&path, &config.kek).await?;
+            Ok((Store::open(&path, config.store_cache_bytes, data_key.record_key(), now)?, data_key))
+        }
+        StorageEngine::Postgres(pg) => postgres::open(config, pg).await,
     }
 }
 
