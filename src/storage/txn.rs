@@ -223,12 +223,11 @@ impl Reader {
     /// [`verify_audit`](Self::verify_audit), a broken chain being
     /// [`StorageError::Corrupt`] naming its first broken entry.
     pub fn audit_intact(&self) -> Result<u64, StorageError> {
-        match self.verify_audit()? {
-            Ok(entries) => Ok(entries),
-            Err(ChainError::Broken { seq, reason }) => {
-                Err(StorageError::Corrupt { table: "audit", key: seq.to_string(), reason })
-            }
-        }
+        self.verify_audit()?.map_err(|ChainError::Broken { seq, reason }| StorageError::Corrupt {
+            table: "audit",
+            key: seq.to_string(),
+            reason,
+        })
     }
 }
 
@@ -329,9 +328,7 @@ impl Writer {
                 let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows
                     .iter()
                     .map(|(key, bytes, values)| {
-                        let mut row: Vec<&(dyn ToSql + Sync)> = vec![key, bytes];
-                        row.extend(values.iter().copied());
-                        row
+                        [key as _, bytes as _].into_iter().chain(values.iter().copied()).collect()
                     })
                     .collect();
                 upsert(p, t.name, &names, &params)?;
