@@ -34,6 +34,7 @@ use crate::tokens::{TokenKeysets, TokenService};
 use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
 use zeroize::Zeroizing;
 
+pub mod copy;
 mod postgres;
 pub mod restore;
 mod staging;
@@ -175,23 +176,12 @@ impl App {
     /// (or an AWS KMS that refuses or cannot be reached) changes nothing on disk.
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<App, AppError> {
         let started = clock.now();
-        let (store, data_key, replica) = match &config.storage_engine {
-            StorageEngine::Redb => {
-                let path = config.store_path();
-                if !path.exists() {
-                    return Err(AppError::NotInitialized { path: config.data_dir.clone() });
-                }
-                check_private(&config.data_dir, "data dir", 0o700)?;
-                check_private(&path, "store", 0o600)?;
-                let data_key = vault::unlock(&path, &config.kek).await?;
-                (Store::open(&path, config.store_cache_bytes, data_key.record_key(), started)?, data_key, None)
-            }
-            // The change feed listens from here on, before any cache loads,
-            // so every change committed after a cache read its state reaches it.
-            StorageEngine::Postgres(pg) => {
-                let (store, data_key, replica) = postgres::open(&config, pg).await?;
-                (store, data_key, Some(replica))
-            }
+        let (store, data_key) = open_store(&config, started).await?;
+        // The change feed listens from here on, before any cache loads, so
+        // every change committed after a cache read its state reaches it.
+        let replica = match &config.storage_engine {
+            StorageEngine::Redb => None,
+            StorageEngine::Postgres(pg) => Some(postgres::replica(pg).await?),
         };
         let metrics = Arc::new(Metrics::new());
         let observed = metrics.clone();
@@ -370,6 +360,25 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(ha::leader_only(leadership, name, shutdown, work))
+}
+
+/// The configured store, opened with its data key (unwrapped by the KEK
+/// before the store is opened for writing; the open checks every record).
+/// `now` dates the upgrade of a redb store written before record MACs.
+async fn open_store(config: &Config, now: crate::clock::Timestamp) -> Result<(Store, DataKey), AppError> {
+    match &config.storage_engine {
+        StorageEngine::Redb => {
+            let path = config.store_path();
+            if !path.exists() {
+                return Err(AppError::NotInitialized { path: config.data_dir.clone() });
+            }
+            check_private(&config.data_dir, "data dir", 0o700)?;
+            check_private(&path, "store", 0o600)?;
+            let data_key = vault::unlock(&path, &config.kek).await?;
+            Ok((Store::open(&path, config.store_cache_bytes, data_key.record_key(), now)?, data_key))
+        }
+        StorageEngine::Postgres(pg) => postgres::open(config, pg).await,
+    }
 }
 
 /// The first writes of a new store: the wrapped data key and the bootstrap

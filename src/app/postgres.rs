@@ -12,7 +12,7 @@ use super::{bootstrap, build_ring, AppError, InitReport};
 use crate::api_keys::ApiKeySecret;
 use crate::clock::Clock;
 use crate::config::{Config, PostgresSettings};
-use crate::ha::{Leadership, SCHEDULER_LEASE};
+use crate::ha::{Leadership, LEADER_LEASE};
 use crate::keyring::RingError;
 use crate::storage::postgres::feed::{Listener, ListenerConfig};
 use crate::storage::postgres::lease::{Elector, ElectorConfig};
@@ -99,15 +99,20 @@ impl Replica {
 }
 
 /// The store on the configured database and its data key, unwrapped with
-/// the KEK before the store is opened (which checks every record); then the
-/// change feed listening (before any cache is loaded) and the election begun.
-pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result<(Store, DataKey, Replica), AppError> {
+/// the KEK before the store is opened (which checks every record).
+pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result<(Store, DataKey), AppError> {
     let pool = pool(settings)?;
-    let url = pool.url().clone();
-    let target = url.redacted().to_owned();
+    let target = pool.url().redacted().to_owned();
     let wrapped = Store::peek_postgres(&pool, META_DATA_KEY).await?.ok_or(AppError::NotInitializedDb { target })?;
     let data_key = vault::unwrap_stored(&wrapped, &config.kek).await?;
     let store = Store::postgres(pool, data_key.record_key()).await?;
+    Ok((store, data_key))
+}
+
+/// This process joining the replicas: the change feed listening (start it
+/// before any cache is loaded) and the election begun.
+pub(super) async fn replica(settings: &PostgresSettings) -> Result<Replica, AppError> {
+    let url = settings.resolve_url(|var| std::env::var(var).ok())?;
     let ha = &settings.ha;
     let feed = Listener::start(
         url.clone(),
@@ -123,12 +128,12 @@ pub(super) async fn open(config: &Config, settings: &PostgresSettings) -> Result
     let elector = Elector::spawn(
         url,
         ElectorConfig {
-            lease: SCHEDULER_LEASE.to_owned(),
+            lease: LEADER_LEASE.to_owned(),
             holder: ha.replica.clone(),
             ttl: ha.lease_ttl(),
             renew_every: ha.renew_every(),
         },
     );
     let leadership = Leadership::Elected { replica: ha.replica.clone(), lease: elector.leadership() };
-    Ok((store, data_key, Replica { elector, feed, leadership }))
+    Ok(Replica { elector, feed, leadership })
 }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use crate::config::Config;
-use crate::storage::StorageError;
 
 /// What a restore did.
 #[derive(Debug)]
@@ -50,12 +49,10 @@ pub async fn restore(config: &Config, from: &Path, force: bool, now_unix: i64) -
 /// A store a running kmsd holds is locked: refuse rather than swap it away
 /// under the daemon.
 fn refuse_if_open(store: &Path) -> anyhow::Result<()> {
-    match crate::storage::Store::peek_meta(store, crate::storage::META_SCHEMA) {
-        Err(StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => {
-            bail!("{} is open in a running kmsd; stop it before restoring", store.display())
-        }
-        _ => Ok(()),
+    if crate::storage::Store::in_use(store) {
+        bail!("{} is open in a running kmsd; stop it before restoring", store.display())
     }
+    Ok(())
 }
 
 fn copy_synced(from: &Path, to: &Path) -> std::io::Result<()> {

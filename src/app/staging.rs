@@ -1,11 +1,15 @@
 //! A first start made all or nothing: the store and the KEK file are built
-//! under staging names and put in place only once init has succeeded.
+//! under staging names and put in place only once init has succeeded. The
+//! redb file `kmsd storage copy` makes is staged the same way ([`Staged`]).
 
 use std::path::PathBuf;
 
 use super::AppError;
 use crate::config::Config;
 use crate::vault::KekSource;
+
+/// The staging names of a first start's files: `<name>.init`.
+const INIT_SUFFIX: &str = ".init";
 
 /// A first start's files under their staging names (`<name>.init`, beside
 /// the final ones): the store and, when `init` makes the KEK file, that file.
@@ -30,24 +34,27 @@ pub(super) struct Staging {
     made_dir: Option<PathBuf>,
 }
 
-struct Staged {
-    staged: PathBuf,
+/// One file made under a staging name (`<live><suffix>`) by the command
+/// `by`, and put in place under its live name only once it is complete.
+pub(super) struct Staged {
+    pub(super) staged: PathBuf,
     live: PathBuf,
+    by: &'static str,
 }
 
 impl Staged {
-    fn new(live: PathBuf) -> Self {
+    pub(super) fn new(live: PathBuf, suffix: &str, by: &'static str) -> Self {
         let mut staged = live.clone().into_os_string();
-        staged.push(".init");
-        Self { staged: staged.into(), live }
+        staged.push(suffix);
+        Self { staged: staged.into(), live, by }
     }
 
     /// Removes the staged file if there is one; `left` says it was left by an
     /// earlier attempt.
-    fn remove(&self, left: bool) -> Result<(), std::io::Error> {
+    pub(super) fn remove(&self, left: bool) -> Result<(), std::io::Error> {
         match std::fs::remove_file(&self.staged) {
             Ok(()) if left => {
-                tracing::warn!(path = %self.staged.display(), "removed what an interrupted `kmsd init` left");
+                tracing::warn!(path = %self.staged.display(), "removed what an interrupted `{}` left", self.by);
                 Ok(())
             }
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -58,13 +65,13 @@ impl Staged {
     /// Links the staged file to its live name: an error means it is not live.
     /// Once it is, unlinking the staged name and syncing the directory are
     /// best effort (a failure is logged, the file is live either way).
-    fn put_in_place(&self) -> Result<(), AppError> {
+    pub(super) fn put_in_place(&self) -> Result<(), AppError> {
         std::fs::hard_link(&self.staged, &self.live)
             .map_err(|source| AppError::DataDir { path: self.live.clone(), source })?;
         let dir = self.live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
         let settled = std::fs::remove_file(&self.staged).and_then(|()| std::fs::File::open(dir)?.sync_all());
         if let Err(e) = settled {
-            tracing::warn!(path = %self.live.display(), error = %e, "could not settle a file made by `kmsd init`");
+            tracing::warn!(path = %self.live.display(), error = %e, "could not settle a file made by `{}`", self.by);
         }
         Ok(())
     }
@@ -78,13 +85,13 @@ impl Staging {
         create_private_dir(&config.data_dir)?;
         let kek = match &config.kek {
             KekSource::File(path) => {
-                let staged = Staged::new(path.clone());
+                let staged = Staged::new(path.clone(), INIT_SUFFIX, "kmsd init");
                 staged.remove(true).map_err(|source| AppError::DataDir { path: staged.staged.clone(), source })?;
                 (!path.exists()).then_some(staged)
             }
             _ => None,
         };
-        let store = Staged::new(config.store_path());
+        let store = Staged::new(config.store_path(), INIT_SUFFIX, "kmsd init");
         store.remove(true).map_err(|source| AppError::DataDir { path: store.staged.clone(), source })?;
         Ok(Self { store, kek, made_dir })
     }

@@ -137,7 +137,7 @@ pub(super) async fn audit_verify(config: &Config, admin: &AdminArgs, env: &[(Str
 
 /// `None` when a running daemon holds the store.
 async fn verify_locally(config: &Config) -> anyhow::Result<Option<AuditVerdict>> {
-    use crate::storage::{StorageError, Store};
+    use crate::storage::Store;
     let path = config.store_path();
     let local = match crate::vault::unlock(&path, &config.kek).await {
         Ok(data_key) => Store::inspect(&path, &data_key.record_key(), |r| r.verify_audit()),
@@ -149,7 +149,7 @@ async fn verify_locally(config: &Config) -> anyhow::Result<Option<AuditVerdict>>
         Ok(Err(crate::audit::ChainError::Broken { seq, reason })) => {
             Ok(Some(AuditVerdict::Broken { seq: Some(seq), reason }))
         }
-        Err(StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. }) => Ok(None),
+        Err(e) if e.is_in_use() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -71,6 +71,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Move a stopped store between redb and PostgreSQL (offline).
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Print the rotation timeline the configuration implies, from now (offline).
     Plan {
         /// How many rotations to show per keyset.
@@ -185,6 +188,29 @@ pub enum AuditCommand {
     /// Recompute the hash chain of the audit log. Reads the store directly when
     /// no daemon holds it; otherwise asks the running daemon.
     Verify(AdminArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Copy the configured store (kmsd stopped) into an empty target: a PostgreSQL
+    /// database or a new redb file. Every row is copied as stored, so the same KEK
+    /// opens the copy; the source's audit chain is verified before, and the copy's
+    /// records, audit chain and rows after. A failure leaves the target as it was.
+    Copy(CopyTo),
+}
+
+/// Where `kmsd storage copy` writes (one of the two).
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct CopyTo {
+    /// postgres://… (an empty database) or the path of a redb file that does not exist
+    /// yet. A URL's password here shows in `ps`: prefer --to-env.
+    #[arg(long, value_name = "URL|PATH")]
+    pub to: Option<String>,
+    /// The environment variable holding the target's PostgreSQL URL
+    /// (e.g. KMSD_STORAGE_URL, as the replicas will read it).
+    #[arg(long, value_name = "VAR")]
+    pub to_env: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

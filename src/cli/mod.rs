@@ -36,7 +36,15 @@ pub async fn run(cli: Cli, env: &[(String, String)], signals: impl FnOnce() -> S
         print_completions(shell);
         return ExitCode::SUCCESS;
     }
-    let config = match Config::load(cli.config.as_deref(), env) {
+    // The variable `storage copy --to-env` names holds the target's URL, not
+    // a config override (it may well start with KMSD_).
+    let config_env: Vec<(String, String)> = match &cli.command {
+        Command::Storage(args::StorageCommand::Copy(to)) => {
+            env.iter().filter(|(k, _)| Some(k) != to.to_env.as_ref()).cloned().collect()
+        }
+        _ => env.to_vec(),
+    };
+    let config = match Config::load(cli.config.as_deref(), &config_env) {
         Ok(c) => c,
         Err(e) => {
             eprint!("kmsd: {e}");

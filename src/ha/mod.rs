@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::storage::postgres::lease::{self, Fence};
 
 /// The lease the background work is led under.
-pub const SCHEDULER_LEASE: &str = "scheduler";
+pub use crate::storage::postgres::lease::LEADER_LEASE;
 
 /// Whether this replica leads the background work.
 #[derive(Clone, Debug)]
@@ -93,7 +93,7 @@ mod tests {
     use super::*;
 
     fn fence(epoch: i64) -> Fence {
-        Fence { lease: SCHEDULER_LEASE.into(), holder: "a".into(), epoch }
+        Fence { lease: LEADER_LEASE.into(), holder: "a".into(), epoch }
     }
 
     /// A loop that counts its starts and records the fence it runs under.

@@ -142,7 +142,7 @@ pub async fn evaluate(state: &AppState) -> Health {
 /// Which replica this is, whether it leads, and which replica the lease
 /// names as leader (`null` while none holds it, or the store cannot say).
 async fn ha_json(state: &AppState, replica: &str) -> Value {
-    let holder = state.store.read(|r| r.lease_holder(crate::ha::SCHEDULER_LEASE)).await.ok().flatten();
+    let holder = state.store.read(|r| r.lease_holder(crate::ha::LEADER_LEASE)).await.ok().flatten();
     json!({
         "replica": replica,
         "leading": state.leadership.leads(),

@@ -15,7 +15,7 @@ use crate::tokens::{IssuedToken, SessionRecord};
 
 use super::pg_harness as harness;
 
-fn mac() -> RecordKey {
+pub(super) fn mac() -> RecordKey {
     RecordKey::derive(&[7; 32])
 }
 
@@ -73,8 +73,24 @@ fn event(n: usize) -> AuditEvent {
 
 async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
     let store = &e.stores[0];
-    let (key, api, identity) = (key_record(), api_key_record(), identity_record());
-    let (k, a, i) = (key.clone(), api.clone(), identity.clone());
+    write_every_kind(store).await;
+    // Every store over the database reads the same records.
+    for s in &e.stores {
+        holds_every_kind(s).await;
+    }
+    // An identity removed is gone from every lookup.
+    let identity = identity_record();
+    let id = identity.id.clone();
+    store.write(move |w| w.delete_identity(id.as_str())).await.unwrap();
+    let id = identity.id.clone();
+    let gone = store.read(move |r| Ok((r.identity(id.as_str())?, r.identities()?.len()))).await.unwrap();
+    assert_eq!(gone, (None, 0));
+}
+
+/// Writes one record of every kind (and a meta value raised twice, a
+/// revoked session and jti, one audit entry), for [`holds_every_kind`].
+pub(super) async fn write_every_kind(store: &Store) {
+    let (k, a, i) = (key_record(), api_key_record(), identity_record());
     store
         .write(move |w| {
             w.put_meta(META_DATA_KEY, b"\x00bare bytes")?;
@@ -93,50 +109,41 @@ async fn every_record_round_trips_through_the_same_bytes(e: Engines) {
         })
         .await
         .unwrap();
-    // Every store over the database reads the same records.
-    for s in &e.stores {
-        let (key, api, identity) = (key.clone(), api.clone(), identity.clone());
-        s.read(move |r| {
-            assert_eq!(r.meta(META_DATA_KEY)?.as_deref(), Some(&b"\x00bare bytes"[..]));
-            assert_eq!(r.meta("hs256_max_exp")?.as_deref(), Some(&b"300"[..]));
-            assert_eq!(r.meta("absent")?, None);
-            assert_eq!(r.keys()?, std::slice::from_ref(&key));
-            assert_eq!(r.key(&key.kid)?, Some(key));
-            assert_eq!(r.key(&Kid::parse(&"A".repeat(43)).unwrap())?, None);
-            assert_eq!(r.api_key(api.id.as_str())?, Some(api.clone()));
-            assert_eq!(r.api_key_by_hash(&api.key_hash)?, Some(api.clone()));
-            assert_eq!(r.api_key_by_hash(&"00".repeat(32))?, None);
-            assert_eq!(r.identities()?, std::slice::from_ref(&identity));
-            assert_eq!(r.identity(identity.id.as_str())?, Some(identity.clone()));
-            assert_eq!(
-                r.identity_named(identity.org_id.as_str(), &identity.name, None)?,
-                Some(identity.id.to_string())
-            );
-            assert_eq!(r.identity_named(identity.org_id.as_str(), &identity.name, Some(identity.id.as_str()))?, None);
-            assert_eq!(r.identity_named("other_org", &identity.name, None)?, None);
-            assert_eq!(r.session("sess_1")?, Some(session("sess_1", 900, false)));
-            let live: Vec<String> =
-                r.sessions_of(identity.id.as_str())?.into_iter().map(|s| s.sid.to_string()).collect();
-            assert_eq!(live, ["sess_1"]);
-            assert_eq!(r.issued("tok_1")?, Some(issued("tok_1", 900)));
-            let (jtis, sessions) = r.revocations()?;
-            assert_eq!(jtis, [("tok_1".to_owned(), 900)]);
-            assert_eq!(sessions, [("sess_2".to_owned(), 900)]);
-            let audit = r.audit(0, 10)?;
-            assert_eq!(audit.len(), 1);
-            assert_eq!(audit[0].event.target.as_deref(), Some("k1"));
-            assert_eq!(r.verify_audit()?, Ok(1));
-            Ok(())
-        })
-        .await
-        .unwrap();
-    }
-    // An identity removed is gone from every lookup.
-    let id = identity.id.clone();
-    store.write(move |w| w.delete_identity(id.as_str())).await.unwrap();
-    let id = identity.id.clone();
-    let gone = store.read(move |r| Ok((r.identity(id.as_str())?, r.identities()?.len()))).await.unwrap();
-    assert_eq!(gone, (None, 0));
+}
+
+/// Every lookup finds what [`write_every_kind`] wrote, and only that.
+pub(super) async fn holds_every_kind(s: &Store) {
+    let (key, api, identity) = (key_record(), api_key_record(), identity_record());
+    s.read(move |r| {
+        assert_eq!(r.meta(META_DATA_KEY)?.as_deref(), Some(&b"\x00bare bytes"[..]));
+        assert_eq!(r.meta("hs256_max_exp")?.as_deref(), Some(&b"300"[..]));
+        assert_eq!(r.meta("absent")?, None);
+        assert_eq!(r.keys()?, std::slice::from_ref(&key));
+        assert_eq!(r.key(&key.kid)?, Some(key));
+        assert_eq!(r.key(&Kid::parse(&"A".repeat(43)).unwrap())?, None);
+        assert_eq!(r.api_key(api.id.as_str())?, Some(api.clone()));
+        assert_eq!(r.api_key_by_hash(&api.key_hash)?, Some(api.clone()));
+        assert_eq!(r.api_key_by_hash(&"00".repeat(32))?, None);
+        assert_eq!(r.identities()?, std::slice::from_ref(&identity));
+        assert_eq!(r.identity(identity.id.as_str())?, Some(identity.clone()));
+        assert_eq!(r.identity_named(identity.org_id.as_str(), &identity.name, None)?, Some(identity.id.to_string()));
+        assert_eq!(r.identity_named(identity.org_id.as_str(), &identity.name, Some(identity.id.as_str()))?, None);
+        assert_eq!(r.identity_named("other_org", &identity.name, None)?, None);
+        assert_eq!(r.session("sess_1")?, Some(session("sess_1", 900, false)));
+        let live: Vec<String> = r.sessions_of(identity.id.as_str())?.into_iter().map(|s| s.sid.to_string()).collect();
+        assert_eq!(live, ["sess_1"]);
+        assert_eq!(r.issued("tok_1")?, Some(issued("tok_1", 900)));
+        let (jtis, sessions) = r.revocations()?;
+        assert_eq!(jtis, [("tok_1".to_owned(), 900)]);
+        assert_eq!(sessions, [("sess_2".to_owned(), 900)]);
+        let audit = r.audit(0, 10)?;
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event.target.as_deref(), Some("k1"));
+        assert_eq!(r.verify_audit()?, Ok(1));
+        Ok(())
+    })
+    .await
+    .unwrap();
 }
 
 async fn a_failed_write_leaves_nothing_behind(e: Engines) {

@@ -16,6 +16,7 @@
 //! leave the store ahead of memory until a restart.
 
 mod backup;
+mod copy;
 mod engine;
 mod integrity;
 mod mac;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use redb::TableDefinition;
 
 pub use backup::verify_backup;
+pub use copy::{Copied, CopyError, CopyTarget};
 pub use engine::{Failing, FaultClass, StorageHealth};
 pub use mac::RecordKey;
 pub use records::{MetaValue, Record, Sealed};
@@ -145,6 +147,12 @@ impl StorageError {
             StorageError::Pg(e) => postgres::engine::fault_class(e).is_some(),
             _ => false,
         }
+    }
+
+    /// Whether the store file is held by another process (a running kmsd):
+    /// redb's file lock keeps a second opener out.
+    pub fn is_in_use(&self) -> bool {
+        matches!(self, StorageError::Open { source: redb::DatabaseError::DatabaseAlreadyOpen, .. })
     }
 }
 

@@ -156,4 +156,10 @@ impl Store {
         let value = table.get(key)?.map(|g| g.value().to_vec());
         Ok(value)
     }
+
+    /// Whether another process (a running kmsd) has the store file at
+    /// `path` open (see [`StorageError::is_in_use`]). Nothing is written.
+    pub fn in_use(path: &Path) -> bool {
+        matches!(Self::peek_meta(path, META_SCHEMA), Err(e) if e.is_in_use())
+    }
 }

@@ -5,7 +5,7 @@ use redb::ReadableTable;
 use tokio_postgres::types::ToSql;
 
 use super::postgres::feed::{self, ChangeKind};
-use super::txn::{upsert, Rows, Txn, UPSERT_ROWS};
+use super::txn::{RecordRow, Rows, Txn};
 use super::{table, Reader, Record, Sealed, StorageError, Writer, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
@@ -78,17 +78,24 @@ impl Reader {
 
     /// Revoked jtis and revoked session ids, each with when it stops mattering.
     pub fn revocations(&self) -> Result<(Expiring, Expiring), StorageError> {
-        let (jtis, sessions) = match &self.txn {
-            Txn::Pg(p) => {
-                let jtis = p.query("SELECT jti, exp FROM revoked_tokens", &[])?;
-                let jtis = jtis.iter().map(|r| (r.get(0), r.get(1))).collect();
-                (jtis, decode_sessions(p.records("SELECT sid, record FROM sessions WHERE revoked", &[])?)?)
-            }
-            Txn::Read(x) => (revoked_in(&x.open_table(REVOKED)?)?, decode_sessions(self.txn.scan(&table::SESSIONS)?)?),
-            Txn::Write(x) => (revoked_in(&x.open_table(REVOKED)?)?, decode_sessions(self.txn.scan(&table::SESSIONS)?)?),
+        let sessions = match &self.txn {
+            Txn::Pg(p) => p.records("SELECT sid, record FROM sessions WHERE revoked", &[])?,
+            _ => self.txn.scan(&table::SESSIONS)?,
         };
-        let revoked = sessions.into_iter().filter(|s| s.revoked_at.is_some());
-        Ok((jtis, revoked.map(|s| (s.sid.into(), s.expires_at.unix())).collect()))
+        let revoked = decode_sessions(sessions)?.into_iter().filter(|s| s.revoked_at.is_some());
+        Ok((self.revoked_jtis()?, revoked.map(|s| (s.sid.into(), s.expires_at.unix())).collect()))
+    }
+
+    /// Every revoked jti with the token's `exp`, in jti order.
+    pub(super) fn revoked_jtis(&self) -> Result<Expiring, StorageError> {
+        match &self.txn {
+            Txn::Pg(p) => {
+                let rows = p.query("SELECT jti, exp FROM revoked_tokens ORDER BY jti COLLATE \"C\"", &[])?;
+                Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+            Txn::Read(x) => revoked_in(&x.open_table(REVOKED)?),
+            Txn::Write(x) => revoked_in(&x.open_table(REVOKED)?),
+        }
     }
 
     /// The id of an identity of `org` named `name`, other than `except`, if
@@ -179,50 +186,39 @@ impl Writer {
     }
 
     /// Stores `recs` (a group commit's sessions, or one): on PostgreSQL in
-    /// one statement per [`UPSERT_ROWS`].
+    /// one statement per [`UPSERT_ROWS`](super::txn::UPSERT_ROWS).
     pub fn put_sessions(&mut self, recs: &[&SessionRecord]) -> Result<(), StorageError> {
         // Replicas cache revoked sessions only.
         for r in recs.iter().filter(|r| r.revoked_at.is_some()) {
             self.changed(ChangeKind::Session, r.sid.as_str());
         }
-        if let Rows::Pg(p) = self.rows()? {
-            let recs = last_per_key(recs, |r| r.sid.as_str());
-            for chunk in recs.chunks(UPSERT_ROWS) {
-                let keys: Vec<&str> = chunk.iter().map(|r| r.sid.as_str()).collect();
-                let bytes: Vec<Vec<u8>> = chunk.iter().map(|r| r.encode()).collect();
-                let identities: Vec<&str> = chunk.iter().map(|r| r.identity_id.as_str()).collect();
-                let cols: Vec<(i64, bool)> =
-                    chunk.iter().map(|r| (r.expires_at.unix(), r.revoked_at.is_some())).collect();
-                let rows: Vec<Vec<&(dyn ToSql + Sync)>> = (0..chunk.len())
-                    .map(|i| vec![&keys[i] as &(dyn ToSql + Sync), &bytes[i], &identities[i], &cols[i].0, &cols[i].1])
-                    .collect();
-                upsert(p, &table::SESSIONS, &["identity_id", "expires_at", "revoked"], &rows)?;
-            }
-            return Ok(());
-        }
-        let mut t = self.txn.redb_write()?.open_table(SESSIONS)?;
-        recs.iter().try_for_each(|r| Ok(t.insert(r.sid.as_str(), r.encode().as_slice()).map(drop)?))
+        let recs = last_per_key(recs, |r| r.sid.as_str());
+        let bytes: Vec<Vec<u8>> = recs.iter().map(|r| r.encode()).collect();
+        let identities: Vec<&str> = recs.iter().map(|r| r.identity_id.as_str()).collect();
+        let cols: Vec<(i64, bool)> = recs.iter().map(|r| (r.expires_at.unix(), r.revoked_at.is_some())).collect();
+        let rows: Vec<RecordRow<'_>> = (0..recs.len())
+            .map(|i| {
+                (
+                    recs[i].sid.as_str(),
+                    bytes[i].as_slice(),
+                    vec![&identities[i] as &(dyn ToSql + Sync), &cols[i].0, &cols[i].1],
+                )
+            })
+            .collect();
+        self.put_rows(&table::SESSIONS, &["identity_id", "expires_at", "revoked"], &rows)
     }
 
     /// Stores `recs` (a group commit's token rows, or one): on PostgreSQL in
-    /// one statement per [`UPSERT_ROWS`].
+    /// one statement per [`UPSERT_ROWS`](super::txn::UPSERT_ROWS).
     pub fn put_issued_all(&mut self, recs: &[&IssuedToken]) -> Result<(), StorageError> {
-        if let Rows::Pg(p) = self.rows()? {
-            let recs = last_per_key(recs, |r| r.jti.as_str());
-            for chunk in recs.chunks(UPSERT_ROWS) {
-                let keys: Vec<&str> = chunk.iter().map(|r| r.jti.as_str()).collect();
-                let bytes: Vec<Vec<u8>> = chunk.iter().map(|r| r.encode()).collect();
-                let sids: Vec<&str> = chunk.iter().map(|r| r.sid.as_str()).collect();
-                let exps: Vec<i64> = chunk.iter().map(|r| r.exp.unix()).collect();
-                let rows: Vec<Vec<&(dyn ToSql + Sync)>> = (0..chunk.len())
-                    .map(|i| vec![&keys[i] as &(dyn ToSql + Sync), &bytes[i], &sids[i], &exps[i]])
-                    .collect();
-                upsert(p, &table::ISSUED, &["sid", "exp"], &rows)?;
-            }
-            return Ok(());
-        }
-        let mut t = self.txn.redb_write()?.open_table(ISSUED)?;
-        recs.iter().try_for_each(|r| Ok(t.insert(r.jti.as_str(), r.encode().as_slice()).map(drop)?))
+        let recs = last_per_key(recs, |r| r.jti.as_str());
+        let bytes: Vec<Vec<u8>> = recs.iter().map(|r| r.encode()).collect();
+        let sids: Vec<&str> = recs.iter().map(|r| r.sid.as_str()).collect();
+        let exps: Vec<i64> = recs.iter().map(|r| r.exp.unix()).collect();
+        let rows: Vec<RecordRow<'_>> = (0..recs.len())
+            .map(|i| (recs[i].jti.as_str(), bytes[i].as_slice(), vec![&sids[i] as &(dyn ToSql + Sync), &exps[i]]))
+            .collect();
+        self.put_rows(&table::ISSUED, &["sid", "exp"], &rows)
     }
 
     pub fn put_issued(&mut self, rec: &IssuedToken) -> Result<(), StorageError> {

@@ -131,12 +131,7 @@ impl Reader {
     /// embedded store has no leases).
     pub fn lease_holder(&self, name: &str) -> Result<Option<(String, i64)>, StorageError> {
         let Txn::Pg(p) = &self.txn else { return Ok(None) };
-        let rows = p.query(
-            "SELECT holder, epoch FROM leases
-              WHERE name = $1 AND holder IS NOT NULL AND expires_at > clock_timestamp()",
-            &[&name],
-        )?;
-        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+        p.with_client(|c| super::postgres::lease::holder(c, name))
     }
 
     pub fn keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
@@ -232,6 +227,16 @@ impl Reader {
         let keyed_from = integrity::keyed_from(self)?;
         Ok(crate::audit::verify_chain(self.audit_rows(0, usize::MAX)?, keyed_from, &self.mac))
     }
+
+    /// [`verify_audit`](Self::verify_audit), a broken chain being
+    /// [`StorageError::Corrupt`] naming its first broken entry.
+    pub fn audit_intact(&self) -> Result<u64, StorageError> {
+        self.verify_audit()?.map_err(|ChainError::Broken { seq, reason }| StorageError::Corrupt {
+            table: "audit",
+            key: seq.to_string(),
+            reason,
+        })
+    }
 }
 
 pub struct Writer {
@@ -257,30 +262,36 @@ impl Deref for Writer {
 /// 65535 parameters in one statement).
 pub(super) const UPSERT_ROWS: usize = 1000;
 
-/// Stores `rows` in `t` on PostgreSQL in one statement: each row is its key,
-/// its record bytes, then the values of `columns`.
+/// One row for [`Writer::put_rows`]: its key, its record bytes, and the
+/// values of the PostgreSQL index columns beside the record.
+pub(super) type RecordRow<'a> = (&'a str, &'a [u8], Vec<&'a (dyn ToSql + Sync)>);
+
+/// Stores `rows` in `table` on PostgreSQL, one statement per [`UPSERT_ROWS`]:
+/// each row is the values of `names`, the first of them the primary key (a
+/// row whose key is there already is replaced). One statement may not hold
+/// one key twice.
 pub(super) fn upsert(
     p: &PgTxn,
-    t: &Table,
-    columns: &[&str],
+    table: &str,
+    names: &[&str],
     rows: &[Vec<&(dyn ToSql + Sync)>],
 ) -> Result<(), StorageError> {
-    let names: Vec<&str> = [t.key, t.value].into_iter().chain(columns.iter().copied()).collect();
     let width = names.len();
-    let tuples: Vec<String> = (0..rows.len())
-        .map(|r| format!("({})", (1..=width).map(|i| format!("${}", r * width + i)).collect::<Vec<_>>().join(", ")))
-        .collect();
     let updates: Vec<String> = names[1..].iter().map(|n| format!("{n} = EXCLUDED.{n}")).collect();
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
-        t.name,
-        names.join(", "),
-        tuples.join(", "),
-        t.key,
-        updates.join(", ")
-    );
-    let params: Vec<&(dyn ToSql + Sync)> = rows.iter().flatten().copied().collect();
-    p.execute(&sql, &params)?;
+    for chunk in rows.chunks(UPSERT_ROWS) {
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|r| format!("({})", (1..=width).map(|i| format!("${}", r * width + i)).collect::<Vec<_>>().join(", ")))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}",
+            names.join(", "),
+            tuples.join(", "),
+            names[0],
+            updates.join(", ")
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = chunk.iter().flatten().copied().collect();
+        p.execute(&sql, &params)?;
+    }
     Ok(())
 }
 
@@ -318,15 +329,30 @@ impl Writer {
         bytes: &[u8],
         columns: &[(&str, &(dyn ToSql + Sync))],
     ) -> Result<(), StorageError> {
+        let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        self.put_rows(t, &names, &[(key, bytes, columns.iter().map(|c| c.1).collect())])
+    }
+
+    /// Stores `rows` in `t`, each with the values of the PostgreSQL index
+    /// columns `columns` (on PostgreSQL in one statement per [`UPSERT_ROWS`],
+    /// so a key may appear only once).
+    pub(super) fn put_rows(&self, t: &Table, columns: &[&str], rows: &[RecordRow<'_>]) -> Result<(), StorageError> {
         match self.rows()? {
             Rows::Redb(x) => {
-                x.open_table(t.redb)?.insert(key, bytes)?;
+                let mut table = x.open_table(t.redb)?;
+                for (key, bytes, _) in rows {
+                    table.insert(*key, *bytes)?;
+                }
             }
             Rows::Pg(p) => {
-                let names: Vec<&str> = columns.iter().map(|c| c.0).collect();
-                let mut row: Vec<&(dyn ToSql + Sync)> = vec![&key, &bytes];
-                row.extend(columns.iter().map(|c| c.1));
-                upsert(p, t, &names, &[row])?;
+                let names: Vec<&str> = [t.key, t.value].into_iter().chain(columns.iter().copied()).collect();
+                let params: Vec<Vec<&(dyn ToSql + Sync)>> = rows
+                    .iter()
+                    .map(|(key, bytes, values)| {
+                        [key as _, bytes as _].into_iter().chain(values.iter().copied()).collect()
+                    })
+                    .collect();
+                upsert(p, t.name, &names, &params)?;
             }
         }
         Ok(())

@@ -39,6 +39,7 @@ mod openapi;
 mod packaging;
 mod revocation;
 mod rotation;
+mod storage_copy;
 mod tls;
 mod tokens;
 mod vault;

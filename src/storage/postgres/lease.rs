@@ -83,6 +83,28 @@ pub async fn release(db: &impl GenericClient, fence: &Fence) -> Result<(), PgErr
     Ok(())
 }
 
+/// The lease of the replica that runs the background work (rotation, GC,
+/// the sunset timer): while it is held, some replica is running.
+pub const LEADER_LEASE: &str = "scheduler";
+
+/// Who holds `lease` now (a holder, and not expired by the server's clock),
+/// and in which epoch, if anyone; `None` also for a database without kmsd's
+/// schema. Reads only.
+pub async fn holder(db: &impl GenericClient, lease: &str) -> Result<Option<(String, i64)>, PgError> {
+    let migrated: bool = db.query_one("SELECT to_regclass('leases') IS NOT NULL", &[]).await?.get(0);
+    if !migrated {
+        return Ok(None);
+    }
+    let row = db
+        .query_opt(
+            "SELECT holder, epoch FROM leases
+              WHERE name = $1 AND holder IS NOT NULL AND expires_at > clock_timestamp()",
+            &[&lease],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 impl Fence {
     /// Refuses the caller's transaction unless this fence is still current;
     /// if it is, holds a share lock on the lease row until the transaction

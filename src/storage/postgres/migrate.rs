@@ -11,12 +11,28 @@
 //! Read-modify-write guard: the advisory lock serialises every migrator; the
 //! version table's primary key refuses a version recorded twice regardless.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::PgError;
 
 /// `(version, description, sql)`, in order, each applied once.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("schema/0001_initial.sql"))];
+
+/// Every table of the [`LATEST`] schema (besides `kmsd_schema`).
+pub const TABLES: &[&str] = &[
+    "meta",
+    "keysets",
+    "keys",
+    "api_keys",
+    "identities",
+    "sessions",
+    "issued_tokens",
+    "revoked_tokens",
+    "audit",
+    "audit_head",
+    "leases",
+    "changes",
+];
 
 /// The newest schema this binary knows.
 pub const LATEST: i32 = 1;
@@ -33,9 +49,21 @@ pub struct Migrated {
     pub applied: Vec<i32>,
 }
 
-/// Brings the database to [`LATEST`], or refuses a newer schema.
+/// Brings the database to [`LATEST`], or refuses a newer schema, in a
+/// transaction of its own.
 pub async fn migrate(client: &mut Client) -> Result<Migrated, PgError> {
     let txn = client.transaction().await?;
+    let migrated = apply(&txn).await?;
+    txn.commit().await?;
+    if !migrated.applied.is_empty() {
+        tracing::info!(from = migrated.from, to = LATEST, "PostgreSQL schema migrated");
+    }
+    Ok(migrated)
+}
+
+/// The work of [`migrate`] inside the caller's transaction (`kmsd storage
+/// copy` migrates and fills an empty database in one), which commits it.
+pub async fn apply(txn: &impl GenericClient) -> Result<Migrated, PgError> {
     txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
     txn.batch_execute(
         "CREATE TABLE IF NOT EXISTS kmsd_schema (
@@ -55,10 +83,6 @@ pub async fn migrate(client: &mut Client) -> Result<Migrated, PgError> {
         txn.execute("INSERT INTO kmsd_schema (version, description) VALUES ($1, $2)", &[&version, &description])
             .await?;
         applied.push(version);
-    }
-    txn.commit().await?;
-    if !applied.is_empty() {
-        tracing::info!(from, to = LATEST, "PostgreSQL schema migrated");
     }
     Ok(Migrated { from, applied })
 }

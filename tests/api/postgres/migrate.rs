@@ -1,24 +1,9 @@
 //! Schema migrations: applied once, under an advisory lock, newer refused.
 
-use kmsd::storage::postgres::migrate::{migrate, version, Migrated, LATEST};
+use kmsd::storage::postgres::migrate::{migrate, version, Migrated, LATEST, TABLES};
 use kmsd::storage::postgres::PgError;
 
 use super::{client, harness};
-
-const TABLES: &[&str] = &[
-    "meta",
-    "keysets",
-    "keys",
-    "api_keys",
-    "identities",
-    "sessions",
-    "issued_tokens",
-    "revoked_tokens",
-    "audit",
-    "audit_head",
-    "leases",
-    "changes",
-];
 
 #[tokio::test]
 async fn migrations_apply_once_and_running_them_again_changes_nothing() {
