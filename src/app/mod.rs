@@ -319,11 +319,7 @@ impl App {
             .map(|m| spawn_led(led("hs256 sunset timer"), move |stop| m.clone().run_sunset_timer(tick, stop)));
         let (feed, elector) = match self.replicas {
             Some(r) => {
-                let caches = ha::follow::Caches {
-                    rotation: st.rotation.clone(),
-                    tokens: st.tokens.clone(),
-                    api_keys: st.api_keys.clone(),
-                };
+                let caches = ha::follow::Caches::new(st.rotation.clone(), st.tokens.clone(), st.api_keys.clone());
                 (Some(tokio::spawn(ha::follow::follow(r.feed, caches, rx.clone()))), Some(r.elector))
             }
             None => (None, None),

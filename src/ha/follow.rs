@@ -10,12 +10,13 @@
 //! reconnected, and every `ha.resync`) reloads every cache in full; one
 //! that fails is retried every second until it succeeds, so a missed
 //! notification, or one that could not be applied, delays a revocation but
-//! never loses it.
+//! never loses it. The key ring reloads in a task of its own (see
+//! [`follow`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::api_keys::ApiKeys;
 use crate::rotation::Rotation;
@@ -34,14 +35,20 @@ pub struct Caches {
     /// Revocations, identities, the HS256 migration state.
     pub tokens: Arc<TokenService>,
     pub api_keys: ApiKeys,
+    /// Wakes the task that reloads the key ring (see [`follow`]).
+    keys: Arc<Notify>,
+}
+
+impl Caches {
+    pub fn new(rotation: Arc<Rotation>, tokens: Arc<TokenService>, api_keys: ApiKeys) -> Self {
+        Self { rotation, tokens, api_keys, keys: Arc::default() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error(transparent)]
-    Ring(#[from] crate::keyring::RingError),
     #[error(transparent)]
     Migration(#[from] crate::migration::MigrationError),
 }
@@ -57,9 +64,7 @@ impl Caches {
 
     async fn changed(&self, kind: ChangeKind, id: &str) -> Result<(), FollowError> {
         match kind {
-            ChangeKind::Key => {
-                self.rotation.follow_keys().await?;
-            }
+            ChangeKind::Key => self.keys.notify_one(),
             ChangeKind::ApiKey => self.api_keys.forget_cached(),
             ChangeKind::Identity => self.tokens.identities().follow(id).await?,
             ChangeKind::Session => self.tokens.follow_session(id).await?,
@@ -78,11 +83,14 @@ impl Caches {
 
     /// Reloads every cache from the store.
     pub async fn resync(&self) -> Result<(), FollowError> {
-        self.rotation.follow_keys().await?;
+        self.keys.notify_one();
         self.rotation.reload_paused().await?;
         self.api_keys.forget_cached();
         self.tokens.identities().reload().await?;
         self.tokens.reload_revocations().await?;
+        // The leader's GC forgets expired ones in the store; each replica
+        // forgets them in memory.
+        self.tokens.forget_expired();
         if let Some(m) = self.tokens.migration() {
             m.reload().await?;
         }
@@ -90,8 +98,34 @@ impl Caches {
     }
 }
 
-/// Applies the feed's events to `caches` until `shutdown` fires.
+/// Applies the feed's events to `caches` until `shutdown` fires. The key
+/// ring reloads in a task of its own: it waits for the ring lock, which a
+/// rotation of this replica holds across a backend call (an AWS KMS
+/// CreateKey), and a revocation queued behind must not wait with it. Key
+/// changes that arrive while it reloads make one more reload.
 pub async fn follow(mut feed: Listener, caches: Caches, mut shutdown: watch::Receiver<bool>) {
+    let keys = tokio::spawn(follow_keys(caches.rotation.clone(), caches.keys.clone(), shutdown.clone()));
+    follow_the_rest(&mut feed, &caches, &mut shutdown).await;
+    let _ = keys.await;
+}
+
+async fn follow_keys(rotation: Arc<Rotation>, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = wake.notified() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        while let Err(e) = rotation.follow_keys().await {
+            tracing::warn!(error = %e, "key ring not reloaded; retrying every second");
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+async fn follow_the_rest(feed: &mut Listener, caches: &Caches, shutdown: &mut watch::Receiver<bool>) {
     let mut behind = false;
     loop {
         let event = tokio::select! {

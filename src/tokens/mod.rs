@@ -239,11 +239,18 @@ impl TokenService {
         Ok(())
     }
 
+    /// Forgets revocations in memory whose tokens have all expired. Every
+    /// replica does this at each resync; the store's garbage collection
+    /// ([`collect_garbage`](Self::collect_garbage)) runs on the leader.
+    pub fn forget_expired(&self) {
+        self.revocations.collect(self.clock.now().minus(self.policy.skew));
+    }
+
     /// Deletes sessions, token rows and revocations whose tokens all expired.
     pub async fn collect_garbage(&self) -> Result<crate::storage::Collected, StorageError> {
         let before = self.clock.now().minus(self.policy.skew);
         let done = self.store.write(move |w| w.collect_garbage(before)).await?;
-        self.revocations.collect(before);
+        self.forget_expired();
         Ok(done)
     }
 }
