@@ -10,6 +10,9 @@
 //!
 //! `KMSD_TEST_PG_URL` (a superuser URL) uses an existing server instead.
 //! Missing binaries fail the test with the package to install; nothing skips.
+//!
+//! `scripts/bench` (bench/main.rs) starts its PostgreSQL with this file too;
+//! it sets `KMSD_TEST_PG_URL` from its own `KMSD_BENCH_PG_URL`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,6 +53,22 @@ pub async fn fresh_db() -> TestDb {
     let _turn = CREATE.lock().await;
     admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
     TestDb { url: server.admin.with_database(&name), name }
+}
+
+/// `url` as text, password included, for a daemon's `KMSD_STORAGE_URL`.
+pub fn url_text(url: &PgUrl) -> String {
+    let c = url.config();
+    let host = match &c.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let password = String::from_utf8(c.get_password().unwrap_or_default().to_vec()).unwrap();
+    format!(
+        "postgres://{}:{password}@{host}:{}/{}?connect_timeout=5",
+        c.get_user().unwrap_or("postgres"),
+        c.get_ports().first().copied().unwrap_or(5432),
+        c.get_dbname().unwrap_or("postgres")
+    )
 }
 
 /// How long the shared cluster took to start (`None`: `KMSD_TEST_PG_URL`).
@@ -187,7 +206,7 @@ fn find_bin() -> PathBuf {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin: \
                  install the Debian package postgresql-15 (apt-get install postgresql-15), or set KMSD_TEST_PG_URL \
-                 to a superuser URL of a running server"
+                 (scripts/bench: KMSD_BENCH_PG_URL) to a superuser URL of a running server"
             )
         },
     )
