@@ -4,6 +4,8 @@
 //! measured window then runs for `duration` or until `max_requests`
 //! completions, whichever comes first. Every reply is checked (status, and a
 //! body check per workload); anything else is an error, in the warm-up too.
+//! A target on several servers (replicas) gets each connection's requests
+//! in turn: every connection keeps one keep-alive connection per server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -19,6 +21,9 @@ use tokio::net::TcpStream;
 /// One kind of request, sent over and over.
 pub struct Target {
     pub addr: SocketAddr,
+    /// Further servers: when given, each connection sends its requests to
+    /// `addr` and these in turn (round robin).
+    pub more_addrs: Vec<SocketAddr>,
     pub method: Method,
     /// Path and query.
     pub path: String,
@@ -37,6 +42,7 @@ impl Target {
     pub fn new(addr: SocketAddr, method: Method, path: String, expect: StatusCode) -> Target {
         Target {
             addr,
+            more_addrs: Vec::new(),
             method,
             path,
             more_paths: Vec::new(),
@@ -48,11 +54,16 @@ impl Target {
         }
     }
 
-    fn request(&self) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    /// Every server the requests go to, `addr` first.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr).chain(self.more_addrs.iter().copied()).collect()
+    }
+
+    fn request(&self, addr: SocketAddr) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
         let n = self.turn.fetch_add(1, Ordering::Relaxed) % (self.more_paths.len() + 1);
         let path = if n == 0 { &self.path } else { &self.more_paths[n - 1] };
         let mut req = Request::builder().method(self.method.clone()).uri(path.as_str());
-        req = req.header(hyper::header::HOST, self.addr.to_string());
+        req = req.header(hyper::header::HOST, addr.to_string());
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
@@ -179,75 +190,94 @@ pub async fn run<S>(target: Target, cfg: LoadConfig, snapshot: impl Fn() -> S) -
     (sample, before, after)
 }
 
-/// One connection's loop; reconnects after a connection-level failure.
+/// A keep-alive connection: its request sender and its driver task.
+type Conn = (hyper::client::conn::http1::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<hyper::Result<()>>);
+
+/// One connection's loop (one connection per server, taken in turn);
+/// reconnects after a connection-level failure.
 async fn worker(shared: Arc<Shared>) -> Vec<u32> {
     let mut latencies = Vec::new();
-    while shared.phase.load(Ordering::Relaxed) != STOPPED {
-        let stream = match TcpStream::connect(shared.target.addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                shared.error(format!("connect: {e}"));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+    let addrs = shared.target.addrs();
+    let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
+    for turn in 0.. {
+        if shared.phase.load(Ordering::Relaxed) == STOPPED {
+            break;
+        }
+        let at = turn % addrs.len();
+        let (sender, _) = match &mut conns[at] {
+            Some(conn) => conn,
+            None => match connect(addrs[at]).await {
+                Ok(conn) => conns[at].insert(conn),
+                Err(e) => {
+                    shared.error(e);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
         };
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
+        if let Err(e) = sender.ready().await {
+            shared.error(format!("connection closed: {e}"));
+            drop_conn(&mut conns[at]);
+            continue;
+        }
+        let request = match shared.target.request(addrs[at]) {
+            Ok(r) => r,
             Err(e) => {
-                shared.error(format!("handshake: {e}"));
-                continue;
-            }
-        };
-        let driver = tokio::spawn(conn);
-        while shared.phase.load(Ordering::Relaxed) != STOPPED {
-            if let Err(e) = sender.ready().await {
-                shared.error(format!("connection closed: {e}"));
+                shared.error(format!("building the request: {e}"));
                 break;
             }
-            let request = match shared.target.request() {
-                Ok(r) => r,
-                Err(e) => {
-                    shared.error(format!("building the request: {e}"));
-                    return latencies;
+        };
+        let started = Instant::now();
+        let reply = match sender.send_request(request).await {
+            Ok(resp) => {
+                let status = resp.status();
+                match resp.into_body().collect().await {
+                    Ok(body) => Ok((status, body.to_bytes())),
+                    Err(e) => Err(format!("reading the reply: {e}")),
                 }
-            };
-            let started = Instant::now();
-            let reply = match sender.send_request(request).await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.into_body().collect().await {
-                        Ok(body) => Ok((status, body.to_bytes())),
-                        Err(e) => Err(format!("reading the reply: {e}")),
-                    }
-                }
-                Err(e) => Err(format!("request: {e}")),
-            };
-            let took = started.elapsed();
-            let (status, body) = match reply {
-                Ok(r) => r,
-                Err(e) => {
-                    // The connection is in an unknown state: start a new one.
-                    shared.error(e);
-                    break;
-                }
-            };
-            let checked = shared.target.check(status, &body);
-            if checked.is_ok() {
-                shared.completed.fetch_add(1, Ordering::Relaxed);
             }
-            match checked {
-                Ok(()) if shared.phase.load(Ordering::Relaxed) == RECORDING => {
-                    latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
-                    shared.recorded.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(()) => {}
-                Err(e) => shared.error(e),
+            Err(e) => Err(format!("request: {e}")),
+        };
+        let took = started.elapsed();
+        let (status, body) = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // The connection is in an unknown state: start a new one.
+                shared.error(e);
+                drop_conn(&mut conns[at]);
+                continue;
             }
+        };
+        let checked = shared.target.check(status, &body);
+        if checked.is_ok() {
+            shared.completed.fetch_add(1, Ordering::Relaxed);
         }
+        match checked {
+            Ok(()) if shared.phase.load(Ordering::Relaxed) == RECORDING => {
+                latencies.push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+                shared.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(()) => {}
+            Err(e) => shared.error(e),
+        }
+    }
+    conns.iter_mut().for_each(drop_conn);
+    latencies
+}
+
+async fn connect(addr: SocketAddr) -> Result<Conn, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake {addr}: {e}"))?;
+    Ok((sender, tokio::spawn(conn)))
+}
+
+fn drop_conn(conn: &mut Option<Conn>) {
+    if let Some((_, driver)) = conn.take() {
         driver.abort();
     }
-    latencies
 }
 
 /// One request outside the measured loop (setup); returns status and body.
@@ -255,7 +285,7 @@ pub async fn once(target: &Target) -> anyhow::Result<(StatusCode, Bytes)> {
     let stream = TcpStream::connect(target.addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(conn);
-    let resp = sender.send_request(target.request()?).await?;
+    let resp = sender.send_request(target.request(target.addr)?).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     driver.abort();

@@ -9,6 +9,9 @@
 //!    closed-loop load generator: token issuance (RS256-3072, RS256-2048,
 //!    EdDSA, and AWS KMS when an emulator endpoint is given), JWKS,
 //!    introspection;
+//! 4. issuance on PostgreSQL (bench/postgres.rs): one replica, compared with
+//!    the same workload on redb, and two replicas on one database, compared
+//!    with one;
 //!
 //! and reports rate, latency percentiles, errors, server CPU per request, RSS
 //! and the ratio to the reference, as JSON and Markdown. It exits 1 if any
@@ -16,6 +19,12 @@
 
 mod daemon;
 mod load;
+/// The tests' throwaway PostgreSQL (bench/postgres.rs starts its server
+/// with it). Test code: it panics on failure, which the bench catches.
+#[allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[path = "../tests/api/postgres/harness.rs"]
+mod pg_harness;
+mod postgres;
 mod process;
 mod reference;
 mod report;
@@ -29,7 +38,7 @@ use clap::{Parser, Subcommand};
 
 use daemon::{Daemon, DaemonSpec};
 use load::{LoadConfig, Target};
-use process::{field, Server};
+use process::{field, ProcSnap, Server};
 use report::{Reference, Report, Row};
 
 #[derive(Parser)]
@@ -57,12 +66,16 @@ struct Cli {
     #[arg(long)]
     client_threads: Option<usize>,
     /// Workloads to run, comma separated: echo, rs3072, eddsa, jwks, introspect,
-    /// introspect-distinct, rs2048, kms.
+    /// introspect-distinct, rs2048, kms, pg-rs3072, pg-eddsa, pg2-eddsa. The pg
+    /// ones run kmsd on PostgreSQL (a throwaway cluster, or KMSD_BENCH_PG_URL, a
+    /// superuser URL) and are compared with rs3072 / eddsa / pg-eddsa when
+    /// those run too.
     #[arg(
         long,
         value_delimiter = ',',
-        value_parser = ["echo", "rs3072", "eddsa", "jwks", "introspect", "introspect-distinct", "rs2048", "kms"],
-        default_value = "echo,rs3072,eddsa,jwks,introspect,introspect-distinct,rs2048,kms"
+        value_parser = ["echo", "rs3072", "eddsa", "jwks", "introspect", "introspect-distinct", "rs2048", "kms",
+                        "pg-rs3072", "pg-eddsa", "pg2-eddsa"],
+        default_value = "echo,rs3072,eddsa,jwks,introspect,introspect-distinct,rs2048,kms,pg-rs3072,pg-eddsa,pg2-eddsa"
     )]
     only: Vec<String>,
     /// The kmsd binary (default: `kmsd` next to this one: the release build, or
@@ -127,6 +140,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<Report> {
+    postgres::configure()?;
     let exe = std::env::current_exe()?;
     let bin_dir = exe.parent().context("executable has no directory")?.to_owned();
     let target_dir = bin_dir.parent().map(Path::to_owned).unwrap_or_else(|| bin_dir.clone());
@@ -163,7 +177,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let echo =
                 Server::start(cmd, &work.join("echo.log"), "echo listening", |l| Some((field(l, "public")?, None)))?;
             let target = daemon::echo_target(echo.public, reference::token_sized_body());
-            let row = runner.measure("POST /echo (bare axum JSON echo)", target, &echo, None).await?;
+            let row = runner.measure("POST /echo (bare axum JSON echo)", target, &[&echo], &[]).await?;
             report.echo = Some(row.sample.rate());
             report.rows.push(row);
             echo.stop()?;
@@ -174,22 +188,22 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let d = Daemon::start(&kmsd, &work, &spec)?;
             let identity = d.create_identity().await?;
             if wants("rs3072") {
-                let row = runner.measure("POST /v1/tokens RS256-3072", d.issue(&identity, None), &d.server, Some(&d));
-                report.push(row.await?, Reference::Sign(kmsd::keys::KeySpec::Rsa3072), 0.85);
+                let row = runner.on_daemon(RS3072, d.issue(&identity, None), &d).await?;
+                report.push(row, Reference::Sign(kmsd::keys::KeySpec::Rsa3072), 0.85);
             }
             if wants("eddsa") {
                 let target = d.issue(&identity, Some("EdDSA"));
-                let row = runner.measure("POST /v1/tokens EdDSA", target, &d.server, Some(&d)).await?;
+                let row = runner.on_daemon(EDDSA, target, &d).await?;
                 report.push(row, Reference::Echo, 0.60);
             }
             if wants("jwks") {
-                let row = runner.measure("GET /.well-known/jwks.json", d.jwks(), &d.server, Some(&d)).await?;
+                let row = runner.on_daemon("GET /.well-known/jwks.json", d.jwks(), &d).await?;
                 report.push(row, Reference::Echo, 0.90);
             }
             if wants("introspect") {
                 let target = d.introspect(&identity).await?;
                 let name = "GET /v1/tokens/introspect (RS256-3072, one token)";
-                let row = runner.measure(name, target, &d.server, Some(&d)).await?;
+                let row = runner.on_daemon(name, target, &d).await?;
                 report.push(row, Reference::Echo, 0.50);
             }
             if wants("introspect-distinct") {
@@ -197,7 +211,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
                 eprintln!("issuing {count} tokens to introspect");
                 let target = d.introspect_distinct(&identity, count).await?;
                 let name = format!("GET /v1/tokens/introspect (RS256-3072, {count} tokens in turn)");
-                let row = runner.measure(&name, target, &d.server, Some(&d)).await?;
+                let row = runner.on_daemon(&name, target, &d).await?;
                 report.push(row, Reference::Echo, 0.50);
             }
             d.stop()?;
@@ -206,8 +220,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             let spec = DaemonSpec { name: "rsa2048", keysets: Some(keysets("vault")), env: Vec::new() };
             let d = Daemon::start(&kmsd, &work, &spec)?;
             let identity = d.create_identity().await?;
-            let row =
-                runner.measure("POST /v1/tokens RS256-2048", d.issue(&identity, None), &d.server, Some(&d)).await?;
+            let row = runner.on_daemon("POST /v1/tokens RS256-2048", d.issue(&identity, None), &d).await?;
             report.push(row, Reference::Sign(kmsd::keys::KeySpec::Rsa2048), 0.85);
             d.stop()?;
         }
@@ -217,9 +230,9 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
                     let d = Daemon::start(&kmsd, &work, &kms_spec(endpoint))?;
                     let identity = d.create_identity().await?;
                     let target = d.issue(&identity, None);
-                    let row =
-                        runner.measure("POST /v1/tokens RS256-2048 (AWS KMS emulator)", target, &d.server, Some(&d));
-                    report.push(row.await?, Reference::None, 0.0);
+                    let name = "POST /v1/tokens RS256-2048 (AWS KMS emulator)";
+                    let row = runner.on_daemon(name, target, &d).await?;
+                    report.push(row, Reference::None, 0.0);
                     d.stop()?;
                 }
                 None => {
@@ -230,6 +243,15 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
                 }
             }
         }
+        let pg: Vec<_> = PG_WORKLOADS.iter().filter(|(w, ..)| wants(w)).collect();
+        if !pg.is_empty() {
+            let keks = postgres::Keks::new(&work)?;
+            for (_, workload, reference, goal) in pg {
+                let row = postgres::issuance(&runner, &kmsd, &work, &keks, workload).await?;
+                report.push(row, *reference, *goal);
+            }
+            report.notes.push(postgres::note());
+        }
         Ok::<_, anyhow::Error>(())
     })?;
     let (json, md) = (out.join("bench.json"), out.join("bench.md"));
@@ -239,6 +261,41 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     eprintln!("wrote {} and {}", json.display(), md.display());
     Ok(report)
 }
+
+const RS3072: &str = "POST /v1/tokens RS256-3072";
+const EDDSA: &str = "POST /v1/tokens EdDSA";
+const PG_EDDSA: &str = "POST /v1/tokens EdDSA, PostgreSQL";
+
+/// The PostgreSQL workloads, in the order they run: `--only` name, what
+/// runs, the row compared with, the goal for the ratio.
+const PG_WORKLOADS: [(&str, postgres::Workload, Reference, f64); 3] = [
+    (
+        "pg-rs3072",
+        postgres::Workload {
+            name: "POST /v1/tokens RS256-3072, PostgreSQL",
+            replicas: &["pg-rs3072"],
+            algorithm: None,
+        },
+        Reference::Row(RS3072),
+        0.8,
+    ),
+    (
+        "pg-eddsa",
+        postgres::Workload { name: PG_EDDSA, replicas: &["pg-eddsa"], algorithm: Some("EdDSA") },
+        Reference::Row(EDDSA),
+        0.5,
+    ),
+    (
+        "pg2-eddsa",
+        postgres::Workload {
+            name: "POST /v1/tokens EdDSA, PostgreSQL, 2 replicas",
+            replicas: &["pg2-a", "pg2-b"],
+            algorithm: Some("EdDSA"),
+        },
+        Reference::Row(PG_EDDSA),
+        0.0,
+    ),
+];
 
 /// The 2048-bit deployment: `access` is RS256-2048 on `backend`; edge and
 /// refresh as built in. The policy's `[tokens.keysets]` already maps RS256 to `access`.
@@ -277,21 +334,28 @@ struct Runner {
 }
 
 impl Runner {
-    /// Runs one workload against `server`, with CPU/RSS snapshots of the
-    /// server and of this process, and the daemon's store counters around it.
+    /// [`measure`](Self::measure) against one daemon.
+    async fn on_daemon(&self, name: &str, target: Target, daemon: &Daemon) -> anyhow::Result<Row> {
+        self.measure(name, target, &[&daemon.server], &[daemon]).await
+    }
+
+    /// Runs one workload against `servers`, with CPU/RSS snapshots of the
+    /// servers (added up) and of this process, and the daemons' store
+    /// counters (added up) around it.
     async fn measure(
         &self,
         name: &str,
         target: Target,
-        server: &Server,
-        daemon: Option<&Daemon>,
+        servers: &[&Server],
+        daemons: &[&Daemon],
     ) -> anyhow::Result<Row> {
         let cfg = self.cfg;
         eprintln!("{name}: {} connections, {:?} warm-up, {:?} measured", cfg.connections, cfg.warmup, cfg.duration);
-        let profiler = self.perf.as_deref().map(|dir| profile(dir, name, server, cfg)).transpose()?;
-        let store_before = store_counters(daemon).await?;
-        let (sample, before, after) = load::run(target, cfg, || (server.snap(), process::snap("self"))).await;
-        let store_after = store_counters(daemon).await?;
+        let profiler = self.perf.as_deref().map(|dir| profile(dir, name, servers, cfg)).transpose()?;
+        let store_before = store_counters(daemons).await?;
+        let snap = || (ProcSnap::sum(servers.iter().map(|s| s.snap())), process::snap("self"));
+        let (sample, before, after) = load::run(target, cfg, snap).await;
+        let store_after = store_counters(daemons).await?;
         if let Some(mut p) = profiler {
             p.wait()?;
         }
@@ -302,12 +366,13 @@ impl Runner {
     }
 }
 
-/// `perf record` of `server` for the warm-up and the measured window.
-fn profile(dir: &Path, name: &str, server: &Server, cfg: LoadConfig) -> anyhow::Result<std::process::Child> {
+/// `perf record` of `servers` for the warm-up and the measured window.
+fn profile(dir: &Path, name: &str, servers: &[&Server], cfg: LoadConfig) -> anyhow::Result<std::process::Child> {
     let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let seconds = (cfg.warmup + cfg.duration).as_secs_f64();
+    let pids: Vec<String> = servers.iter().map(|s| s.pid()).collect();
     Command::new("perf")
-        .args(["record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", &server.pid(), "-o"])
+        .args(["record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", &pids.join(","), "-o"])
         .arg(dir.join(format!("{slug}.perf.data")))
         .args(["--", "sleep", &format!("{seconds:.1}")])
         .stdout(std::process::Stdio::null())
@@ -315,10 +380,16 @@ fn profile(dir: &Path, name: &str, server: &Server, cfg: LoadConfig) -> anyhow::
         .context("starting perf record")
 }
 
-/// The daemon's store read and write transaction counters.
-async fn store_counters(daemon: Option<&Daemon>) -> anyhow::Result<Option<(u64, u64)>> {
-    match daemon {
-        Some(d) => Ok(Some((d.metric("kmsd_store_reads_total").await?, d.metric("kmsd_store_writes_total").await?))),
-        None => Ok(None),
+/// The daemons' store read and write transaction counters, added up
+/// (`None` without daemons).
+async fn store_counters(daemons: &[&Daemon]) -> anyhow::Result<Option<(u64, u64)>> {
+    if daemons.is_empty() {
+        return Ok(None);
     }
+    let (mut reads, mut writes) = (0, 0);
+    for d in daemons {
+        reads += d.metric("kmsd_store_reads_total").await?;
+        writes += d.metric("kmsd_store_writes_total").await?;
+    }
+    Ok(Some((reads, writes)))
 }

@@ -16,6 +16,16 @@ pub struct ProcSnap {
     pub rss_kib: u64,
 }
 
+impl ProcSnap {
+    /// Several processes' snapshots added up (the replicas of one workload).
+    pub fn sum(snaps: impl IntoIterator<Item = ProcSnap>) -> ProcSnap {
+        snaps.into_iter().fold(ProcSnap::default(), |a, b| ProcSnap {
+            cpu_seconds: a.cpu_seconds + b.cpu_seconds,
+            rss_kib: a.rss_kib + b.rss_kib,
+        })
+    }
+}
+
 /// Linux reports utime and stime in USER_HZ ticks, which is 100 on every
 /// architecture Linux supports (the value `sysconf(_SC_CLK_TCK)` returns).
 const USER_HZ: f64 = 100.0;

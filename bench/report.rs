@@ -18,6 +18,9 @@ pub enum Reference {
     Sign(KeySpec),
     /// The bare axum echo rate.
     Echo,
+    /// The rate of an earlier row of this run, by name (a PostgreSQL row is
+    /// compared with the same workload on redb).
+    Row(&'static str),
     None,
 }
 
@@ -129,6 +132,9 @@ impl Report {
                 .find(|s| s.spec == spec)
                 .map(|s| (format!("{} sign, {} cores", label(spec), self.cores), s.all_cores)),
             Reference::Echo => self.echo.map(|rate| ("axum echo".to_owned(), rate)),
+            Reference::Row(name) => {
+                self.rows.iter().find(|r| r.name == name).map(|r| (name.to_owned(), r.sample.rate()))
+            }
             Reference::None => None,
         };
         row.target = (target > 0.0 && row.reference.is_some()).then_some(target);

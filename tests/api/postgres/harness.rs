@@ -11,6 +11,9 @@
 //!
 //! `KMSD_TEST_PG_URL` (a superuser URL) uses an existing server instead.
 //! Missing binaries fail the test with the package to install; nothing skips.
+//!
+//! `scripts/bench` (bench/main.rs) starts its PostgreSQL with this file too;
+//! it sets `KMSD_TEST_PG_URL` from its own `KMSD_BENCH_PG_URL`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,9 +56,35 @@ pub async fn fresh_db() -> TestDb {
     TestDb { url: server.admin.with_database(&name), name }
 }
 
+/// `url` as text, password included, for a daemon's `KMSD_STORAGE_URL`.
+pub fn url_text(url: &PgUrl) -> String {
+    let c = url.config();
+    let host = match &c.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let password = String::from_utf8(c.get_password().unwrap_or_default().to_vec()).unwrap();
+    format!(
+        "postgres://{}:{password}@{host}:{}/{}?connect_timeout=5",
+        c.get_user().unwrap_or("postgres"),
+        c.get_ports().first().copied().unwrap_or(5432),
+        c.get_dbname().unwrap_or("postgres")
+    )
+}
+
 /// How long the shared cluster took to start (`None`: `KMSD_TEST_PG_URL`).
 pub fn start_time() -> Option<Duration> {
     SERVER.get_or_init(start_server).started_in
+}
+
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the shared server, when this process starts it, keep PostgreSQL's
+/// durable defaults (fsync, synchronous commit, full page writes) rather
+/// than the tests' fast settings. Call before its first use (the benchmark).
+#[allow(dead_code)] // used by bench/, which includes this file
+pub fn durable() {
+    DURABLE.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// The CA that signed the shared server's certificate (for 127.0.0.1 and
@@ -165,9 +194,16 @@ impl Cluster {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
+            // Tests trade durability for speed; the benchmark compares with
+            // redb's synced commits, so it asks for PostgreSQL's defaults.
+            let speed = if DURABLE.load(std::sync::atomic::Ordering::SeqCst) {
+                ""
+            } else {
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            };
             let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off \
-                 -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                "-c listen_addresses=127.0.0.1 -p {port} -k {} {speed} -c max_connections=200 -c ssl=on \
+                 -c ssl_cert_file={} -c ssl_key_file={}",
                 dir.join("sock").display(),
                 dir.join("server.pem").display(),
                 dir.join("server.key").display()
@@ -239,7 +275,7 @@ fn find_bin() -> PathBuf {
             panic!(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin: \
                  install the Debian package postgresql-15 (apt-get install postgresql-15), or set KMSD_TEST_PG_URL \
-                 to a superuser URL of a running server"
+                 (scripts/bench: KMSD_BENCH_PG_URL) to a superuser URL of a running server"
             )
         },
     )

@@ -18,24 +18,9 @@ mod tls;
 
 use std::time::{Duration, Instant};
 
+pub use harness::url_text;
 use kmsd::storage::postgres::{connect, PgUrl};
 use tokio_postgres::Client;
-
-/// `url` as text, password included, for a daemon's `KMSD_STORAGE_URL`.
-pub fn url_text(url: &PgUrl) -> String {
-    let c = url.config();
-    let host = match &c.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    };
-    let password = String::from_utf8(c.get_password().unwrap_or_default().to_vec()).unwrap();
-    format!(
-        "postgres://{}:{password}@{host}:{}/{}?connect_timeout=5",
-        c.get_user().unwrap_or("postgres"),
-        c.get_ports().first().copied().unwrap_or(5432),
-        c.get_dbname().unwrap_or("postgres")
-    )
-}
 
 /// `url` as text, going to `port` on the same host instead (a fault proxy
 /// in front of the server).
