@@ -4,7 +4,9 @@
 //!
 //! It wires and decides nothing: each background loop (rotation, token GC,
 //! the HS256 sunset timer, auth-failure reports, the KMS orphan search) lives
-//! with the module that owns its work and takes the shared shutdown signal.
+//! with the module that owns its work and takes the shared shutdown signal;
+//! the leader's loops run through `ha::leader_only`, and on PostgreSQL the
+//! change feed keeps the caches current (`ha::follow`).
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The PostgreSQL engine of the store (`[storage] engine = "postgres"`) and
-//! the pieces of HA on it (issue 14); the leader lease and the change feed
-//! are not yet driving the background work and the caches.
+//! the pieces of HA on it (issue 14): the leader lease and the change feed,
+//! which `crate::ha` drives (the background work, the caches).
 //!
 //! - [`url`]: the connection string, password never shown.
 //! - [`pool`]: a small pool of connections with a statement timeout.
