@@ -5,7 +5,9 @@
 //! revocation made on one replica is refused by the other two within a
 //! second: introspection, validation and bearer auth, and for an emergency
 //! key revoke the JWKS drops the kid. Then the leader is killed (-9) and
-//! another leads within `ha.failover`.
+//! another leads within `ha.failover`. And a revocation whose notification
+//! a replica missed (its feed session ended) reaches it by the resync that
+//! follows the reconnect.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -275,4 +277,30 @@ async fn three_replicas_share_tokens_keys_and_revocations_and_one_leads() {
     for d in replicas.into_iter().flatten() {
         d.stop();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_notification_a_replica_missed_reaches_it_by_the_resync_after_its_feed_reconnects() {
+    let mut cluster = Cluster::new(&[]).await;
+    let a = cluster.start("miss-a");
+    let key = bootstrap_key(&a.output());
+    let b = cluster.start("miss-b");
+    let (_, access, p) = pair(&a, &key, "missed", "EdDSA").await;
+    assert_eq!(refuses(&b, &key, &access).await, [false; 3]);
+
+    // B's listening session ends (as a network blip would end it) just
+    // before the revocation commits: its notification never reaches B.
+    assert_eq!(super::terminate(&cluster.db, "kmsd-feed-miss-b").await, 1);
+    let jti = part(p["accessToken"].as_str().unwrap(), 1)["jti"].clone();
+    let (status, v) = call(&a.public, &key, "POST", "/v1/tokens/revoke", Some(json!({ "tokenId": jti }))).await;
+    assert!(status == 200 || status == 204, "{v}");
+    let t0 = Instant::now();
+    while refuses(&b, &key, &access).await != [true; 3] {
+        // The feed reconnects after 1 s and resyncs everything.
+        assert!(t0.elapsed() < Duration::from_secs(5), "B never took in the revocation it was not told of");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("the missed revocation reached B {:?} after it committed", t0.elapsed());
+    a.stop();
+    b.stop();
 }
