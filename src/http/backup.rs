@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn backup(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require("relayauth:admin:manage:*")?;
-    if state.store.engine_name() != "redb" {
+    if state.store.is_shared() {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "an online backup file is a redb store; back up a PostgreSQL store with its own tools (pg_dump)",

@@ -73,9 +73,10 @@ pub async fn evaluate(state: &AppState) -> Health {
     let storage = match state.store.health().await {
         // A read that failed for another reason than a fault (none recorded).
         StorageHealth::Ok if !read_ok => StorageHealth::Failing(crate::storage::Failing {
-            class: match state.store.engine_name() {
-                "postgres" => crate::storage::FaultClass::Database,
-                _ => crate::storage::FaultClass::Io,
+            class: if state.store.is_shared() {
+                crate::storage::FaultClass::Database
+            } else {
+                crate::storage::FaultClass::Io
             },
             since: now,
             faults: 1,

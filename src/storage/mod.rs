@@ -249,7 +249,8 @@ impl Store {
         matches!(&*self.engine, Backend::Pg(_))
     }
 
-    /// The engine's name, for health and logs.
+    /// The engine's name, for health and logs (decisions use
+    /// [`is_shared`](Self::is_shared)).
     pub fn engine_name(&self) -> &'static str {
         match &*self.engine {
             Backend::Redb(_) => "redb",
