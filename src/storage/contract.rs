@@ -234,8 +234,8 @@ async fn garbage_collection_removes_only_what_ended(e: Engines) {
         })
         .await
         .unwrap();
-    let done = store.write(|w| w.collect_garbage(Timestamp::from_unix(200))).await.unwrap();
-    assert_eq!(done, Collected { sessions: 1, issued: 1, revoked: 1 });
+    let done = store.write(|w| w.collect_garbage(Timestamp::from_unix(200), 10)).await.unwrap();
+    assert_eq!((done.sessions, done.issued, done.revoked, done.full()), (1, 1, 1, false));
     let (jtis, sessions) = store.read(|r| r.revocations()).await.unwrap();
     assert_eq!(jtis, [("tok_live".to_owned(), 300)]);
     assert_eq!(sessions, [("sess_live".to_owned(), 300)]);
@@ -247,6 +247,35 @@ async fn garbage_collection_removes_only_what_ended(e: Engines) {
         .await
         .unwrap();
     assert_eq!(rows, [false, true, false, true]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_collects_garbage_in_bounded_batches_until_none_is_full() {
+    let e = postgres().await;
+    let store = &e.stores[0];
+    store
+        .write(|w| {
+            for n in 0..5 {
+                w.put_session(&session(&format!("sess_{n}"), 100 + n, false))?;
+                w.put_issued(&issued(&format!("tok_{n}"), 100 + n))?;
+                w.revoke_jti(&format!("tok_{n}"), Timestamp::from_unix(100 + n))?;
+            }
+            w.put_session(&session("sess_live", 300, false))
+        })
+        .await
+        .unwrap();
+    let mut batches = Vec::new();
+    loop {
+        let c = store.write(|w| w.collect_garbage(Timestamp::from_unix(200), 2)).await.unwrap();
+        batches.push((c.sessions, c.issued, c.revoked));
+        if !c.full() {
+            break;
+        }
+        assert!(batches.len() < 10, "bounded: {batches:?}");
+    }
+    assert_eq!(batches, [(2, 2, 2), (2, 2, 2), (1, 1, 1)], "at most the limit per table a transaction");
+    let live = store.read(|r| Ok([r.session("sess_live")?.is_some(), r.session("sess_4")?.is_some()])).await.unwrap();
+    assert_eq!(live, [true, false]);
 }
 
 async fn api_keys_are_listed_per_org_in_id_order_after_a_cursor(e: Engines) {

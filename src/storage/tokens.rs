@@ -32,6 +32,26 @@ pub struct Collected {
     pub sessions: usize,
     pub issued: usize,
     pub revoked: usize,
+    /// The per-table bound the collection ran under (`None`: everything).
+    pub limit: Option<usize>,
+}
+
+impl Collected {
+    /// Whether some table gave as many rows as the bound allowed: there
+    /// may be more to collect.
+    pub fn full(&self) -> bool {
+        self.limit.is_some_and(|l| self.sessions >= l || self.issued >= l || self.revoked >= l)
+    }
+
+    /// `self` and `other` together (the bound is `other`'s).
+    pub fn and(self, other: Collected) -> Collected {
+        Collected {
+            sessions: self.sessions + other.sessions,
+            issued: self.issued + other.issued,
+            revoked: self.revoked + other.revoked,
+            limit: other.limit,
+        }
+    }
 }
 
 fn decode_sessions(rows: Vec<(String, Vec<u8>)>) -> Result<Vec<SessionRecord>, StorageError> {
@@ -242,17 +262,33 @@ impl Writer {
     }
 
     /// Removes sessions, issued-token rows and revocations that ended before
-    /// `before`: nothing they describe can still verify.
-    pub fn collect_garbage(&mut self, before: Timestamp) -> Result<Collected, StorageError> {
+    /// `before`: nothing they describe can still verify. On PostgreSQL at
+    /// most `limit` rows of each table (by their expiry index), so that one
+    /// transaction stays short however large the backlog (a leader's write
+    /// holds its lease row, and every statement has a timeout): call again
+    /// while [`Collected::full`] says a table had more. redb takes them all
+    /// in one transaction.
+    pub fn collect_garbage(&mut self, before: Timestamp, limit: usize) -> Result<Collected, StorageError> {
         let x = match self.rows()? {
             Rows::Redb(x) => x,
             Rows::Pg(p) => {
-                let gone = |sql: &str| p.execute(sql, &[&before.unix()]).map(|n| n as usize);
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let gone = |sql: &str| p.execute(sql, &[&before.unix(), &limit]).map(|n| n as usize);
                 p.with_client(|c| feed::forget_older_than(c, CHANGES_KEPT))?;
                 return Ok(Collected {
-                    sessions: gone("DELETE FROM sessions WHERE expires_at < $1")?,
-                    issued: gone("DELETE FROM issued_tokens WHERE exp < $1")?,
-                    revoked: gone("DELETE FROM revoked_tokens WHERE exp < $1")?,
+                    sessions: gone(
+                        "DELETE FROM sessions WHERE sid IN
+                           (SELECT sid FROM sessions WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
+                    )?,
+                    issued: gone(
+                        "DELETE FROM issued_tokens WHERE jti IN
+                           (SELECT jti FROM issued_tokens WHERE exp < $1 ORDER BY exp LIMIT $2)",
+                    )?,
+                    revoked: gone(
+                        "DELETE FROM revoked_tokens WHERE jti IN
+                           (SELECT jti FROM revoked_tokens WHERE exp < $1 ORDER BY exp LIMIT $2)",
+                    )?,
+                    limit: Some(usize::try_from(limit).unwrap_or(usize::MAX)),
                 });
             }
         };
@@ -271,7 +307,7 @@ impl Writer {
         for k in &dead {
             t.remove(k.as_str())?;
         }
-        Ok(Collected { sessions, issued, revoked: dead.len() })
+        Ok(Collected { sessions, issued, revoked: dead.len(), limit: None })
     }
 }
 

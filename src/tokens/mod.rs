@@ -45,7 +45,7 @@ use crate::keyring::KeyRing;
 use crate::keys::KeysetName;
 use crate::migration::Migration;
 use crate::scopes::GrantError;
-use crate::storage::{StorageError, Store};
+use crate::storage::{Collected, StorageError, Store};
 
 pub const REFRESH_SCOPE: &str = "relayauth:token:refresh";
 pub const REFRESH_AUDIENCE: &str = "relayauth";
@@ -111,6 +111,11 @@ pub struct TokenPair {
     /// The access token is HS256 (migration phase `hs256`).
     pub hs256: bool,
 }
+
+/// Rows of each table one garbage-collection transaction removes at most
+/// (PostgreSQL), and how many such transactions one run makes at most.
+const GC_BATCH: usize = 10_000;
+const GC_BATCHES: usize = 1_000;
 
 pub struct TokenService {
     ring: Arc<KeyRing>,
@@ -183,7 +188,7 @@ impl TokenService {
                 _ = stop.wait_for(|s| *s) => return,
             }
             match self.collect_garbage().await {
-                Ok(c) if c != Default::default() => tracing::info!(
+                Ok(c) if c.sessions + c.issued + c.revoked > 0 => tracing::info!(
                     sessions = c.sessions,
                     issued = c.issued,
                     revoked = c.revoked,
@@ -247,9 +252,19 @@ impl TokenService {
     }
 
     /// Deletes sessions, token rows and revocations whose tokens all expired.
-    pub async fn collect_garbage(&self) -> Result<crate::storage::Collected, StorageError> {
+    pub async fn collect_garbage(&self) -> Result<Collected, StorageError> {
         let before = self.clock.now().minus(self.policy.skew);
-        let done = self.store.write(move |w| w.collect_garbage(before)).await?;
+        let mut done = Collected::default();
+        // Bounded batches, each its own short transaction, until a batch
+        // is not full (at most GC_BATCHES of them a run; the next run
+        // goes on).
+        for _ in 0..GC_BATCHES {
+            let batch = self.store.write(move |w| w.collect_garbage(before, GC_BATCH)).await?;
+            done = done.and(batch);
+            if !batch.full() {
+                break;
+            }
+        }
         self.forget_expired();
         Ok(done)
     }
