@@ -14,35 +14,34 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api_keys::{ApiKeyRecord, ApiKeySecret, ApiKeys, OrgId, TouchWriter};
-use crate::audit::{AuditAction, AuditEvent};
+use crate::api_keys::{ApiKeySecret, ApiKeys, TouchWriter};
 use crate::auth_limit::{report_failures, AuthLimiter};
-use crate::backend::{Guarded, KeyBackend};
 use crate::clock::Clock;
 use crate::config::{Config, StorageEngine};
 use crate::ha::{self, Leadership};
 use crate::http::{self, AppState, Services};
 use crate::identities::Identities;
-use crate::keyring::{Backends, KeyRing, RingError};
-use crate::keys::{BackendKind, KeysetName, Kid};
-use crate::kms::{AwsKmsBackend, OrphanSearch};
+use crate::keyring::RingError;
+use crate::keys::Kid;
+use crate::kms::OrphanSearch;
 use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
 use crate::migration::{Migration, MigrationConfig};
 use crate::rotation::Rotation;
-use crate::scopes::UNIVERSAL;
 use crate::storage::{StorageError, Store};
-use crate::tokens::{TokenKeysets, TokenService};
-use crate::vault::{self, DataKey, KekSource, VaultBackend, VaultError};
+use crate::tokens::TokenService;
+use crate::vault::{self, KekSource, VaultError};
 use zeroize::Zeroizing;
 
+mod assemble;
 pub mod copy;
 mod postgres;
 pub mod restore;
 mod staging;
 #[cfg(test)]
 pub(crate) mod testing;
-use staging::{check_private, Staging};
+use assemble::{bootstrap, build_ring, open_store, token_keysets};
+use staging::Staging;
 
 /// How often expired token state is forgotten.
 const GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -358,77 +357,4 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     tokio::spawn(ha::leader_only(leadership, name, shutdown, work))
-}
-
-/// The configured store, opened with its data key (unwrapped by the KEK
-/// before the store is opened for writing; the open checks every record).
-/// `now` dates the upgrade of a redb store written before record MACs.
-async fn open_store(config: &Config, now: crate::clock::Timestamp) -> Result<(Store, DataKey), AppError> {
-    match &config.storage_engine {
-        StorageEngine::Redb => {
-            let path = config.store_path();
-            if !path.exists() {
-                return Err(AppError::NotInitialized { path: config.data_dir.clone() });
-            }
-            check_private(&config.data_dir, "data dir", 0o700)?;
-            check_private(&path, "store", 0o600)?;
-            let data_key = vault::unlock(&path, &config.kek).await?;
-            Ok((Store::open(&path, config.store_cache_bytes, data_key.record_key(), now)?, data_key))
-        }
-        StorageEngine::Postgres(pg) => postgres::open(config, pg).await,
-    }
-}
-
-/// The first writes of a new store: the wrapped data key and the bootstrap
-/// admin API key `key`, each audited, in one transaction.
-fn bootstrap(
-    key: &ApiKeySecret,
-    wrapped: vault::WrappedDataKey,
-    now: crate::clock::Timestamp,
-) -> impl FnOnce(&mut crate::storage::Writer) -> Result<(), AppError> + Send + 'static {
-    let record = ApiKeyRecord::new(key, &OrgId::default_org(), "bootstrap-admin", vec![UNIVERSAL.to_owned()], now);
-    move |w| {
-        vault::init(w, &wrapped)?;
-        w.put_api_key(&record)?;
-        w.audit(AuditEvent::new(now, "system", AuditAction::VaultInit).target("vault"))?;
-        w.audit(
-            AuditEvent::new(now, "system", AuditAction::ApiKeyCreate)
-                .target(record.id.as_str())
-                .detail(serde_json::json!({ "name": record.name, "scopes": record.scopes })),
-        )?;
-        Ok(())
-    }
-}
-
-/// Which declared keysets sign which tokens (a missing one disables that kind).
-fn token_keysets(config: &Config) -> TokenKeysets<Option<KeysetName>> {
-    let pick = |name: &String| {
-        let found = config.keysets.iter().find(|k| k.name.as_str() == name);
-        if found.is_none() {
-            tracing::warn!(keyset = %name, "token keyset is not declared; that kind of token cannot be issued");
-        }
-        found.map(|k| k.name.clone())
-    };
-    config.policy.tokens.keysets.map(pick)
-}
-
-/// The key ring over the configured backends, and the AWS KMS backend if a
-/// keyset uses it.
-async fn build_ring(
-    config: &Config,
-    store: Store,
-    data_key: DataKey,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-) -> Result<(KeyRing, Option<Arc<AwsKmsBackend>>), AppError> {
-    let vault: Arc<dyn KeyBackend> = Arc::new(VaultBackend::new(data_key));
-    let mut backends = Backends::default().with(Guarded::new(vault));
-    let mut kms = None;
-    // Only a deployment that declares an AWS KMS keyset needs AWS at all.
-    if config.keysets.iter().any(|k| k.backend == BackendKind::AwsKms) {
-        let backend = Arc::new(AwsKmsBackend::connect(config.aws_kms.clone()).await);
-        backends = backends.with(Guarded::new(backend.clone()));
-        kms = Some(backend);
-    }
-    Ok((KeyRing::open(store, backends, config.keysets.clone(), clock, metrics).await?, kms))
 }

@@ -34,7 +34,8 @@ use tokio_postgres::types::ToSql;
 use super::postgres::engine::PgEngine;
 use super::postgres::migrate::TABLES;
 use super::postgres::pool::Pool;
-use super::txn::{upsert, RecordRow, Rows, Txn};
+use super::txn::Txn;
+use super::writer::{upsert, RecordRow, Rows};
 use super::{
     integrity, table, Backend, Reader, Record, RecordKey, Sealed, StorageError, Store, Table, Writer, API_KEYS,
     API_KEY_HASHES, AUDIT, IDENTITIES, ISSUED, KEYS, META, META_SCHEMA, REVOKED, SESSIONS,

@@ -27,6 +27,7 @@ mod records;
 mod run;
 mod tokens;
 mod txn;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,8 @@ pub use engine::{Failing, FaultClass, StorageHealth};
 pub use mac::RecordKey;
 pub use records::{MetaValue, Record, Sealed};
 pub use tokens::Collected;
-pub use txn::{AuditRows, Reader, Writer};
+pub use txn::{AuditRows, Reader};
+pub use writer::Writer;
 
 use run::Backend;
 

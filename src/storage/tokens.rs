@@ -5,7 +5,8 @@ use redb::ReadableTable;
 use tokio_postgres::types::ToSql;
 
 use super::postgres::feed::{self, ChangeKind};
-use super::txn::{RecordRow, Rows, Txn};
+use super::txn::Txn;
+use super::writer::{RecordRow, Rows};
 use super::{table, Reader, Record, Sealed, StorageError, Writer, ISSUED, REVOKED, SESSIONS};
 use crate::clock::Timestamp;
 use crate::identities::IdentityRecord;
@@ -206,7 +207,7 @@ impl Writer {
     }
 
     /// Stores `recs` (a group commit's sessions, or one): on PostgreSQL in
-    /// one statement per [`UPSERT_ROWS`](super::txn::UPSERT_ROWS).
+    /// one statement per [`UPSERT_ROWS`](super::writer::UPSERT_ROWS).
     pub fn put_sessions(&mut self, recs: &[&SessionRecord]) -> Result<(), StorageError> {
         // Replicas cache revoked sessions only.
         for r in recs.iter().filter(|r| r.revoked_at.is_some()) {
@@ -229,7 +230,7 @@ impl Writer {
     }
 
     /// Stores `recs` (a group commit's token rows, or one): on PostgreSQL in
-    /// one statement per [`UPSERT_ROWS`](super::txn::UPSERT_ROWS).
+    /// one statement per [`UPSERT_ROWS`](super::writer::UPSERT_ROWS).
     pub fn put_issued_all(&mut self, recs: &[&IssuedToken]) -> Result<(), StorageError> {
         let recs = last_per_key(recs, |r| r.jti.as_str());
         let bytes: Vec<Vec<u8>> = recs.iter().map(|r| r.encode()).collect();

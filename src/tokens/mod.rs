@@ -146,7 +146,7 @@ impl TokenService {
         migration: Option<Arc<Migration>>,
     ) -> Result<Self, StorageError> {
         let (jtis, sessions) = store.read(|r| r.revocations()).await?;
-        let revocations = Arc::new(Revocations::load(jtis, sessions));
+        let revocations = Arc::new(Revocations::load(&jtis, &sessions));
         let commit = GroupCommit::start(store.clone());
         let verified = verified::Verified::default();
         Ok(Self {

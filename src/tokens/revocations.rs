@@ -17,10 +17,10 @@ pub struct Revocations {
 
 impl Revocations {
     /// From the store's lists of revoked jtis and sessions (ids as stored).
-    pub fn load(jtis: Vec<(String, i64)>, sessions: Vec<(String, i64)>) -> Self {
-        let jtis = jtis.into_iter().map(|(jti, until)| (TokenId::from(jti), until)).collect();
-        let sessions = sessions.into_iter().map(|(sid, until)| (SessionId::from(sid), until)).collect();
-        Self { jtis: RwLock::new(jtis), sessions: RwLock::new(sessions) }
+    pub fn load(jtis: &[(String, i64)], sessions: &[(String, i64)]) -> Self {
+        let loaded = Self::default();
+        loaded.merge(jtis, sessions);
+        loaded
     }
 
     /// Adds the store's lists (a resync): nothing is forgotten, so a

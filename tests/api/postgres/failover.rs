@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::degraded::issue;
-use super::replicas::{metric_leader, one_leader, pair, refuses, Cluster};
+use super::replicas::{metric_leader, one_leader, pair, refused_within, refuses, revoke_access_token, Cluster};
 use super::url_text_via;
 use crate::daemon::{bootstrap_key, Daemon};
 use crate::kms::proxy::FaultProxy;
@@ -206,16 +206,10 @@ async fn a_leader_cut_from_the_database_stops_leading_and_issuing_serves_from_me
     // Its change feed is back too: a revocation on B reaches A.
     let (_, later, p) = pair(&b, &key, "after", "EdDSA").await;
     assert_eq!(refuses(&a, &key, &later).await, [false; 3]);
-    let jti = part(p["accessToken"].as_str().unwrap(), 1)["jti"].clone();
-    let (status, v) = call(&b.public, &key, "POST", "/v1/tokens/revoke", Some(json!({ "tokenId": jti }))).await;
-    assert!(status == 200 || status == 204, "{v}");
-    let t0 = Instant::now();
-    while refuses(&a, &key, &later).await != [true; 3] {
-        // The feed may still be reconnecting (a ping every 2 s, a retry
-        // every 1 s), and its reconnection resyncs.
-        assert!(t0.elapsed() < Duration::from_secs(5), "a revocation on B reaches the rejoined A");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    revoke_access_token(&b, &key, &p).await;
+    // The feed may still be reconnecting (a ping every 2 s, a retry every
+    // 1 s), and its reconnection resyncs.
+    refused_within(&[&*a], &key, &later, Duration::from_secs(5), "a revocation on B, on the rejoined A").await;
     assert_ne!(one_leader(&[&*a, &*b, &*c], FAILOVER + OBSERVE).await, 0, "A rejoined as a follower");
 
     stop.store(true, Ordering::SeqCst);
